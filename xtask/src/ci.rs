@@ -1,0 +1,107 @@
+//! `cargo xtask ci`: the steps CI runs, in order, with their durations, and
+//! the fuzz runner they share with `cargo xtask fuzz`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::run::{self, Tally};
+use crate::tools;
+
+/// Seconds each fuzz target runs in CI's smoke run.
+const CI_FUZZ_SECONDS: u64 = 20;
+
+/// One CI step: its name and what it does.
+type Step = (&'static str, fn(&mut Tally) -> Result<(), String>);
+
+const STEPS: &[Step] = &[
+    ("fmt", |_| run::status(&mut run::cargo(&["fmt", "--all", "--check"]))),
+    ("clippy", |_| {
+        run::status(&mut run::cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
+    }),
+    ("test", |tally| run::tests(&mut run::cargo(&["test", "--workspace", "--locked", "--no-fail-fast"]), tally)),
+    ("doc", |_| {
+        let mut command = run::cargo(&["doc", "--workspace", "--no-deps", "--locked"]);
+        command.env("RUSTDOCFLAGS", "-D warnings");
+        run::status(&mut command)
+    }),
+    ("deny", |_| deny()),
+    ("fuzz", |_| {
+        tools::ensure_cargo_fuzz()?;
+        for target in fuzz_targets()? {
+            fuzz_target(&target, CI_FUZZ_SECONDS)?;
+        }
+        Ok(())
+    }),
+    ("bench-build", |_| run::status(&mut run::cargo(&["bench", "--workspace", "--no-run", "--locked"]))),
+];
+
+/// Runs every step; prints durations and, last, the test tally.
+pub(crate) fn ci() -> ExitCode {
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let mut timings: Vec<(&str, Duration)> = Vec::new();
+    let mut failure = None;
+    for (name, step) in STEPS {
+        println!("\nxtask ci: ==> {name}");
+        let step_started = Instant::now();
+        let result = step(&mut tally);
+        timings.push((name, step_started.elapsed()));
+        println!("xtask ci: <== {name} ({:.1} s)", step_started.elapsed().as_secs_f64());
+        if let Err(message) = result {
+            failure = Some(format!("step `{name}` failed: {message}"));
+            break;
+        }
+    }
+    println!("\nxtask ci: step durations");
+    for (name, duration) in &timings {
+        println!("  {name:<12} {:>7.1} s", duration.as_secs_f64());
+    }
+    println!("  {:<12} {:>7.1} s", "total", started.elapsed().as_secs_f64());
+    let code = match &failure {
+        Some(message) => {
+            println!("xtask ci: FAILED: {message}");
+            ExitCode::FAILURE
+        }
+        None => {
+            println!("xtask ci: all steps passed");
+            ExitCode::SUCCESS
+        }
+    };
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    code
+}
+
+/// `cargo deny`: the checks that work offline always, advisories only when
+/// the advisory database can be fetched.
+fn deny() -> Result<(), String> {
+    tools::ensure_cargo_deny()?;
+    run::status(&mut run::cargo(&["deny", "--locked", "check", "bans", "licenses", "sources"]))?;
+    let fetched = run::succeeds_within(&mut run::cargo(&["deny", "fetch", "db"]), Duration::from_secs(60));
+    if fetched {
+        run::status(&mut run::cargo(&["deny", "--locked", "check", "advisories"]))
+    } else {
+        println!("xtask ci: advisory database unreachable; `cargo deny check advisories` skipped");
+        Ok(())
+    }
+}
+
+/// The names of the targets in `fuzz/fuzz_targets`, sorted.
+pub(crate) fn fuzz_targets() -> Result<Vec<String>, String> {
+    let dir = run::workspace_root().join("fuzz").join("fuzz_targets");
+    let entries = std::fs::read_dir(&dir).map_err(|err| format!("reading {}: {err}", dir.display()))?;
+    let mut targets: Vec<String> =
+        entries.filter_map(|entry| entry.ok()?.path().file_stem()?.to_str().map(String::from)).collect();
+    targets.sort();
+    Ok(targets)
+}
+
+/// Runs one fuzz target for `seconds`. AddressSanitizer needs a nightly-only
+/// flag, which `RUSTC_BOOTSTRAP=1` allows on the stable toolchain; it is set
+/// for the fuzz build alone.
+pub(crate) fn fuzz_target(target: &str, seconds: u64) -> Result<(), String> {
+    println!("xtask: fuzzing {target} for {seconds} s");
+    let max_time = format!("-max_total_time={seconds}");
+    let mut command = run::cargo(&["fuzz", "run", target, "--", &max_time, "-print_final_stats=1"]);
+    command.env("RUSTC_BOOTSTRAP", "1");
+    run::status(&mut command)
+}
