@@ -1,0 +1,81 @@
+//! Unit tests of internals the public API cannot reach: the thread-based
+//! exit watcher used without pidfds, and signals forwarded while a child is
+//! being spawned.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{Child, Error, Options, Signal};
+
+/// Bound for every wait in these tests.
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn sh(script: &str) -> Command {
+    let mut command = Command::new("sh");
+    command.args(["-c", script]);
+    command
+}
+
+async fn bounded<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, future).await.expect("timed out")
+}
+
+#[tokio::test]
+async fn without_pidfd_a_thread_reaps_and_latches_the_status() {
+    let options = Options { without_pidfd: true, ..Options::new() };
+    let child = Child::spawn(sh("exit 5"), options).expect("spawn");
+    let status = bounded(child.wait()).await.expect("status");
+    assert_eq!(status.code(), Some(5));
+    assert_eq!(child.try_status().expect("latched"), Some(status));
+    child.signal(Signal::TERM).expect("signal after exit is a no-op");
+}
+
+#[tokio::test]
+async fn without_pidfd_the_kill_ladder_and_the_timeout_still_work() {
+    let options = Options { without_pidfd: true, ..Options::new() }.kill_timeout(Duration::from_millis(300));
+    let child = Child::spawn(sh("trap '' TERM; exec sleep 30"), options.clone()).expect("spawn");
+    // Give the shell time to install its trap; a TERM before it would only
+    // end the child sooner, with 143, which the assertion would catch.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = bounded(child.kill()).await.expect("killed");
+    assert_eq!(status.shell_code(), 137);
+
+    let timed = options.execution_timeout(Some(Duration::from_millis(200)));
+    let child = Child::spawn(sh("exec sleep 30"), timed).expect("spawn");
+    let started = Instant::now();
+    match bounded(child.wait()).await {
+        Err(Error::TimedOut { status, .. }) => assert_eq!(status.signal(), Some(Signal::TERM.as_raw())),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn a_signal_forwarded_during_the_spawn_is_delivered_once_the_pid_is_known() {
+    let child = Child::new(sh("exec sleep 30"), Options::new());
+    // What the forwarding thread does when a signal arrives between the
+    // handler installation and the end of the spawn.
+    child.current_run().forward(Signal::USR1);
+    child.start().expect("start");
+    let status = bounded(child.wait()).await.expect("status");
+    assert_eq!(status.signal(), Some(Signal::USR1.as_raw()));
+}
+
+#[test]
+fn a_run_dropped_with_its_runtime_is_reaped_by_a_thread() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (child, exit) = runtime.block_on(async {
+        let child = Child::spawn(sh("sleep 0.2"), Options::new()).expect("spawn");
+        let exit = child.exit_handle();
+        (child, exit)
+    });
+    // The exit watcher task dies with the runtime; a thread takes over.
+    drop(runtime);
+    let deadline = Instant::now() + LIMIT;
+    while exit.try_status().expect("status").is_none() {
+        assert!(Instant::now() < deadline, "never reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(exit.try_status().expect("status").is_some_and(|status| status.success()));
+    drop(child);
+}
