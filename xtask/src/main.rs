@@ -75,7 +75,7 @@ fn bench(args: &[String]) -> Result<(), String> {
 }
 
 /// The proptest model tests: (package, test target arguments, name filter).
-const MODEL_TESTS: &[(&str, &[&str], &str)] = &[("seqring", &["--lib"], "model")];
+const MODEL_TESTS: &[(&str, &[&str], &str)] = &[("seqring", &["--lib"], "model"), ("backedpipe", &["--lib"], "model")];
 
 /// `model [--cases N]`.
 fn model(args: &[String]) -> Result<(), String> {

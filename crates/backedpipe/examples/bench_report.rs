@@ -1,0 +1,341 @@
+//! One-shot measurements at full size, as recorded in docs/benchmarks.md:
+//! 1 GiB one way and 512 MiB each way at once over an `AF_UNIX` socket pair
+//! (raw vs `BackedPipe`, 64 KiB writes, 64 KiB read buffer), 1 GiB with the
+//! connection cut every 64 MiB, reconnect latency (median of 100), peak RSS
+//! of a process streaming 1 GiB, and the resident memory of idle pipes.
+//!
+//! ```sh
+//! cargo run --release -p backedpipe --example bench_report
+//! ```
+//!
+//! The criterion benches (`cargo bench -p backedpipe`) measure the same
+//! workloads at smaller sizes with statistics.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backedpipe::{BackedPipe, Config};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+const CHUNK: usize = 64 << 10;
+const GIB: u64 = 1 << 30;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+/// Writes `bytes` in 64 KiB writes; calls `cut` at every multiple of
+/// `cut_every`.
+async fn write_n<W: AsyncWrite + Unpin>(writer: &mut W, bytes: u64, cut_every: u64, cut: &(dyn Fn() + Sync)) {
+    let chunk = vec![0xA5u8; CHUNK];
+    let mut written = 0;
+    while written < bytes {
+        writer.write_all(&chunk).await.expect("write");
+        written += CHUNK as u64;
+        if cut_every > 0 && written % cut_every == 0 && written < bytes {
+            cut();
+        }
+    }
+}
+
+/// Reads exactly `bytes` with a 64 KiB buffer.
+async fn read_n<R: AsyncRead + Unpin>(reader: &mut R, bytes: u64) {
+    let mut buf = vec![0u8; CHUNK];
+    let mut read = 0;
+    while read < bytes {
+        let count = reader.read(&mut buf).await.expect("read");
+        assert!(count > 0, "unexpected end of stream");
+        read += count as u64;
+    }
+}
+
+/// A connected pair of pipes over Unix socket pairs, and a way to cut the
+/// client's current connection.
+#[allow(missing_debug_implementations)]
+struct Pipes {
+    client: BackedPipe<UnixStream>,
+    server: BackedPipe<UnixStream>,
+    current: Arc<Mutex<Option<OwnedFd>>>,
+}
+
+impl Pipes {
+    async fn new() -> Pipes {
+        Pipes::with_config(Config::default()).await
+    }
+
+    async fn with_config(config: Config) -> Pipes {
+        let server = BackedPipe::passive(config.clone());
+        let accept = server.control();
+        let current = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&current);
+        let dial = move || {
+            let accept = accept.clone();
+            let slot = Arc::clone(&slot);
+            async move {
+                let (ours, theirs) = UnixStream::pair()?;
+                *slot.lock().unwrap() = Some(ours.as_fd().try_clone_to_owned()?);
+                accept.resume(theirs).map_err(io::Error::from)?;
+                Ok(ours)
+            }
+        };
+        let client = BackedPipe::connect(dial, config);
+        client.connected().await.expect("connect");
+        server.connected().await.expect("connect");
+        Pipes { client, server, current }
+    }
+
+    fn cut(&self) {
+        if let Some(fd) = self.current.lock().unwrap().as_ref() {
+            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+        }
+    }
+}
+
+async fn raw_one_way(bytes: u64) -> Duration {
+    let (mut a, mut b) = UnixStream::pair().expect("pair");
+    let started = Instant::now();
+    let writer = tokio::spawn(async move { write_n(&mut a, bytes, 0, &|| {}).await });
+    let reader = tokio::spawn(async move { read_n(&mut b, bytes).await });
+    reader.await.expect("reader");
+    writer.await.expect("writer");
+    started.elapsed()
+}
+
+async fn pipe_one_way(bytes: u64, cut_every: u64) -> Duration {
+    let pipes = Pipes::new().await;
+    let Pipes { mut client, mut server, current } = pipes;
+    let cutter = move || {
+        if let Some(fd) = current.lock().unwrap().as_ref() {
+            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+        }
+    };
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        write_n(&mut client, bytes, cut_every, &cutter).await;
+        client
+    });
+    let reader = tokio::spawn(async move {
+        read_n(&mut server, bytes).await;
+        server
+    });
+    let server = reader.await.expect("reader");
+    let client = writer.await.expect("writer");
+    drop(server);
+    let elapsed = started.elapsed();
+    if let Some(cuts) = bytes.checked_div(cut_every) {
+        let stats = client.stats();
+        assert!(stats.reconnects + 1 >= cuts, "{stats:?}");
+    }
+    elapsed
+}
+
+async fn raw_both_ways(bytes: u64) -> Duration {
+    let (a, b) = UnixStream::pair().expect("pair");
+    let (mut ar, mut aw) = a.into_split();
+    let (mut br, mut bw) = b.into_split();
+    let started = Instant::now();
+    let tasks = [
+        tokio::spawn(async move { write_n(&mut aw, bytes, 0, &|| {}).await }),
+        tokio::spawn(async move { write_n(&mut bw, bytes, 0, &|| {}).await }),
+        tokio::spawn(async move { read_n(&mut ar, bytes).await }),
+        tokio::spawn(async move { read_n(&mut br, bytes).await }),
+    ];
+    for task in tasks {
+        task.await.expect("task");
+    }
+    started.elapsed()
+}
+
+async fn pipe_both_ways(bytes: u64) -> Duration {
+    let Pipes { client, server, .. } = Pipes::new().await;
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let started = Instant::now();
+    let writers = [
+        tokio::spawn(async move {
+            write_n(&mut cw, bytes, 0, &|| {}).await;
+            cw
+        }),
+        tokio::spawn(async move {
+            write_n(&mut sw, bytes, 0, &|| {}).await;
+            sw
+        }),
+    ];
+    let readers = [
+        tokio::spawn(async move {
+            read_n(&mut cr, bytes).await;
+            cr
+        }),
+        tokio::spawn(async move {
+            read_n(&mut sr, bytes).await;
+            sr
+        }),
+    ];
+    // Keep every half until both streams have been read whole.
+    let mut halves = Vec::new();
+    for task in readers {
+        halves.push(task.await.expect("reader"));
+    }
+    let elapsed = started.elapsed();
+    for task in writers {
+        drop(task.await.expect("writer"));
+    }
+    drop(halves);
+    elapsed
+}
+
+async fn reconnect_latency(rounds: usize) -> Vec<Duration> {
+    let mut secure = Config::default();
+    secure.secret = Some(backedpipe::Secret::new(b"benchmark shared secret".to_vec()));
+    let mut pipes = Pipes::with_config(secure).await;
+    let mut samples = Vec::with_capacity(rounds);
+    let mut byte = [0u8; 1];
+    for _ in 0..rounds {
+        let before = pipes.client.stats().reconnects;
+        pipes.cut();
+        let started = Instant::now();
+        pipes.client.write_all(b"x").await.expect("write");
+        pipes.server.read_exact(&mut byte).await.expect("read");
+        samples.push(started.elapsed());
+        // Let the server notice the old connection ended before the next
+        // round, so each round measures one whole reconnect.
+        while pipes.client.stats().reconnects == before {
+            tokio::task::yield_now().await;
+        }
+    }
+    samples.sort();
+    samples
+}
+
+fn vm_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Child process: stream 1 GiB one way (raw or through pipes) and print
+/// the peak RSS in KiB.
+fn child_stream(pipe: bool) {
+    let rt = runtime();
+    rt.block_on(async {
+        if pipe {
+            pipe_one_way(GIB, 0).await;
+        } else {
+            raw_one_way(GIB).await;
+        }
+    });
+    println!("{}", vm_kib("VmHWM:"));
+}
+
+/// Child process: `count` connected, idle pipe pairs; print the RSS growth
+/// per pipe in bytes.
+fn child_idle(count: usize) {
+    let rt = runtime();
+    rt.block_on(async {
+        // Warm up the runtime and allocator with one pair.
+        let warm = Pipes::new().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = vm_kib("VmRSS:");
+        let mut all = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut pipes = Pipes::new().await;
+            pipes.client.write_all(b"hello").await.expect("write");
+            let mut buf = [0; 5];
+            pipes.server.read_exact(&mut buf).await.expect("read");
+            all.push(pipes);
+        }
+        // Until acknowledged and the buffers are given back.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while all.iter().any(|p| p.client.stats().buffer_bytes + p.server.stats().buffer_bytes > 0) {
+            assert!(Instant::now() < deadline, "buffers not released");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = vm_kib("VmRSS:");
+        println!("{}", (after.saturating_sub(before)) * 1024 / (2 * count as u64));
+        drop(warm);
+    });
+}
+
+fn run_child(args: &[&str]) -> u64 {
+    let exe = std::env::current_exe().expect("current exe");
+    let output = std::process::Command::new(exe).args(args).output().expect("child");
+    assert!(output.status.success(), "child {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("child output")
+}
+
+fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+/// Prints the median throughputs of alternating runs and their ratio.
+fn line(what: &str, bytes: u64, raw_runs: &[Duration], pipe_runs: &[Duration]) {
+    let (raw, pipe) = (median(raw_runs), median(pipe_runs));
+    println!(
+        "{what:<26} raw {:.2} GiB/s, pipe {:.2} GiB/s: {:.2}x (median of {} alternating runs)",
+        gib_per_s(bytes, raw),
+        gib_per_s(bytes, pipe),
+        raw.as_secs_f64() / pipe.as_secs_f64(),
+        raw_runs.len(),
+    );
+}
+
+fn gib_per_s(bytes: u64, time: Duration) -> f64 {
+    bytes as f64 / time.as_secs_f64() / GIB as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("stream-pipe") => return child_stream(true),
+        Some("stream-raw") => return child_stream(false),
+        Some("idle") => return child_idle(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000)),
+        _ => {}
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        // Warm-up.
+        raw_one_way(64 << 20).await;
+        pipe_one_way(64 << 20, 0).await;
+
+        let runs = 3;
+        let (mut raw, mut pipe) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            raw.push(raw_one_way(GIB).await);
+            pipe.push(pipe_one_way(GIB, 0).await);
+        }
+        line("one way, 1 GiB", GIB, &raw, &pipe);
+        let half = GIB / 2;
+        let (mut raw, mut pipe) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            raw.push(raw_both_ways(half).await);
+            pipe.push(pipe_both_ways(half).await);
+        }
+        line("both ways, 512 MiB each", GIB, &raw, &pipe);
+        let (mut raw, mut pipe) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            raw.push(raw_one_way(GIB).await);
+            pipe.push(pipe_one_way(GIB, 64 << 20).await);
+        }
+        line("cut every 64 MiB, 1 GiB", GIB, &raw, &pipe);
+        let samples = reconnect_latency(100).await;
+        println!(
+            "reconnect (cut, write 1 byte, peer reads it; HMAC auth): median {:?}, p90 {:?}, max {:?}",
+            samples[samples.len() / 2],
+            samples[samples.len() * 9 / 10],
+            samples[samples.len() - 1]
+        );
+    });
+    drop(rt);
+    let raw_hwm = run_child(&["stream-raw"]);
+    let pipe_hwm = run_child(&["stream-pipe"]);
+    println!("peak RSS streaming 1 GiB: raw {} KiB, pipe {} KiB", raw_hwm, pipe_hwm);
+    let idle = run_child(&["idle", "1000"]);
+    println!("idle pipe resident memory: {idle} bytes per pipe (2000 pipes)");
+}

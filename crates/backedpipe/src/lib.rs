@@ -1,0 +1,110 @@
+//! A reliable byte stream over transports that break and come back.
+//!
+//! A [`BackedPipe`] is an `AsyncRead + AsyncWrite` stream between two
+//! processes that survives its transport: when a TCP connection, a Unix
+//! socket, a websocket or a child process's stdio breaks, the pipe gets a
+//! new one, the two sides tell each other how many bytes they have read,
+//! and each replays exactly the bytes the other is missing, once, before
+//! any new byte. The application sees one unbroken stream: no byte lost,
+//! repeated or reordered.
+//!
+//! - Both sides count bytes as `u64` sequence numbers. A side keeps what it
+//!   wrote until the peer acknowledges it (in a [`seqring::Ring`]), and never
+//!   drops an unacknowledged byte: when the send buffer (64 MiB by default)
+//!   is full of them, writes wait.
+//! - A peer that claims to have read more than was written is an
+//!   [`Error::InvalidSequence`]; one that has read less than is still held
+//!   is an [`Error::DataLoss`]. Both end the pipe, visibly; neither is ever
+//!   retried.
+//! - Keepalives detect a connection that silently stopped (a black hole);
+//!   end of stream (`shutdown`) is distinct from a dropped connection.
+//! - The handshake is versioned, carries a 128-bit session id, and with a
+//!   shared [`Secret`] both sides prove knowledge of it (HMAC-SHA256 over
+//!   fresh nonces) before anything is replayed. The wire format is
+//!   specified in `docs/protocol.md`.
+//!
+//! One side is *active*: it dials through a [`Reconnector`] (which only
+//! opens transports) with exponential [`Backoff`] and jitter. The other is
+//! *passive*: it is handed connections ([`BackedPipe::resume`]); a server
+//! that hosts many sessions reads each new connection's HELLO with
+//! [`read_hello`] and routes it by [`proto::Hello::session_id`] with
+//! [`BackedPipe::resume_with_hello`].
+//!
+//! # Example
+//!
+//! Two pipes over Unix socket pairs; every dial makes a new pair and hands
+//! one end to the passive side. A forced reconnect in the middle changes
+//! nothing for the application.
+//!
+//! ```
+//! use backedpipe::{BackedPipe, Config};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tokio::net::UnixStream;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut server = BackedPipe::<UnixStream>::passive(Config::default());
+//! let accept = server.control();
+//! let dial = move || {
+//!     let accept = accept.clone();
+//!     async move {
+//!         let (ours, theirs) = UnixStream::pair()?;
+//!         accept.resume(theirs)?;
+//!         Ok(ours)
+//!     }
+//! };
+//! let mut client = BackedPipe::connect(dial, Config::default());
+//!
+//! client.write_all(b"hello").await?; // taken before any connection exists
+//! client.connected().await?;
+//! client.force_reconnect().await?; // a new connection; nothing is lost
+//! client.write_all(b", world").await?;
+//! client.shutdown().await?; // end of stream, acknowledged by the peer
+//!
+//! let mut text = String::new();
+//! server.read_to_string(&mut text).await?;
+//! assert_eq!(text, "hello, world");
+//! assert_eq!(client.stats().reconnects, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layers
+//!
+//! - [`core`]: the sans-IO protocol state machine. It never touches a
+//!   socket, an async runtime or the clock; time is an input. Its module
+//!   documentation states the polling order and the time contract. Use it
+//!   directly to run the protocol over anything.
+//! - [`BackedPipe`]: the tokio shell around it, over any transport that is
+//!   `AsyncRead + AsyncWrite + Unpin + Send`. One driver task per pipe; the
+//!   application's reads and writes do the current connection's I/O inline,
+//!   so a payload byte is copied once into the send buffer and otherwise
+//!   moves straight between the transport and the caller's buffer.
+//! - [`proto`]: the wire format's encoders and decoders.
+//!
+//! # Caveats
+//!
+//! - Read the pipe while writing a lot: acknowledgements travel with the
+//!   peer's data, and a side that stops reading for long stops seeing them,
+//!   so its own writes eventually wait for buffer space.
+//! - Without a secret, anyone who can reach the passive side and guess a
+//!   session id can take the session over; without TLS underneath, the
+//!   bytes travel in the clear. Authentication never encrypts.
+
+mod config;
+pub mod core;
+mod error;
+mod pipe;
+pub mod proto;
+mod reconnect;
+mod recv_buffer;
+
+pub use crate::config::{Config, Secret};
+pub use crate::core::Generation;
+pub use crate::error::Error;
+pub use crate::pipe::{BackedPipe, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Stats, Status, read_hello};
+pub use crate::reconnect::{Backoff, Reconnector};
+
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;

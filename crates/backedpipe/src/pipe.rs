@@ -1,0 +1,1455 @@
+//! The tokio shell: [`BackedPipe`] (`AsyncRead + AsyncWrite`, owned split
+//! halves), the driver task that dials, handshakes, keeps connections alive
+//! and moves bytes when the application does not, and the wake-up plumbing
+//! between them.
+//!
+//! # How the work is shared
+//!
+//! All state lives in one mutex (the core, the transports, the reconnect
+//! bookkeeping); it is never held across an await. The application's own
+//! `poll_read`/`poll_write` do the I/O of the current connection inline: a
+//! write copies into the send buffer and hands the new frame to the
+//! transport with one vectored write; a read reads DATA payload straight
+//! from the transport into the caller's buffer. A driver task (one per pipe)
+//! handles everything else: dialling, handshakes, timers, and reading when
+//! no application read is waiting (acknowledgements, pings, end of stream).
+//!
+//! Readiness of a transport wakes the application task that waits for it,
+//! or the driver when none does. If a woken application task does not come
+//! back for the I/O within [`CLAIM_DELAY`] (its read or write future was
+//! dropped), the driver does the I/O itself, so a cancelled read never
+//! stalls acknowledgements.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::core::{ConnectionState, Core, Event, Generation, ReadOutcome};
+use crate::error::Error;
+use crate::proto::{self, DecodeError, Hello, Nonce, SessionId};
+use crate::reconnect::Reconnector;
+
+/// How long the driver leaves a transport's readiness to the application
+/// task it woke before doing the I/O itself.
+pub(crate) const CLAIM_DELAY: Duration = Duration::from_millis(5);
+
+/// The state a pipe reports through [`BackedPipe::watch_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PipeState {
+    /// No connection; waiting to dial again (backoff) or, on the passive
+    /// side, for the next connection to be handed over.
+    Disconnected,
+    /// Dialling or handshaking.
+    Reconnecting,
+    /// A connection carries the stream.
+    Connected,
+    /// Closed or failed; see [`BackedPipe::failure`].
+    Closed,
+}
+
+/// The pipe's state and the generation of its newest connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Status {
+    /// Connected, disconnected, reconnecting or closed.
+    pub state: PipeState,
+    /// The current connection's generation, or that of the newest attempt.
+    pub generation: Generation,
+}
+
+/// Counters of a pipe; see [`BackedPipe::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Application bytes transmitted, replays included.
+    pub bytes_sent: u64,
+    /// Application bytes received.
+    pub bytes_received: u64,
+    /// Application bytes transmitted again after a reconnect.
+    pub bytes_replayed: u64,
+    /// Successful handshakes after the first one.
+    pub reconnects: u64,
+    /// Dials and handshakes that failed.
+    pub failed_attempts: u64,
+    /// The current (or newest) connection's generation.
+    pub generation: Generation,
+    /// Memory held by the send and receive buffers. It follows what they
+    /// hold, and drops to 0 when an idle pipe has nothing unacknowledged.
+    pub buffer_bytes: usize,
+}
+
+// ----- wake-up plumbing -----------------------------------------------------------
+
+#[derive(Default)]
+struct Slots {
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+    driver: Option<Waker>,
+    /// A readiness wake went to the reader, which has not polled since.
+    unclaimed_read: bool,
+    /// A readiness wake went to the writer, which has not polled since.
+    unclaimed_write: bool,
+    /// The driver has been told about unclaimed wakes and will check.
+    claim_armed: bool,
+}
+
+/// Who waits for what. Its lock is a leaf: nothing is called under it.
+struct Hub {
+    epoch: Instant,
+    /// When the application last wrote, in nanoseconds after `epoch`.
+    last_write_nanos: AtomicU64,
+    slots: Mutex<Slots>,
+    /// The current transport became readable while no application read
+    /// waited: a writer that holds the state anyway reads the
+    /// acknowledgements itself rather than wait for the driver to get in.
+    read_ready: AtomicBool,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register_reader(&self, waker: &Waker) {
+        let mut slots = self.lock();
+        slots.unclaimed_read = false;
+        set_waker(&mut slots.reader, waker);
+    }
+
+    fn clear_reader(&self) {
+        self.lock().reader = None;
+    }
+
+    fn register_writer(&self, waker: &Waker) {
+        let mut slots = self.lock();
+        slots.unclaimed_write = false;
+        set_waker(&mut slots.writer, waker);
+    }
+
+    fn clear_writer(&self) {
+        self.lock().writer = None;
+    }
+
+    fn register_driver(&self, waker: &Waker) {
+        set_waker(&mut self.lock().driver, waker);
+    }
+
+    fn reader_waiting(&self) -> bool {
+        self.lock().reader.is_some()
+    }
+
+    fn wake(&self, reader: bool, writer: bool, driver: bool) {
+        let wakers = {
+            let mut slots = self.lock();
+            [
+                if reader { slots.reader.take() } else { None },
+                if writer { slots.writer.take() } else { None },
+                if driver { slots.driver.take() } else { None },
+            ]
+        };
+        for waker in wakers.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+
+    /// Transport readiness in one direction.
+    fn ready(&self, read: bool) {
+        let (app, driver) = {
+            let mut slots = self.lock();
+            let mut app = if read { slots.reader.take() } else { slots.writer.take() };
+            let mut wake_driver = app.is_none();
+            if read && app.is_none() {
+                // No read waits: acknowledgements, pings or data nobody
+                // asked for yet. A waiting or busy writer takes them in
+                // (it looks at `read_ready`); otherwise the driver does.
+                self.read_ready.store(true, Ordering::Release);
+                app = slots.writer.take();
+                if app.is_some() || self.writer_busy() {
+                    wake_driver = false;
+                    slots.unclaimed_read = true;
+                    if !slots.claim_armed {
+                        slots.claim_armed = true;
+                        wake_driver = true;
+                    }
+                }
+            } else if app.is_some() {
+                if read {
+                    slots.unclaimed_read = true;
+                } else {
+                    slots.unclaimed_write = true;
+                }
+                if !slots.claim_armed {
+                    slots.claim_armed = true;
+                    wake_driver = true;
+                }
+            }
+            (app, if wake_driver { slots.driver.take() } else { None })
+        };
+        if let Some(waker) = app {
+            waker.wake();
+        }
+        if let Some(waker) = driver {
+            waker.wake();
+        }
+    }
+
+    /// Notes that the application is writing now.
+    fn writing(&self) {
+        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_write_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Whether the application wrote within the last [`CLAIM_DELAY`].
+    fn writer_busy(&self) -> bool {
+        let last = self.last_write_nanos.load(Ordering::Relaxed);
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        last != 0 && now.saturating_sub(last) < CLAIM_DELAY.as_nanos() as u64
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            epoch: Instant::now(),
+            last_write_nanos: AtomicU64::new(0),
+            slots: Mutex::default(),
+            read_ready: AtomicBool::new(false),
+        }
+    }
+}
+
+fn set_waker(slot: &mut Option<Waker>, waker: &Waker) {
+    match slot {
+        Some(existing) if existing.will_wake(waker) => {}
+        _ => *slot = Some(waker.clone()),
+    }
+}
+
+/// The waker handed to transports: readiness goes through the hub.
+struct Readiness {
+    hub: Arc<Hub>,
+    read: bool,
+}
+
+impl Wake for Readiness {
+    fn wake(self: Arc<Self>) {
+        self.hub.ready(self.read);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.hub.ready(self.read);
+    }
+}
+
+// ----- shared state -----------------------------------------------------------------
+
+struct ConnIo<T> {
+    generation: Generation,
+    io: T,
+    flush_pending: bool,
+}
+
+/// Reconnect bookkeeping of the dialling side.
+struct Redial {
+    /// Consecutive failed attempts.
+    failures: u32,
+    /// Do not dial before this.
+    not_before: Option<Instant>,
+    /// When the pipe last had no connection, if it has none now.
+    disconnected_since: Option<Instant>,
+    /// The generation of the handshake in flight.
+    attempt: Option<Generation>,
+    /// A dial is in flight.
+    dialing: bool,
+    /// The last dial error.
+    last_error: Option<Arc<io::Error>>,
+    rng: fastrand::Rng,
+}
+
+type ForceResult = Option<Result<Generation, Error>>;
+
+struct Inner<T> {
+    core: Core,
+    config: Config,
+    active: bool,
+    conns: Vec<ConnIo<T>>,
+    current: Option<Generation>,
+    redial: Redial,
+    failed_attempts: u64,
+    force: Option<watch::Sender<ForceResult>>,
+    force_requested: bool,
+}
+
+struct Shared<T> {
+    inner: Mutex<Inner<T>>,
+    hub: Arc<Hub>,
+    read_waker: Waker,
+    write_waker: Waker,
+    status: watch::Sender<Status>,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl<T> Shared<T> {
+    /// Locks the state. The holder is at most inside one non-blocking
+    /// system call, so the wait is short (as for a socket shared by a
+    /// reading and a writing task); it is never held across an await.
+    fn lock(&self) -> MutexGuard<'_, Inner<T>> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Who is processing events (and so needs no wake-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Party {
+    Reader,
+    Writer,
+    Driver,
+    Other,
+}
+
+/// Outcome of one transport operation.
+enum Io {
+    /// Bytes moved; the transport would now block (and will wake us).
+    Progress,
+    /// Bytes moved and more are waiting: the transport will not wake
+    /// anyone for them, so the caller must come back.
+    More,
+    /// Nothing moved; the transport will wake us.
+    Blocked,
+    Lost,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
+    fn conn_index(&self, generation: Generation) -> Option<usize> {
+        self.conns.iter().position(|conn| conn.generation == generation)
+    }
+
+    /// Writes what the core has for `generation` until done or blocked.
+    fn transmit(&mut self, now: Instant, generation: Generation, cx: &mut Context<'_>) -> Io {
+        let Some(index) = self.conn_index(generation) else { return Io::Blocked };
+        let Inner { core, conns, .. } = self;
+        let conn = &mut conns[index];
+        let mut progress = false;
+        while let Some(transmit) = core.poll_transmit(generation) {
+            if transmit.is_empty() {
+                break;
+            }
+            let slices = transmit.io_slices();
+            match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices) {
+                Poll::Ready(Ok(0)) => {
+                    core.transmitted(now, generation, 0);
+                    return Io::Lost;
+                }
+                Poll::Ready(Ok(count)) => {
+                    core.transmitted(now, generation, count);
+                    conn.flush_pending = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(err)) => {
+                    core.transmitted(now, generation, 0);
+                    tracing::debug!(%generation, %err, "write failed");
+                    return Io::Lost;
+                }
+                Poll::Pending => {
+                    core.transmitted(now, generation, 0);
+                    break;
+                }
+            }
+        }
+        if conn.flush_pending {
+            match Pin::new(&mut conn.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => conn.flush_pending = false,
+                Poll::Ready(Err(_)) => return Io::Lost,
+                Poll::Pending => {}
+            }
+        }
+        if progress { Io::Progress } else { Io::Blocked }
+    }
+
+    /// Reads from `generation` into the core until blocked or its buffer is
+    /// full, or (with `for_app`) until a DATA payload can go straight into
+    /// the application's buffer.
+    fn receive(&mut self, now: Instant, generation: Generation, cx: &mut Context<'_>, for_app: bool) -> Io {
+        let Some(index) = self.conn_index(generation) else { return Io::Blocked };
+        let Inner { core, conns, .. } = self;
+        let conn = &mut conns[index];
+        let mut progress = false;
+        // Bounded so that one busy connection cannot starve the others.
+        for round in 0.. {
+            if round == 64 {
+                return Io::More;
+            }
+            let Some(target) = core.recv_target(generation) else { break };
+            let mut buf = ReadBuf::new(target);
+            match Pin::new(&mut conn.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    let count = buf.filled().len();
+                    if count == 0 {
+                        return Io::Lost;
+                    }
+                    core.recv_done(now, generation, count);
+                    progress = true;
+                    if core.generations().all(|g| g != generation) {
+                        break;
+                    }
+                    if for_app && (core.direct_read_len(generation) > 0 || core.recv_buffered() > 0) {
+                        break;
+                    }
+                }
+                Poll::Ready(Err(err)) => {
+                    tracing::debug!(%generation, %err, "read failed");
+                    return Io::Lost;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if progress { Io::Progress } else { Io::Blocked }
+    }
+
+    /// Handles the core's events: drops finished transports, keeps the
+    /// reconnect bookkeeping, wakes whoever waits, publishes the status.
+    fn process_events(&mut self, now: Instant, shared_hub: &Hub, status: &watch::Sender<Status>, me: Party) {
+        let (mut reader, mut writer, mut driver) = (false, false, false);
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Connected { generation, .. } => {
+                    self.current = Some(generation);
+                    if self.redial.attempt == Some(generation) {
+                        self.redial.attempt = None;
+                    }
+                    self.redial.failures = 0;
+                    self.redial.not_before = None;
+                    self.redial.disconnected_since = None;
+                    self.complete_force(Ok(generation));
+                    (reader, writer, driver) = (true, true, true);
+                }
+                Event::ConnectionClosed { generation } => {
+                    self.conns.retain(|conn| conn.generation != generation);
+                    if self.current == Some(generation) {
+                        self.current = None;
+                        self.redial.disconnected_since.get_or_insert(now);
+                    } else if self.redial.attempt == Some(generation) {
+                        self.redial.attempt = None;
+                        self.attempt_failed(now);
+                    }
+                    (reader, writer, driver) = (true, true, true);
+                }
+                Event::Readable => reader = true,
+                Event::Writable => writer = true,
+                Event::Failed(err) => {
+                    self.complete_force(Err(err));
+                    (reader, writer, driver) = (true, true, true);
+                }
+            }
+        }
+        if self.core.state() == ConnectionState::Closed {
+            self.complete_force(Err(self.core.failure().cloned().unwrap_or(Error::Closed)));
+        }
+        self.publish(status);
+        // The caller is running and looks at the state again before it
+        // returns: waking it too would only poll it once more.
+        let (reader, writer, driver) =
+            (reader && me != Party::Reader, writer && me != Party::Writer, driver && me != Party::Driver);
+        if reader || writer || driver {
+            shared_hub.wake(reader, writer, driver);
+        }
+    }
+
+    fn attempt_failed(&mut self, now: Instant) {
+        self.failed_attempts += 1;
+        self.redial.failures = self.redial.failures.saturating_add(1);
+        let delay = self.config.backoff.delay(self.redial.failures, self.redial.rng.f64());
+        self.redial.not_before = Some(now + delay);
+        self.redial.disconnected_since.get_or_insert(now);
+        self.complete_force(Err(handshake_failed()));
+    }
+
+    fn complete_force(&mut self, result: Result<Generation, Error>) {
+        if let Some(sender) = self.force.take() {
+            sender.send_replace(Some(result));
+        }
+    }
+
+    fn status(&self) -> Status {
+        let state = match self.core.state() {
+            ConnectionState::Closed => PipeState::Closed,
+            ConnectionState::Connected => PipeState::Connected,
+            ConnectionState::Handshaking => PipeState::Reconnecting,
+            _ if self.redial.dialing => PipeState::Reconnecting,
+            _ => PipeState::Disconnected,
+        };
+        let newest = Generation(self.core.next_generation().0.saturating_sub(1));
+        Status { state, generation: self.core.current_generation().unwrap_or(newest) }
+    }
+
+    fn publish(&self, status: &watch::Sender<Status>) {
+        let new = self.status();
+        status.send_if_modified(|old| {
+            let changed = *old != new;
+            *old = new;
+            changed
+        });
+    }
+}
+
+fn handshake_failed() -> Error {
+    Error::Io(Arc::new(io::Error::new(io::ErrorKind::ConnectionAborted, "the handshake did not complete")))
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
+    fn read_cx(&self) -> Context<'_> {
+        Context::from_waker(&self.read_waker)
+    }
+
+    fn write_cx(&self) -> Context<'_> {
+        Context::from_waker(&self.write_waker)
+    }
+
+    /// After input on `generation`: events, then whatever the core wants to
+    /// send on the current connection (ACKs, pongs).
+    fn after_input(&self, inner: &mut Inner<T>, now: Instant) {
+        inner.process_events(now, &self.hub, &self.status, Party::Reader);
+        if let Some(generation) = inner.core.current_generation() {
+            if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
+                inner.core.connection_lost(now, generation);
+            }
+            inner.process_events(now, &self.hub, &self.status, Party::Reader);
+        }
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        // Take part in the runtime's cooperative budget: a task that reads
+        // buffered bytes in a loop still lets the driver and others run.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        self.hub.register_reader(cx.waker());
+        let mut inner = self.lock();
+        let now = now();
+        let result = loop {
+            let was_full = inner.core.recv_buffered() >= inner.config.recv_buffer_bytes;
+            match inner.core.read(buf.initialize_unfilled()) {
+                ReadOutcome::Data(count) => {
+                    buf.advance(count);
+                    if was_full {
+                        // The driver paused reading for lack of room.
+                        self.hub.wake(false, false, true);
+                    }
+                    break Poll::Ready(Ok(()));
+                }
+                ReadOutcome::EndOfStream => break Poll::Ready(Ok(())),
+                ReadOutcome::Failed(err) => break Poll::Ready(Err(err.into())),
+                ReadOutcome::Pending => {}
+            }
+            let Some(generation) = inner.core.current_generation() else { break Poll::Pending };
+            let Some(index) = inner.conn_index(generation) else { break Poll::Pending };
+            let direct = inner.core.direct_read_len(generation);
+            if direct > 0 {
+                let unfilled = buf.initialize_unfilled();
+                let limit = direct.min(unfilled.len());
+                let mut direct_buf = ReadBuf::new(&mut unfilled[..limit]);
+                match Pin::new(&mut inner.conns[index].io).poll_read(&mut self.read_cx(), &mut direct_buf) {
+                    Poll::Ready(Ok(())) if !direct_buf.filled().is_empty() => {
+                        let count = direct_buf.filled().len();
+                        inner.core.direct_read_done(now, generation, count);
+                        buf.advance(count);
+                        self.after_input(&mut inner, now);
+                        break Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(_) => {
+                        inner.core.connection_lost(now, generation);
+                        self.after_input(&mut inner, now);
+                    }
+                    Poll::Pending => break Poll::Pending,
+                }
+            } else {
+                match inner.receive(now, generation, &mut self.read_cx(), true) {
+                    Io::Progress | Io::More => self.after_input(&mut inner, now),
+                    Io::Blocked => {
+                        if inner.core.recv_target(generation).is_none() && inner.core.recv_buffered() == 0 {
+                            // Nothing to read into: only a closed
+                            // connection gets here; the driver handles it.
+                            self.hub.wake(false, false, true);
+                        }
+                        break Poll::Pending;
+                    }
+                    Io::Lost => {
+                        inner.core.connection_lost(now, generation);
+                        self.after_input(&mut inner, now);
+                    }
+                }
+            }
+        };
+        drop(inner);
+        if result.is_ready() {
+            coop.made_progress();
+            self.hub.clear_reader();
+        }
+        result
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        // A writer filling the send buffer while disconnected never meets
+        // a blocking transport: the budget makes it yield now and then.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        self.hub.register_writer(cx.waker());
+        self.hub.writing();
+        let mut inner = self.lock();
+        let now = now();
+        let mut result = Poll::Pending;
+        for _ in 0..2 {
+            match inner.core.write(data) {
+                Err(err) => {
+                    result = Poll::Ready(Err(err.into()));
+                    break;
+                }
+                Ok(0) => {}
+                Ok(count) => {
+                    result = Poll::Ready(Ok(count));
+                }
+            }
+            // Hand the bytes to the connection now (or, when the buffer
+            // was full, make room by sending what waits), and take in
+            // acknowledgements that arrived meanwhile.
+            if let Some(generation) = inner.core.current_generation() {
+                let mut lost = matches!(inner.transmit(now, generation, &mut self.write_cx()), Io::Lost);
+                // Readiness reaches the runtime only now and then while it
+                // is busy; a writer far ahead of the acknowledgements looks
+                // for them itself.
+                let ack_overdue = inner.core.unacked_bytes() as u64 > 4 * inner.config.ack_interval_bytes;
+                let read_ready = self.hub.read_ready.swap(false, Ordering::Acquire);
+                if !lost && (read_ready || ack_overdue) && !self.hub.reader_waiting() {
+                    self.hub.lock().unclaimed_read = false;
+                    match inner.receive(now, generation, &mut self.read_cx(), false) {
+                        Io::Lost => lost = true,
+                        Io::More => {
+                            self.hub.read_ready.store(true, Ordering::Release);
+                            self.hub.wake(false, false, true);
+                        }
+                        Io::Progress | Io::Blocked => {}
+                    }
+                }
+                if lost {
+                    inner.core.connection_lost(now, generation);
+                }
+                inner.process_events(now, &self.hub, &self.status, Party::Writer);
+            }
+            if result.is_ready() {
+                break;
+            }
+        }
+        drop(inner);
+        if result.is_ready() {
+            coop.made_progress();
+            self.hub.clear_writer();
+        }
+        result
+    }
+
+    fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.hub.register_writer(cx.waker());
+        let mut inner = self.lock();
+        let now = now();
+        let result = if let Some(err) = inner.core.failure() {
+            Poll::Ready(Err(err.clone().into()))
+        } else if inner.core.state() == ConnectionState::Closed {
+            Poll::Ready(Err(Error::Closed.into()))
+        } else {
+            if let Some(generation) = inner.core.current_generation() {
+                if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
+                    inner.core.connection_lost(now, generation);
+                }
+                inner.process_events(now, &self.hub, &self.status, Party::Writer);
+            }
+            let flushed = inner.core.all_transmitted()
+                && inner.current.and_then(|g| inner.conn_index(g)).is_some_and(|i| !inner.conns[i].flush_pending);
+            if flushed { Poll::Ready(Ok(())) } else { Poll::Pending }
+        };
+        drop(inner);
+        if result.is_ready() {
+            self.hub.clear_writer();
+        }
+        result
+    }
+
+    fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.hub.register_writer(cx.waker());
+        let mut inner = self.lock();
+        let now = now();
+        let result = match inner.core.shutdown_write() {
+            // Completed before the pipe ended (e.g. the peer then closed).
+            _ if inner.core.is_shutdown_complete() => Poll::Ready(Ok(())),
+            Err(err) => Poll::Ready(Err(err.into())),
+            Ok(()) => {
+                if let Some(generation) = inner.core.current_generation() {
+                    if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
+                        inner.core.connection_lost(now, generation);
+                    }
+                    inner.process_events(now, &self.hub, &self.status, Party::Writer);
+                }
+                if inner.core.is_shutdown_complete() { Poll::Ready(Ok(())) } else { Poll::Pending }
+            }
+        };
+        drop(inner);
+        if result.is_ready() {
+            self.hub.clear_writer();
+        }
+        result
+    }
+
+    fn close(&self) {
+        let mut inner = self.lock();
+        let now = now();
+        inner.core.close(now);
+        // One non-blocking attempt to tell the peer; the driver finishes it.
+        let generations: Vec<Generation> = inner.core.generations().collect();
+        for generation in generations {
+            inner.transmit(now, generation, &mut self.write_cx());
+        }
+        inner.process_events(now, &self.hub, &self.status, Party::Other);
+        drop(inner);
+        self.hub.wake(true, true, true);
+    }
+}
+
+// ----- the driver -----------------------------------------------------------------------
+
+type DialFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+
+/// Starts a dial; `None` on the passive side.
+type Dialer<T> = Option<Box<dyn Fn() -> DialFuture<T> + Send + Sync>>;
+
+struct Driver<T> {
+    shared: Arc<Shared<T>>,
+    dialer: Dialer<T>,
+    dial: Option<DialFuture<T>>,
+    /// A finished dial, kept until the state can be locked.
+    dialed: Option<io::Result<T>>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    claim_deadline: Option<Instant>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let shared = Arc::clone(&this.shared);
+        shared.hub.register_driver(cx.waker());
+        let own_waker = cx.waker().clone();
+        for _ in 0..64 {
+            let now = now();
+            let mut inner = shared.lock();
+            if let Some(result) = this.dialed.take() {
+                inner.redial.dialing = false;
+                match result {
+                    Ok(io) if inner.core.state() != ConnectionState::Closed => {
+                        match inner.core.connect(now, Nonce::random()) {
+                            Ok(generation) => {
+                                inner.conns.push(ConnIo { generation, io, flush_pending: false });
+                                inner.redial.attempt = Some(generation);
+                            }
+                            Err(_) => drop(io),
+                        }
+                    }
+                    Ok(io) => drop(io),
+                    Err(err) => {
+                        tracing::debug!(%err, "dial failed");
+                        let err = Arc::new(err);
+                        inner.redial.last_error = Some(Arc::clone(&err));
+                        inner.complete_force(Err(Error::Io(err)));
+                        inner.attempt_failed(now);
+                    }
+                }
+                inner.process_events(now, &shared.hub, &shared.status, Party::Driver);
+            }
+            if inner.core.state() == ConnectionState::Closed {
+                this.dial = None;
+                inner.redial.dialing = false;
+                if inner.conns.is_empty() {
+                    inner.publish(&shared.status);
+                    return Poll::Ready(());
+                }
+            }
+            if inner.core.poll_timeout().is_some_and(|at| at <= now) {
+                inner.core.handle_timeout(now);
+            }
+            let claim_read = this.check_claims(now);
+            shared.hub.read_ready.store(false, Ordering::Release);
+            if std::mem::take(&mut inner.force_requested) {
+                if let Some(generation) = inner.core.current_generation() {
+                    inner.core.connection_lost(now, generation);
+                }
+                inner.redial.not_before = None;
+                inner.redial.failures = 0;
+            }
+            // Move bytes on every connection the application does not serve.
+            let mut more = false;
+            for _ in 0..4 {
+                let mut progress = false;
+                more = false;
+                let generations: Vec<Generation> = inner.conns.iter().map(|conn| conn.generation).collect();
+                for generation in generations {
+                    // The current connection's readiness goes through the
+                    // hub (the application may wait on it); any other
+                    // connection is the driver's alone.
+                    let current = inner.core.current_generation() == Some(generation);
+                    let (write_waker, read_waker) =
+                        if current { (&shared.write_waker, &shared.read_waker) } else { (&own_waker, &own_waker) };
+                    let lost = match inner.transmit(now, generation, &mut Context::from_waker(write_waker)) {
+                        Io::Lost => true,
+                        Io::Progress | Io::More => {
+                            progress = true;
+                            false
+                        }
+                        Io::Blocked => false,
+                    };
+                    let lost = lost
+                        || (!current || claim_read || !shared.hub.reader_waiting())
+                            && match inner.receive(now, generation, &mut Context::from_waker(read_waker), false) {
+                                Io::Lost => true,
+                                Io::Progress => {
+                                    progress = true;
+                                    false
+                                }
+                                Io::More => {
+                                    progress = true;
+                                    more = true;
+                                    false
+                                }
+                                Io::Blocked => false,
+                            };
+                    if lost {
+                        inner.core.connection_lost(now, generation);
+                        progress = true;
+                    }
+                }
+                inner.process_events(now, &shared.hub, &shared.status, Party::Driver);
+                if !progress {
+                    break;
+                }
+            }
+            // Dial when the dialling side has nothing.
+            let mut dial_at = None;
+            if this.dialer.is_some() && this.dial.is_none() && inner.core.state() == ConnectionState::Disconnected {
+                let since = *inner.redial.disconnected_since.get_or_insert(now);
+                let give_up = inner.config.backoff.give_up_after.is_some_and(|limit| now >= since + limit);
+                if give_up && inner.redial.failures > 0 {
+                    let error = Error::GaveUp {
+                        attempts: u64::from(inner.redial.failures),
+                        last_error: inner.redial.last_error.clone(),
+                    };
+                    inner.core.abort(now, error);
+                    inner.process_events(now, &shared.hub, &shared.status, Party::Driver);
+                    continue;
+                }
+                match inner.redial.not_before {
+                    Some(at) if at > now => dial_at = Some(at),
+                    _ => {
+                        if let Some(dialer) = &this.dialer {
+                            this.dial = Some(dialer());
+                            inner.redial.dialing = true;
+                            inner.publish(&shared.status);
+                        }
+                    }
+                }
+            }
+            let next_timeout = inner.core.poll_timeout();
+            drop(inner);
+            if more {
+                // Bytes wait that no readiness will announce: come back
+                // after other tasks had their turn.
+                cx.waker().wake_by_ref();
+            }
+
+            if let Some(dial) = this.dial.as_mut()
+                && let Poll::Ready(result) = dial.as_mut().poll(cx)
+            {
+                this.dial = None;
+                this.dialed = Some(result);
+                continue;
+            }
+
+            let next = [next_timeout, dial_at, this.claim_deadline].into_iter().flatten().min();
+            if let Some(at) = next {
+                if at <= self::now() {
+                    continue;
+                }
+                this.timer.as_mut().reset(at.into());
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    continue;
+                }
+            }
+            return Poll::Pending;
+        }
+        // Plenty done in one go: let other tasks run, then carry on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<T> Driver<T> {
+    /// Tracks readiness wakes the application has not claimed; returns
+    /// whether the driver should read the current connection itself.
+    fn check_claims(&mut self, now: Instant) -> bool {
+        let mut slots = self.shared.hub.lock();
+        if !slots.unclaimed_read && !slots.unclaimed_write {
+            slots.claim_armed = false;
+            self.claim_deadline = None;
+            return false;
+        }
+        match self.claim_deadline {
+            None => {
+                self.claim_deadline = Some(now + CLAIM_DELAY);
+                false
+            }
+            Some(at) if at <= now => {
+                let read = slots.unclaimed_read || self.shared.hub.read_ready.load(Ordering::Acquire);
+                slots.unclaimed_read = false;
+                slots.unclaimed_write = false;
+                slots.claim_armed = false;
+                self.claim_deadline = None;
+                read
+            }
+            Some(_) => false,
+        }
+    }
+}
+
+// ----- the public pipe ---------------------------------------------------------------
+
+/// Closes the pipe when the last application handle goes away.
+struct Handle<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Drop for Handle<T> {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        inner.core.close(now());
+        drop(inner);
+        self.shared.hub.wake(true, true, true);
+    }
+}
+
+/// A reliable byte stream over a transport that may break and be replaced.
+///
+/// See the [crate documentation](crate) for the model and an example. A
+/// `BackedPipe` is either *active* ([`BackedPipe::connect`]: it dials
+/// through a [`Reconnector`]) or *passive* ([`BackedPipe::passive`]: it is
+/// handed connections with [`BackedPipe::resume`]).
+///
+/// Reads return the peer's bytes exactly once and in order, across any
+/// number of reconnects, and `Ok(0)` only at the peer's end of stream.
+/// Writes are taken into the send buffer and return at once while there is
+/// room; a write waits only while the buffer is full of unacknowledged
+/// bytes, or, when connected, while the connection is slower than the
+/// writer. Dropping the pipe (both halves, if split) closes it.
+///
+/// `poll_flush` completes when every written byte has been handed to a
+/// live connection (while disconnected it waits for the next one);
+/// `poll_shutdown` sends end of stream after every written byte and
+/// completes when the peer has acknowledged all of it, so nothing is lost
+/// if the pipe is dropped afterwards. Dropping or closing a pipe without
+/// `shutdown` abandons what the peer has not acknowledged.
+///
+/// # Cancel safety
+///
+/// `read` and `write` (through `AsyncReadExt`/`AsyncWriteExt`) are cancel
+/// safe: a dropped read loses no byte, and a dropped write wrote nothing or
+/// reported what it wrote. A dropped `shutdown` still ends the stream; call
+/// it again to wait for the acknowledgement.
+///
+/// # Panics
+///
+/// The constructors spawn the pipe's driver task, so they must be called
+/// within a tokio runtime.
+pub struct BackedPipe<T> {
+    handle: Arc<Handle<T>>,
+}
+
+impl<T> std::fmt::Debug for BackedPipe<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.handle.shared.lock();
+        f.debug_struct("BackedPipe").field("core", &inner.core).finish_non_exhaustive()
+    }
+}
+
+impl<T> BackedPipe<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// An active pipe: it dials through `reconnector` at once and again
+    /// whenever the connection is lost, with the backoff in `config`.
+    /// Writes are accepted before the first connection exists.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use backedpipe::{BackedPipe, Config};
+    ///
+    /// let pipe = BackedPipe::connect(|| tokio::net::TcpStream::connect("127.0.0.1:1"), Config::default());
+    /// assert_eq!(pipe.status().state, backedpipe::PipeState::Reconnecting);
+    /// pipe.close();
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn connect<R: Reconnector<T>>(reconnector: R, config: Config) -> BackedPipe<T> {
+        let reconnector = Arc::new(reconnector);
+        let dialer: Box<dyn Fn() -> DialFuture<T> + Send + Sync> = Box::new(move || {
+            let reconnector = Arc::clone(&reconnector);
+            Box::pin(async move { reconnector.reconnect().await })
+        });
+        BackedPipe::start(Core::active(config.clone()), config, Some(dialer))
+    }
+
+    /// A passive pipe for a new session with a random id: it waits for
+    /// connections handed to it with [`BackedPipe::resume`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn passive(config: Config) -> BackedPipe<T> {
+        BackedPipe::passive_with_session(config, SessionId::random())
+    }
+
+    /// A passive pipe for the session `session_id`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn passive_with_session(config: Config, session_id: SessionId) -> BackedPipe<T> {
+        BackedPipe::start(Core::passive(config.clone(), session_id), config, None)
+    }
+
+    fn start(core: Core, config: Config, dialer: Dialer<T>) -> BackedPipe<T> {
+        let hub = Arc::new(Hub::default());
+        let read_waker = Waker::from(Arc::new(Readiness { hub: Arc::clone(&hub), read: true }));
+        let write_waker = Waker::from(Arc::new(Readiness { hub: Arc::clone(&hub), read: false }));
+        let active = dialer.is_some();
+        let inner = Inner {
+            core,
+            config,
+            active,
+            conns: Vec::new(),
+            current: None,
+            redial: Redial {
+                failures: 0,
+                not_before: None,
+                disconnected_since: None,
+                attempt: None,
+                dialing: false,
+                last_error: None,
+                rng: fastrand::Rng::new(),
+            },
+            failed_attempts: 0,
+            force: None,
+            force_requested: false,
+        };
+        let initial = Status {
+            state: if active { PipeState::Reconnecting } else { PipeState::Disconnected },
+            generation: Generation(0),
+        };
+        let (status, _) = watch::channel(initial);
+        let shared = Arc::new(Shared { inner: Mutex::new(inner), hub, read_waker, write_waker, status });
+        let driver = Driver {
+            shared: Arc::clone(&shared),
+            dialer,
+            dial: None,
+            dialed: None,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            claim_deadline: None,
+        };
+        tokio::spawn(driver);
+        BackedPipe { handle: Arc::new(Handle { shared }) }
+    }
+
+    fn shared(&self) -> &Arc<Shared<T>> {
+        &self.handle.shared
+    }
+
+    /// Passive side: hands the pipe a new connection from the peer. The
+    /// pipe runs the handshake on it; the current connection, if any, keeps
+    /// carrying the stream until the new one has authenticated, so a bogus
+    /// connection never disturbs a live one.
+    ///
+    /// # Errors
+    ///
+    /// The failure, or [`Error::Closed`], if the pipe has ended; `conn` is
+    /// dropped then.
+    pub fn resume(&self, conn: T) -> Result<Generation, Error> {
+        self.control().resume(conn)
+    }
+
+    /// Passive side: as [`BackedPipe::resume`], for a connection whose HELLO
+    /// has already been read (see [`read_hello`]), e.g. by a server that
+    /// routes connections to sessions by [`Hello::session_id`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BackedPipe::resume`].
+    pub fn resume_with_hello(&self, conn: T, hello: Hello) -> Result<Generation, Error> {
+        self.control().resume_with_hello(conn, hello)
+    }
+
+    /// Splits the pipe into halves that can be used from different tasks.
+    /// The pipe closes when both are dropped.
+    pub fn into_split(self) -> (OwnedReadHalf<T>, OwnedWriteHalf<T>) {
+        let read = OwnedReadHalf { handle: Arc::clone(&self.handle) };
+        (read, OwnedWriteHalf { handle: self.handle })
+    }
+
+    /// A cloneable handle for status, statistics, forced reconnects and
+    /// closing, usable while the pipe itself is busy reading or writing. It
+    /// does not keep the pipe open.
+    pub fn control(&self) -> PipeControl<T> {
+        PipeControl { shared: Arc::clone(self.shared()) }
+    }
+
+    /// The session id (all zeros on the active side before the first
+    /// handshake).
+    pub fn session_id(&self) -> SessionId {
+        self.control().session_id()
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.control().status()
+    }
+
+    /// A subscription to status changes.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.control().watch_status()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.control().stats()
+    }
+
+    /// Why the pipe ended, if it failed.
+    pub fn failure(&self) -> Option<Error> {
+        self.control().failure()
+    }
+
+    /// Waits until the pipe is connected; see [`PipeControl::connected`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PipeControl::connected`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes.
+    pub async fn connected(&self) -> Result<Generation, Error> {
+        self.control().connected().await
+    }
+
+    /// Drops the current connection and reconnects; see
+    /// [`PipeControl::force_reconnect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PipeControl::force_reconnect`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future does not stop the attempt.
+    pub async fn force_reconnect(&self) -> Result<Generation, Error> {
+        self.control().force_reconnect().await
+    }
+
+    /// Closes the pipe; see [`PipeControl::close`].
+    pub fn close(&self) {
+        self.shared().close();
+    }
+}
+
+/// Status, statistics and control of a pipe, from any task; see
+/// [`BackedPipe::control`].
+pub struct PipeControl<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for PipeControl<T> {
+    fn clone(&self) -> Self {
+        PipeControl { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<T> std::fmt::Debug for PipeControl<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeControl").field("status", &*self.shared.status.borrow()).finish_non_exhaustive()
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
+    /// The session id (all zeros on the active side before the first
+    /// handshake).
+    pub fn session_id(&self) -> SessionId {
+        self.shared.lock().core.session_id()
+    }
+
+    /// Passive side: hands the pipe a new connection; see
+    /// [`BackedPipe::resume`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BackedPipe::resume`].
+    pub fn resume(&self, conn: T) -> Result<Generation, Error> {
+        self.resume_inner(conn, None)
+    }
+
+    /// Passive side: hands the pipe a new connection whose HELLO was read;
+    /// see [`BackedPipe::resume_with_hello`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BackedPipe::resume`].
+    pub fn resume_with_hello(&self, conn: T, hello: Hello) -> Result<Generation, Error> {
+        self.resume_inner(conn, Some(hello))
+    }
+
+    fn resume_inner(&self, conn: T, hello: Option<Hello>) -> Result<Generation, Error> {
+        let shared = &self.shared;
+        let mut inner = shared.lock();
+        let now = now();
+        let generation = match hello {
+            Some(hello) => inner.core.accept_with_hello(now, Nonce::random(), hello)?,
+            None => inner.core.accept(now, Nonce::random())?,
+        };
+        inner.conns.push(ConnIo { generation, io: conn, flush_pending: false });
+        inner.process_events(now, &shared.hub, &shared.status, Party::Other);
+        drop(inner);
+        shared.hub.wake(false, false, true);
+        Ok(generation)
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        *self.shared.status.borrow()
+    }
+
+    /// A subscription to status changes.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.shared.status.subscribe()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        let inner = self.shared.lock();
+        let core = inner.core.stats();
+        Stats {
+            bytes_sent: core.bytes_sent,
+            bytes_received: core.bytes_received,
+            bytes_replayed: core.bytes_replayed,
+            reconnects: core.handshakes.saturating_sub(1),
+            failed_attempts: if inner.active { inner.failed_attempts } else { core.failed_handshakes },
+            generation: inner.status().generation,
+            buffer_bytes: inner.core.allocated_bytes(),
+        }
+    }
+
+    /// Why the pipe ended, if it failed (not after a plain
+    /// [`close`](PipeControl::close)).
+    pub fn failure(&self) -> Option<Error> {
+        self.shared.lock().core.failure().cloned()
+    }
+
+    /// Waits until the pipe is connected and returns the generation.
+    ///
+    /// # Errors
+    ///
+    /// The failure, or [`Error::Closed`], if the pipe ends first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes.
+    pub async fn connected(&self) -> Result<Generation, Error> {
+        let mut status = self.watch_status();
+        loop {
+            let current = *status.borrow_and_update();
+            match current.state {
+                PipeState::Connected => return Ok(current.generation),
+                PipeState::Closed => return Err(self.failure().unwrap_or(Error::Closed)),
+                _ => {}
+            }
+            if status.changed().await.is_err() {
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    /// Drops the current connection and reconnects now (the active side
+    /// dials without waiting for the backoff; the passive side waits for the
+    /// next connection handed to it). Concurrent calls, and an automatic
+    /// reconnect already under way, share one attempt and its one result.
+    ///
+    /// # Errors
+    ///
+    /// The attempt's error (the dial's, or a failed handshake's); the
+    /// pipe keeps retrying in the background. [`Error::Closed`] or the
+    /// failure if the pipe has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future does not stop the attempt.
+    pub async fn force_reconnect(&self) -> Result<Generation, Error> {
+        let mut result = {
+            let mut inner = self.shared.lock();
+            if inner.core.state() == ConnectionState::Closed {
+                return Err(inner.core.failure().cloned().unwrap_or(Error::Closed));
+            }
+            match &inner.force {
+                Some(sender) => sender.subscribe(),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    inner.force = Some(sender);
+                    let in_flight = inner.redial.dialing || inner.core.state() == ConnectionState::Handshaking;
+                    if !in_flight || !inner.active {
+                        inner.force_requested = true;
+                    }
+                    drop(inner);
+                    self.shared.hub.wake(false, false, true);
+                    receiver
+                }
+            }
+        };
+        loop {
+            if let Some(outcome) = result.borrow_and_update().clone() {
+                return outcome;
+            }
+            if result.changed().await.is_err() {
+                return Err(self.failure().unwrap_or(Error::Closed));
+            }
+        }
+    }
+
+    /// Closes the pipe: pending and later reads and writes fail with
+    /// [`Error::Closed`], an in-flight dial is cancelled, and the peer is
+    /// told (best effort). Idempotent; returns at once.
+    pub fn close(&self) {
+        self.shared.close();
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for BackedPipe<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for BackedPipe<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.handle.shared.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_shutdown(cx)
+    }
+}
+
+/// The reading half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
+pub struct OwnedReadHalf<T> {
+    handle: Arc<Handle<T>>,
+}
+
+/// The writing half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
+pub struct OwnedWriteHalf<T> {
+    handle: Arc<Handle<T>>,
+}
+
+impl<T> std::fmt::Debug for OwnedReadHalf<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedReadHalf").finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Debug for OwnedWriteHalf<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedWriteHalf").finish_non_exhaustive()
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> OwnedReadHalf<T> {
+    /// Status and control of the pipe; see [`BackedPipe::control`].
+    pub fn control(&self) -> PipeControl<T> {
+        PipeControl { shared: Arc::clone(&self.handle.shared) }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> OwnedWriteHalf<T> {
+    /// Status and control of the pipe; see [`BackedPipe::control`].
+    pub fn control(&self) -> PipeControl<T> {
+        PipeControl { shared: Arc::clone(&self.handle.shared) }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for OwnedReadHalf<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for OwnedWriteHalf<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.handle.shared.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_shutdown(cx)
+    }
+}
+
+/// Reads exactly one HELLO frame from a new connection, without reading a
+/// byte past it: a server can look at [`Hello::session_id`] and hand the
+/// connection to the right pipe with [`BackedPipe::resume_with_hello`].
+///
+/// # Errors
+///
+/// [`Error::Io`] when the connection fails or ends, [`Error::Protocol`]
+/// when its first bytes are no HELLO (checked before the payload is read,
+/// so an oversized length is refused without reading it).
+///
+/// # Cancel safety
+///
+/// Not cancel safe: bytes read before cancellation are lost. Wrap it in a
+/// timeout and drop the connection when it fires.
+pub async fn read_hello<R: AsyncRead + Unpin>(conn: &mut R) -> Result<Hello, Error> {
+    let io_error = |err: io::Error| Error::Io(Arc::new(err));
+    let mut frame = [0u8; proto::HEADER_LEN + proto::MAX_HANDSHAKE_LEN];
+    conn.read_exact(&mut frame[..proto::HEADER_LEN]).await.map_err(io_error)?;
+    let total = match Hello::decode(&frame[..proto::HEADER_LEN]) {
+        Err(DecodeError::Incomplete { needed }) if needed <= frame.len() => needed,
+        Err(err) => return Err(Error::Protocol(err)),
+        Ok(_) => return Err(Error::Protocol(DecodeError::BadValue("HELLO length"))),
+    };
+    conn.read_exact(&mut frame[proto::HEADER_LEN..total]).await.map_err(io_error)?;
+    Hello::decode(&frame[..total]).map(|(hello, _)| hello).map_err(Error::Protocol)
+}
