@@ -327,14 +327,14 @@ impl Run {
     /// splay cuts its splay short).
     pub(crate) fn begin_kill(self: &Arc<Self>, plan: KillPlan) -> Result<(), Error> {
         let mut state = self.lock();
-        match &mut *state {
-            State::NotStarted { .. } => Err(Error::NotStarted),
-            State::Running(process) => {
-                self.start_ladder(process, plan);
-                Ok(())
-            }
-            State::Finished => Ok(()),
-        }
+        let ladder = match &mut *state {
+            State::NotStarted { .. } => return Err(Error::NotStarted),
+            State::Running(process) => self.start_ladder(process, plan),
+            State::Finished => None,
+        };
+        drop(state);
+        spawn_ladder(ladder);
+        Ok(())
     }
 
     /// Marks the run stopped (its exit is reported as `Stopped`) and starts
@@ -342,18 +342,24 @@ impl Run {
     /// has not started ends at once.
     pub(crate) fn request_stop(self: &Arc<Self>, plan: KillPlan) {
         let mut state = self.lock();
-        match &mut *state {
-            State::NotStarted { .. } => self.finish(&mut state, Outcome::Stopped),
+        let ladder = match &mut *state {
+            State::NotStarted { .. } => {
+                self.finish(&mut state, Outcome::Stopped);
+                None
+            }
             State::Running(process) => {
                 process.stop_requested = true;
                 if process.ladder_started {
                     self.hurry.send_replace(true);
+                    None
                 } else {
-                    self.start_ladder(process, plan);
+                    self.start_ladder(process, plan)
                 }
             }
-            State::Finished => {}
-        }
+            State::Finished => None,
+        };
+        drop(state);
+        spawn_ladder(ladder);
     }
 
     /// Cuts the splay of a running ladder short.
@@ -364,43 +370,65 @@ impl Run {
     /// The execution timeout expired: report `TimedOut` and kill.
     pub(crate) fn mark_timed_out(self: &Arc<Self>, timeout: Duration, plan: KillPlan) {
         let mut state = self.lock();
+        let mut ladder = None;
         if let State::Running(process) = &mut *state {
             tracing::debug!(pid = ?self.pid(), ?timeout, "execution timeout expired");
             process.timed_out = Some(timeout);
-            self.start_ladder(process, plan);
+            ladder = self.start_ladder(process, plan);
         }
+        drop(state);
+        spawn_ladder(ladder);
     }
 
     /// The [`Child`](crate::Child) was dropped: an unstarted run ends; a
     /// running one is killed if `kill` says so, and is reaped either way.
     pub(crate) fn child_dropped(self: &Arc<Self>, kill: Option<KillPlan>) {
         let mut state = self.lock();
-        match &mut *state {
-            State::NotStarted { .. } => self.finish(&mut state, Outcome::NotStarted),
-            State::Running(process) => {
-                if let Some(plan) = kill {
-                    self.start_ladder(process, plan);
-                }
+        let ladder = match &mut *state {
+            State::NotStarted { .. } => {
+                self.finish(&mut state, Outcome::NotStarted);
+                None
             }
-            State::Finished => {}
-        }
+            State::Running(process) => kill.and_then(|plan| self.start_ladder(process, plan)),
+            State::Finished => None,
+        };
+        drop(state);
+        spawn_ladder(ladder);
     }
 
-    /// Spawns the kill ladder on the run's runtime, once per run; a later
-    /// plan without splay cuts the running ladder's splay short.
-    fn start_ladder(self: &Arc<Self>, process: &mut Process, plan: KillPlan) {
+    /// Prepares the kill ladder, once per run (a later plan without splay
+    /// cuts the running ladder's splay short). The caller spawns it with
+    /// [`spawn_ladder`] after releasing the state lock: a runtime that is
+    /// shutting down drops the task inside `spawn`, and the task's
+    /// [`Escalation`] guard then takes that lock.
+    #[must_use]
+    fn start_ladder(self: &Arc<Self>, process: &mut Process, plan: KillPlan) -> Option<PendingLadder> {
         if process.ladder_started {
             if plan.splay.is_zero() {
                 self.hurry.send_replace(true);
             }
-            return;
+            return None;
         }
         process.ladder_started = true;
         process.sweep_group = process.group.is_some();
         // The guard is made here, not in the task, so that it also covers
         // a task dropped before its first poll (its runtime shut down).
         let escalation = Escalation { run: Arc::clone(self), armed: true };
-        process.runtime.spawn(ladder(escalation, plan));
+        Some(PendingLadder { runtime: process.runtime.clone(), escalation, plan })
+    }
+}
+
+/// A kill ladder prepared under the state lock, to be spawned after it.
+struct PendingLadder {
+    runtime: Handle,
+    escalation: Escalation,
+    plan: KillPlan,
+}
+
+/// Spawns a prepared ladder; call it with the state lock released.
+fn spawn_ladder(ladder: Option<PendingLadder>) {
+    if let Some(PendingLadder { runtime, escalation, plan }) = ladder {
+        runtime.spawn(ladder_task(escalation, plan));
     }
 }
 
@@ -427,7 +455,7 @@ impl Drop for Escalation {
 /// The kill ladder: splay (cut short by a stop, a timeout or the exit), the
 /// kill signal, up to the kill timeout for the exit, then `SIGKILL`. The exit
 /// watcher reaps; waiters wait for the latched outcome.
-async fn ladder(mut escalation: Escalation, plan: KillPlan) {
+async fn ladder_task(mut escalation: Escalation, plan: KillPlan) {
     let run = Arc::clone(&escalation.run);
     let mut outcome = run.outcome.subscribe();
     let mut hurry = run.hurry.subscribe();

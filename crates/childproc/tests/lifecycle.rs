@@ -261,3 +261,31 @@ async fn forwarding_sigchld_or_a_synchronous_signal_is_refused() {
         assert_eq!(child.pid(), None, "nothing was spawned");
     }
 }
+
+#[test]
+fn a_runtime_shutting_down_with_a_running_child_in_a_task_neither_hangs_nor_leaks_it() {
+    // The child is dropped while the runtime shuts down (its task is
+    // dropped), so its kill ladder is spawned on a runtime that refuses new
+    // tasks: the ladder's guard must escalate to SIGKILL, not deadlock.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (pid_sender, pid_receiver) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let child = Child::spawn(sh("exec sleep 1000"), Options::new().kill_on_drop(true)).unwrap();
+            pid_sender.send(child.pid().unwrap()).unwrap();
+            std::future::pending::<()>().await;
+            drop(child);
+        });
+        let pid = pid_receiver.recv_timeout(Duration::from_secs(10)).unwrap();
+        drop(runtime);
+        sender.send(pid).unwrap();
+    });
+    let pid = receiver.recv_timeout(Duration::from_secs(10)).expect("dropping the runtime hung");
+    worker.join().unwrap();
+    let started = Instant::now();
+    while support::is_alive(pid) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the child outlived its runtime");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
