@@ -1,0 +1,186 @@
+//! [`SessionManager`]: sessions keyed by id, with a cap, for servers.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use crate::{Attachment, Error, Options, Session, SessionInfo, State, WindowSize};
+
+/// Sessions keyed by id, at most `max_sessions` at once. A session leaves
+/// the manager by itself when it is done (closed, timed out, or its command
+/// exited and the linger time passed); looking it up then is
+/// [`Error::NotFound`], never a new process.
+///
+/// Cheap to clone: clones share the same sessions.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), ptysession::Error> {
+/// use std::process::Command;
+/// use ptysession::{Error, Options, SessionManager};
+///
+/// let manager = SessionManager::new(8);
+/// manager.spawn("build", Command::new("sh"), Options::new())?;
+/// assert!(matches!(
+///     manager.spawn("build", Command::new("sh"), Options::new()),
+///     Err(Error::AlreadyExists { .. })
+/// ));
+/// assert_eq!(manager.list()[0].0, "build");
+/// let attachment = manager.attach("build", None)?;
+/// drop(attachment);
+/// manager.close("build").await?;
+/// assert!(matches!(manager.attach("build", None), Err(Error::NotFound { .. })));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionManager {
+    shared: Arc<ManagerShared>,
+}
+
+#[derive(Debug)]
+struct ManagerShared {
+    max_sessions: usize,
+    sessions: Mutex<BTreeMap<String, Session>>,
+}
+
+impl ManagerShared {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SessionManager {
+    /// A manager holding at most `max_sessions` sessions.
+    pub fn new(max_sessions: usize) -> Self {
+        Self { shared: Arc::new(ManagerShared { max_sessions, sessions: Mutex::new(BTreeMap::new()) }) }
+    }
+
+    /// The most sessions this manager holds at once.
+    pub fn max_sessions(&self) -> usize {
+        self.shared.max_sessions
+    }
+
+    /// Starts `command` as session `id`; see [`Session::spawn`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`] if a session named `id` is not done yet,
+    /// [`Error::TooManySessions`] at the cap, or an error of
+    /// [`Session::spawn`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn spawn(&self, id: impl Into<String>, command: Command, options: Options) -> Result<Session, Error> {
+        let id = id.into();
+        let mut sessions = self.shared.lock();
+        sessions.retain(|_, session| session.state() != State::Done);
+        if sessions.contains_key(&id) {
+            return Err(Error::AlreadyExists { id });
+        }
+        if sessions.len() >= self.shared.max_sessions {
+            return Err(Error::TooManySessions { limit: self.shared.max_sessions });
+        }
+        let session = Session::spawn(command, options)?;
+        sessions.insert(id.clone(), session.clone());
+        drop(sessions);
+        tokio::spawn(remove_when_done(Arc::downgrade(&self.shared), id, session.clone()));
+        Ok(session)
+    }
+
+    /// The session named `id`, unless it is done.
+    pub fn get(&self, id: &str) -> Option<Session> {
+        self.shared.lock().get(id).filter(|session| session.state() != State::Done).cloned()
+    }
+
+    /// Attaches a client to session `id`; see [`Session::attach`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such session or it is closing or
+    /// done, or an error of [`Session::attach`].
+    pub fn attach(&self, id: &str, size: Option<WindowSize>) -> Result<Attachment, Error> {
+        let not_found = || Error::NotFound { id: id.to_owned() };
+        let session = self.get(id).ok_or_else(not_found)?;
+        session.attach(size).map_err(|err| match err {
+            Error::Closed => not_found(),
+            err => err,
+        })
+    }
+
+    /// Every session that is not done, by id, with a snapshot of each.
+    pub fn list(&self) -> Vec<(String, SessionInfo)> {
+        let sessions = self.shared.lock();
+        sessions
+            .iter()
+            .map(|(id, session)| (id.clone(), session.info()))
+            .filter(|(_, info)| info.state != State::Done)
+            .collect()
+    }
+
+    /// The number of sessions that are not done.
+    pub fn len(&self) -> usize {
+        self.shared.lock().values().filter(|session| session.state() != State::Done).count()
+    }
+
+    /// Whether the manager holds no session that is not done.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes session `id` and waits until it is done; see
+    /// [`Session::close`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such session.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Session::close`]: the close goes on if the future is dropped.
+    pub async fn close(&self, id: &str) -> Result<(), Error> {
+        let session = self.get(id).ok_or_else(|| Error::NotFound { id: id.to_owned() })?;
+        session.close().await;
+        self.remove(id, &session);
+        Ok(())
+    }
+
+    /// Closes every session and waits until all are done.
+    ///
+    /// # Cancel safety
+    ///
+    /// Every close is requested before the first wait; dropping the future
+    /// stops only the waiting.
+    pub async fn close_all(&self) {
+        let sessions: Vec<(String, Session)> =
+            self.shared.lock().iter().map(|(id, session)| (id.clone(), session.clone())).collect();
+        for (_, session) in &sessions {
+            session.request_close();
+        }
+        for (id, session) in sessions {
+            session.close().await;
+            self.remove(&id, &session);
+        }
+    }
+
+    fn remove(&self, id: &str, session: &Session) {
+        let mut sessions = self.shared.lock();
+        if sessions.get(id).is_some_and(|held| held.same(session)) {
+            sessions.remove(id);
+        }
+    }
+}
+
+/// Drops a session from its manager once it is done (if the manager and the
+/// entry still exist).
+async fn remove_when_done(manager: Weak<ManagerShared>, id: String, session: Session) {
+    let mut state = session.watch_state();
+    let _ = state.wait_for(|state| *state == State::Done).await;
+    if let Some(manager) = manager.upgrade() {
+        let mut sessions = manager.lock();
+        if sessions.get(&id).is_some_and(|held| held.same(&session)) {
+            sessions.remove(&id);
+        }
+    }
+}

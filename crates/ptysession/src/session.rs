@@ -1,0 +1,700 @@
+//! [`Session`]: a command under a pseudo-terminal, its scrollback, its
+//! attached clients and the three tasks that run it (output reader, input
+//! writer, lifecycle supervisor).
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use seqring::Ring;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::attach::{Attachment, ClientId};
+use crate::child::Child;
+use crate::queue::{ClientQueue, End};
+use crate::stats::Counters;
+use crate::{
+    CloseReason, DetachReason, Error, ExitStatus, Options, ResizePolicy, State, Stats, WindowSize, boundary, pty,
+};
+
+/// How many input chunks may wait for the terminal before writers wait.
+const INPUT_QUEUE_CHUNKS: usize = 64;
+
+/// A command running under a pseudo-terminal, with a scrollback and any
+/// number of attached clients.
+///
+/// `Session` is a cheap handle (`Clone`); the session runs on its own tasks
+/// whether or not any handle exists, until it closes: on
+/// [`close`](Self::close), on a timeout, or after the command exits and the
+/// linger time passes (see [`Options`]).
+///
+/// See the [crate documentation](crate) for an example.
+#[derive(Debug, Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+/// A snapshot of a session for listings, from [`Session::info`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The lifecycle state.
+    pub state: State,
+    /// The process id of the command (the leader of its process group).
+    pub pid: u32,
+    /// The command line, for display.
+    pub command: String,
+    /// The number of clients attached.
+    pub clients: usize,
+    /// When the session started, as wall-clock time.
+    pub started_at: SystemTime,
+    /// How long ago the session started.
+    pub age: Duration,
+    /// The terminal's window size.
+    pub size: WindowSize,
+    /// How the command ended, once it has and its output is complete.
+    pub exit_status: Option<ExitStatus>,
+    /// Why the session closed, once it is closing.
+    pub close_reason: Option<CloseReason>,
+}
+
+/// State shared by the handles and the tasks of one session.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    state: watch::Sender<State>,
+    exit: watch::Sender<Option<ExitStatus>>,
+    /// Wakes the supervisor to recompute its deadline.
+    wake: Notify,
+    input: mpsc::Sender<Bytes>,
+    pub(crate) counters: Counters,
+    options: Options,
+    pid: u32,
+    command: String,
+    started_at: SystemTime,
+    started: Instant,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ring: Ring,
+    clients: Vec<Client>,
+    next_client: u64,
+    ever_attached: bool,
+    last_detach: Option<Instant>,
+    size: WindowSize,
+    /// The terminal; taken when the session is done so that it closes.
+    master: Option<Arc<AsyncFd<OwnedFd>>>,
+    /// Set once the command exited *and* its output ended.
+    exit_status: Option<ExitStatus>,
+    exited_at: Option<Instant>,
+    close_requested: bool,
+    /// Set when closing begins; no client attaches after it.
+    close_reason: Option<CloseReason>,
+}
+
+#[derive(Debug)]
+struct Client {
+    id: ClientId,
+    queue: Arc<ClientQueue>,
+    size: Option<WindowSize>,
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Session {
+    /// Starts `command` under a new pseudo-terminal and returns its session,
+    /// in the [`State::Ready`] state.
+    ///
+    /// The command becomes a session leader with the terminal as its
+    /// controlling terminal and standard input, output and error. `TERM` is
+    /// set to `xterm-256color` unless the command sets it, and `LC_CTYPE` to
+    /// `C.UTF-8` when neither the command nor this process's environment
+    /// selects a UTF-8 locale (and `LC_ALL` is unset). The command must not
+    /// have its own `pre_exec` hook calling `setsid` or `process_group`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Pty`] when the terminal cannot be opened or set up,
+    /// [`Error::Spawn`] when the command cannot be started.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with I/O and time enabled.
+    pub fn spawn(mut command: Command, options: Options) -> Result<Session, Error> {
+        let pty_error = |op| move |source| Error::Pty { op, source };
+        let pair = pty::open(options.initial_size).map_err(pty_error("opening the terminal"))?;
+        let master = Arc::new(pty::register(pair.master).map_err(pty_error("registering the terminal"))?);
+        let duplicate = || pair.slave.try_clone().map_err(pty_error("duplicating the terminal"));
+        let controlling = duplicate()?;
+        command.stdin(Stdio::from(duplicate()?)).stdout(Stdio::from(duplicate()?)).stderr(Stdio::from(pair.slave));
+        set_terminal_environment(&mut command);
+        // SAFETY: the hook runs in the forked child before exec and only makes
+        // two system calls (`setsid`, `ioctl(TIOCSCTTY)`), both async-signal-
+        // safe; it allocates nothing and touches no lock.
+        unsafe {
+            command.pre_exec(move || {
+                rustix::process::setsid()?;
+                rustix::process::ioctl_tiocsctty(&controlling)?;
+                Ok(())
+            });
+        }
+        let description = describe(&command);
+        // The command, and with it every copy of the slave, is dropped by the
+        // spawn: from then on only the child holds the terminal, so the end
+        // of its output is seen.
+        let child = Child::spawn(command, options.kill_timeout)?;
+
+        let (input, input_rx) = mpsc::channel(INPUT_QUEUE_CHUNKS);
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                ring: Ring::with_capacity(options.scrollback_bytes),
+                clients: Vec::new(),
+                next_client: 0,
+                ever_attached: false,
+                last_detach: None,
+                size: options.initial_size,
+                master: Some(master.clone()),
+                exit_status: None,
+                exited_at: None,
+                close_requested: false,
+                close_reason: None,
+            }),
+            state: watch::Sender::new(State::Starting),
+            exit: watch::Sender::new(None),
+            wake: Notify::new(),
+            input,
+            counters: Counters::default(),
+            options,
+            pid: child.pid(),
+            command: description,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+        });
+        let (exited_tx, exited_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let reader = tokio::spawn(read_output(shared.clone(), master.clone(), exited_rx));
+        let writer = tokio::spawn(write_input(shared.clone(), master, input_rx, stop_rx));
+        let tasks = Tasks { reader, writer, exited: exited_tx, stop: stop_tx };
+        tokio::spawn(supervise(shared.clone(), child, tasks));
+        shared.state.send_replace(State::Ready);
+        Ok(Session { shared })
+    }
+
+    /// Attaches a new client, with its window size if it has one.
+    ///
+    /// The returned [`Attachment`] holds the replay (the scrollback from a
+    /// clean boundary: never inside a UTF-8 sequence or an escape sequence)
+    /// and then yields the live output that follows it, with no gap and no
+    /// duplicate, then the exit status. A client attaching after the command
+    /// exited (within the linger time) gets the replay and the exit status.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the session is closing. [`Error::Resize`] when
+    /// `size` cannot be applied (the client is not attached then).
+    pub fn attach(&self, size: Option<WindowSize>) -> Result<Attachment, Error> {
+        let shared = &self.shared;
+        let mut inner = lock(&shared.inner);
+        if inner.close_reason.is_some() {
+            return Err(Error::Closed);
+        }
+        let start_seq = inner.ring.start();
+        let (first, second) = inner.ring.slices_from(start_seq).unwrap_or_default();
+        let offset = boundary::clean_start(first, second, start_seq == 0);
+        let mut replay = BytesMut::with_capacity(first.len() + second.len() - offset);
+        if offset < first.len() {
+            replay.extend_from_slice(&first[offset..]);
+            replay.extend_from_slice(second);
+        } else {
+            replay.extend_from_slice(&second[offset - first.len()..]);
+        }
+        let id = ClientId(inner.next_client);
+        inner.next_client += 1;
+        let queue = Arc::new(ClientQueue::default());
+        match inner.exit_status {
+            Some(status) => queue.close(End::Exited(status)),
+            None => {
+                inner.clients.push(Client { id, queue: queue.clone(), size });
+                if let Some(size) = size
+                    && let Err(err) = shared.apply_size(&mut inner, size)
+                {
+                    inner.clients.pop();
+                    return Err(err);
+                }
+            }
+        }
+        inner.ever_attached = true;
+        drop(inner);
+        Counters::add(&shared.counters.attaches, 1);
+        shared.wake.notify_one();
+        Ok(Attachment::new(shared.clone(), id, queue, replay.freeze(), start_seq + offset as u64))
+    }
+
+    /// The current lifecycle state.
+    ///
+    /// ```no_run
+    /// # fn example(session: ptysession::Session) {
+    /// if session.state() >= ptysession::State::Closing {
+    ///     println!("gone");
+    /// }
+    /// # }
+    /// ```
+    pub fn state(&self) -> State {
+        *self.shared.state.borrow()
+    }
+
+    /// A receiver that sees every state change (states never move
+    /// backwards).
+    ///
+    /// ```no_run
+    /// # async fn example(session: ptysession::Session) {
+    /// let mut states = session.watch_state();
+    /// let _ = states.wait_for(|state| *state == ptysession::State::Done).await;
+    /// # }
+    /// ```
+    pub fn watch_state(&self) -> watch::Receiver<State> {
+        self.shared.state.subscribe()
+    }
+
+    /// Waits until the command has exited and all its output has been read,
+    /// and returns its status; `None` if the session finished without one
+    /// (its command could not be waited for).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes.
+    pub async fn wait(&self) -> Option<ExitStatus> {
+        let mut exit = self.shared.exit.subscribe();
+        let mut state = self.shared.state.subscribe();
+        tokio::select! {
+            status = exit.wait_for(Option::is_some) => status.ok().and_then(|status| *status),
+            _ = state.wait_for(|state| *state == State::Done) => *self.shared.exit.borrow(),
+        }
+    }
+
+    /// The command's exit status, once it has exited and its output ended.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        *self.shared.exit.borrow()
+    }
+
+    /// Closes the session and waits until it is [`State::Done`]: a command
+    /// still running has its whole process group hung up (`SIGHUP`, then
+    /// `SIGKILL` after the kill timeout) and is reaped, attached clients get
+    /// the exit status (or are detached), every descriptor is closed and
+    /// every task ended. Closing a closed session just waits.
+    ///
+    /// # Cancel safety
+    ///
+    /// The close is requested when the future is first polled; dropping it
+    /// afterwards does not stop the close, only the waiting.
+    pub async fn close(&self) {
+        self.request_close();
+        let mut state = self.shared.state.subscribe();
+        let _ = state.wait_for(|state| *state == State::Done).await;
+    }
+
+    /// Asks the session to close without waiting; see [`close`](Self::close).
+    pub fn request_close(&self) {
+        lock(&self.shared.inner).close_requested = true;
+        self.shared.wake.notify_one();
+    }
+
+    /// Counters of the session's activity.
+    pub fn stats(&self) -> Stats {
+        let clients = lock(&self.shared.inner).clients.len();
+        self.shared.counters.snapshot(clients)
+    }
+
+    /// The process id of the command.
+    pub fn pid(&self) -> u32 {
+        self.shared.pid
+    }
+
+    /// The number of clients attached.
+    pub fn clients(&self) -> usize {
+        lock(&self.shared.inner).clients.len()
+    }
+
+    /// The terminal's window size.
+    pub fn size(&self) -> WindowSize {
+        lock(&self.shared.inner).size
+    }
+
+    /// A snapshot of the session for listings.
+    pub fn info(&self) -> SessionInfo {
+        let inner = lock(&self.shared.inner);
+        SessionInfo {
+            state: self.state(),
+            pid: self.shared.pid,
+            command: self.shared.command.clone(),
+            clients: inner.clients.len(),
+            started_at: self.shared.started_at,
+            age: self.shared.started.elapsed(),
+            size: inner.size,
+            exit_status: inner.exit_status,
+            close_reason: inner.close_reason,
+        }
+    }
+
+    /// Whether two handles refer to the same session.
+    pub(crate) fn same(&self, other: &Session) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Shared {
+    /// Records `size` as client `id`'s and applies the policy.
+    pub(crate) fn resize_client(&self, id: ClientId, size: WindowSize) -> Result<(), Error> {
+        let mut inner = lock(&self.inner);
+        let Some(client) = inner.clients.iter_mut().find(|client| client.id == id) else {
+            return Err(if inner.close_reason.is_some() { Error::Closed } else { Error::Detached });
+        };
+        client.size = Some(size);
+        self.apply_size(&mut inner, size)
+    }
+
+    /// Sets the terminal's size for a request of `requested`, following the
+    /// resize policy (the requester is already in `inner.clients`).
+    fn apply_size(&self, inner: &mut Inner, requested: WindowSize) -> Result<(), Error> {
+        let size = match self.options.resize_policy {
+            ResizePolicy::MostRecent => requested,
+            _ => smallest(&inner.clients).unwrap_or(requested),
+        };
+        self.set_size(inner, size)
+    }
+
+    fn set_size(&self, inner: &mut Inner, size: WindowSize) -> Result<(), Error> {
+        if size == inner.size {
+            return Ok(());
+        }
+        let Some(master) = &inner.master else { return Err(Error::Closed) };
+        match pty::set_size(master.as_ref(), size) {
+            Ok(()) => {
+                inner.size = size;
+                Counters::add(&self.counters.resizes, 1);
+                Ok(())
+            }
+            Err(err) => {
+                Counters::add(&self.counters.resize_errors, 1);
+                Err(Error::Resize(err))
+            }
+        }
+    }
+
+    /// Removes client `id` (it left).
+    pub(crate) fn detach(&self, id: ClientId) {
+        let mut inner = lock(&self.inner);
+        if let Some(index) = inner.clients.iter().position(|client| client.id == id) {
+            let client = inner.clients.swap_remove(index);
+            client.queue.abandon();
+            self.after_detach(&mut inner);
+            drop(inner);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Bookkeeping after clients left.
+    fn after_detach(&self, inner: &mut Inner) {
+        inner.last_detach = Some(Instant::now());
+        if self.options.resize_policy == ResizePolicy::Smallest
+            && let Some(size) = smallest(&inner.clients)
+        {
+            // A refused size is counted; the terminal keeps the old one.
+            let _ = self.set_size(inner, size);
+        }
+    }
+
+    /// Appends a chunk of output to the scrollback and every client's queue.
+    fn publish(&self, chunk: Bytes) {
+        Counters::add(&self.counters.bytes_out, chunk.len() as u64);
+        let limit = self.options.client_queue_bytes;
+        let mut inner = lock(&self.inner);
+        inner.ring.write(&chunk);
+        let before = inner.clients.len();
+        inner.clients.retain(|client| client.queue.push(chunk.clone(), limit));
+        let lagged = before - inner.clients.len();
+        if lagged > 0 {
+            Counters::add(&self.counters.clients_lagged, lagged as u64);
+            self.after_detach(&mut inner);
+            drop(inner);
+            tracing::debug!(pid = self.pid, lagged, "clients detached for falling behind");
+            self.wake.notify_one();
+        }
+    }
+
+    /// The command exited and its output ended: every client gets the
+    /// status after its last byte, and later clients get it after the
+    /// replay.
+    fn deliver_exit(&self, status: ExitStatus) {
+        let mut inner = lock(&self.inner);
+        if inner.exit_status.is_some() {
+            return;
+        }
+        inner.exit_status = Some(status);
+        inner.exited_at = Some(Instant::now());
+        for client in inner.clients.drain(..) {
+            client.queue.close(End::Exited(status));
+        }
+        drop(inner);
+        self.exit.send_replace(Some(status));
+        tracing::debug!(pid = self.pid, %status, "command exited");
+    }
+
+    /// When the supervisor must act next without being woken, and why.
+    fn deadline(&self) -> Option<(Instant, CloseReason)> {
+        let inner = lock(&self.inner);
+        let options = &self.options;
+        if inner.close_requested {
+            return Some((Instant::now(), CloseReason::Requested));
+        }
+        if let Some(exited_at) = inner.exited_at {
+            return Some((exited_at + options.linger, CloseReason::Exited));
+        }
+        if !inner.clients.is_empty() {
+            return None;
+        }
+        match inner.last_detach {
+            _ if !inner.ever_attached => {
+                options.first_attach_timeout.map(|timeout| (self.started + timeout, CloseReason::FirstAttachTimeout))
+            }
+            Some(left) => options.inactivity_timeout.map(|timeout| (left + timeout, CloseReason::InactivityTimeout)),
+            None => None,
+        }
+    }
+
+    /// Writes one chunk of input, whole, before any other.
+    pub(crate) async fn send_input(&self, chunk: Bytes) -> Result<(), Error> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.input.send(chunk).await.map_err(|_| Error::Closed)
+    }
+
+    /// Queues one chunk of input if there is room now.
+    pub(crate) fn try_send_input(&self, chunk: Bytes) -> Result<bool, Error> {
+        if chunk.is_empty() {
+            return Ok(true);
+        }
+        match self.input.try_send(chunk) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
+        }
+    }
+}
+
+/// The smallest size over the clients that gave one.
+fn smallest(clients: &[Client]) -> Option<WindowSize> {
+    clients
+        .iter()
+        .filter_map(|client| client.size)
+        .reduce(|a, b| WindowSize::new(a.rows.min(b.rows), a.cols.min(b.cols)))
+}
+
+/// `TERM` and a UTF-8 `LC_CTYPE`, unless the command or the environment
+/// already say otherwise.
+fn set_terminal_environment(command: &mut Command) {
+    let explicit = |name: &str| {
+        command.get_envs().find(|(key, _)| *key == OsStr::new(name)).map(|(_, value)| value.map(OsStr::to_owned))
+    };
+    let effective = |name: &str| explicit(name).unwrap_or_else(|| std::env::var_os(name)).filter(|v| !v.is_empty());
+    let term_set = explicit("TERM").flatten().is_some_and(|value| !value.is_empty());
+    let lc_all = effective("LC_ALL");
+    let locale = lc_all.clone().or_else(|| effective("LC_CTYPE")).or_else(|| effective("LANG"));
+    let utf8 = locale.is_some_and(|locale| {
+        let locale = locale.to_string_lossy().to_ascii_lowercase();
+        locale.contains("utf-8") || locale.contains("utf8")
+    });
+    if !term_set {
+        command.env("TERM", "xterm-256color");
+    }
+    if !utf8 && lc_all.is_none() {
+        command.env("LC_CTYPE", "C.UTF-8");
+    }
+}
+
+/// The command line, for display.
+fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The handles the supervisor uses to end the other two tasks.
+#[derive(Debug)]
+struct Tasks {
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    /// Tells the reader that the command exited (start the drain timeout).
+    exited: watch::Sender<bool>,
+    /// Tells the writer to stop.
+    stop: watch::Sender<bool>,
+}
+
+/// Reads the terminal until the end of output: `EIO` once every copy of the
+/// slave is closed, or, after the command exited, no output for the drain
+/// timeout.
+async fn read_output(shared: Arc<Shared>, master: Arc<AsyncFd<OwnedFd>>, mut exited: watch::Receiver<bool>) {
+    let drain = shared.options.exit_drain_timeout;
+    let mut buf = BytesMut::new();
+    let mut command_exited = false;
+    loop {
+        let outcome = if command_exited {
+            match tokio::time::timeout(drain, pty::read_into(&master, &mut buf)).await {
+                Ok(outcome) => outcome,
+                // Quiet for the whole drain time: one last look, then stop.
+                Err(_elapsed) => match pty::read_now(master.get_ref(), &mut buf) {
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                    outcome => outcome,
+                },
+            }
+        } else {
+            tokio::select! {
+                outcome = pty::read_into(&master, &mut buf) => outcome,
+                changed = exited.changed() => {
+                    command_exited = changed.is_err() || *exited.borrow_and_update();
+                    continue;
+                }
+            }
+        };
+        let mut ended = match outcome {
+            Ok(pty::ReadOutcome::Data) => false,
+            Ok(pty::ReadOutcome::End) => true,
+            Err(err) => {
+                read_failed(&shared, &err);
+                true
+            }
+        };
+        // Take what else is ready right now into the same buffer (never
+        // growing it, which would copy), so that a fast command's output is
+        // published, queued and woken for in chunks of up to a buffer rather
+        // than of one terminal read.
+        while !ended && pty::has_read_space(&buf) {
+            match pty::read_now(master.get_ref(), &mut buf) {
+                Ok(pty::ReadOutcome::Data) => {}
+                Ok(pty::ReadOutcome::End) => ended = true,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) => {
+                    read_failed(&shared, &err);
+                    ended = true;
+                }
+            }
+        }
+        if !buf.is_empty() {
+            shared.publish(buf.split().freeze());
+        }
+        if ended {
+            break;
+        }
+    }
+}
+
+fn read_failed(shared: &Shared, err: &std::io::Error) {
+    Counters::add(&shared.counters.read_errors, 1);
+    tracing::warn!(pid = shared.pid, error = %err, "reading the terminal failed; output ends");
+}
+
+/// Writes input chunks to the terminal one after the other, each whole.
+async fn write_input(
+    shared: Arc<Shared>,
+    master: Arc<AsyncFd<OwnedFd>>,
+    mut chunks: mpsc::Receiver<Bytes>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
+            chunk = chunks.recv() => match chunk {
+                Some(chunk) => chunk,
+                None => break,
+            },
+        };
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
+            written = pty::write_all(&master, &chunk) => match written {
+                Ok(()) => Counters::add(&shared.counters.bytes_in, chunk.len() as u64),
+                Err(err) => {
+                    Counters::add(&shared.counters.write_errors, 1);
+                    tracing::debug!(pid = shared.pid, error = %err, "writing input to the terminal failed");
+                }
+            },
+        }
+    }
+}
+
+/// Runs the lifecycle: waits for the command's exit, the end of its output,
+/// timeouts and close requests; then closes everything in order.
+async fn supervise(shared: Arc<Shared>, mut child: Child, mut tasks: Tasks) {
+    let exit = child.exit_waiter();
+    tokio::pin!(exit);
+    let mut status: Option<Option<ExitStatus>> = None;
+    let mut output_ended = false;
+    let reason = loop {
+        if let (Some(Some(exit_status)), true) = (status, output_ended) {
+            shared.deliver_exit(exit_status);
+        }
+        let deadline = shared.deadline();
+        if let Some((at, reason)) = deadline
+            && at <= Instant::now()
+        {
+            break reason;
+        }
+        let sleep = async move {
+            match deadline {
+                Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = &mut exit, if status.is_none() => {
+                status = Some(result);
+                let _ = tasks.exited.send(true);
+            }
+            _ = &mut tasks.reader, if !output_ended => output_ended = true,
+            () = sleep => {}
+            _ = shared.wake.notified() => {}
+        }
+    };
+
+    // Closing: no client attaches from here on.
+    lock(&shared.inner).close_reason = Some(reason);
+    shared.state.send_replace(State::Closing);
+    tracing::debug!(pid = shared.pid, %reason, "session closing");
+    let status = match status {
+        Some(status) => status,
+        None => child.kill().await,
+    };
+    let _ = tasks.exited.send(true);
+    if !output_ended {
+        let _ = (&mut tasks.reader).await;
+    }
+    match status {
+        Some(status) => shared.deliver_exit(status),
+        None => {
+            let mut inner = lock(&shared.inner);
+            for client in inner.clients.drain(..) {
+                client.queue.close(End::Detached(DetachReason::Closed));
+            }
+        }
+    }
+    let _ = tasks.stop.send(true);
+    let _ = tasks.writer.await;
+    let master = lock(&shared.inner).master.take();
+    drop(master);
+    drop(child);
+    shared.state.send_replace(State::Done);
+    tracing::debug!(pid = shared.pid, "session done");
+}
