@@ -441,11 +441,13 @@ impl Shared {
         }
         inner.exit_status = Some(status);
         inner.exited_at = Some(Instant::now());
+        // Published before any client hears of it, so that a client that
+        // has seen the status finds it in `Session::exit_status` too.
+        self.exit.send_replace(Some(status));
         for client in inner.clients.drain(..) {
             client.queue.close(End::Exited(status));
         }
         drop(inner);
-        self.exit.send_replace(Some(status));
         tracing::debug!(pid = self.pid, %status, "command exited");
     }
 
