@@ -5,6 +5,8 @@
 //! - `fuzz [TARGET] [--seconds N]`: run one or every cargo-fuzz target.
 //! - `bench [CRATE]`: run the criterion benches of one crate or all.
 //! - `model [--cases N]`: run the proptest model tests with many cases.
+//! - `demo`: build rpty and run its demo (a session, a detach, a connection
+//!   cut, a resume, the output intact).
 //!
 //! Dependencies are deliberately nil: this builds in a second on any machine
 //! that has the Rust toolchain, and installs the cargo tools it needs itself.
@@ -24,6 +26,7 @@ tasks:
   fuzz [TARGET] [--seconds N]  run one fuzz target, or all of them, for N seconds each (default 60)
   bench [CRATE]                run the criterion benches of one crate, or of the workspace
   model [--cases N]            run the proptest model tests with N cases (default 100000)
+  demo                         rpty in a few seconds: a session, a detach, a connection cut, a resume
 ";
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("model") => model(&args[1..]),
+        Some("demo") => demo(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -91,6 +95,16 @@ fn model(args: &[String]) -> Result<(), String> {
         run::status(&mut command)?;
     }
     Ok(())
+}
+
+/// `demo`: builds the rpty binary and its demo example, then runs the demo
+/// (it finds the binary next to itself).
+fn demo(args: &[String]) -> Result<(), String> {
+    if !args.is_empty() {
+        return Err(format!("demo takes no arguments\n\n{USAGE}"));
+    }
+    run::status(&mut run::cargo(&["build", "--quiet", "--package", "rpty", "--bins", "--examples"]))?;
+    run::status(&mut run::cargo(&["run", "--quiet", "--package", "rpty", "--example", "demo"]))
 }
 
 /// Splits `args` into positional arguments and the value of `flag`.

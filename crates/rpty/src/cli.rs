@@ -1,0 +1,397 @@
+//! The command line: the subcommands and their options (clap), and
+//! [`run`], which carries one out and turns every failure into a one-line
+//! message and an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::autostart::NoServer;
+use crate::client::{self, AttachOptions};
+use crate::keys::DetachKey;
+use crate::paths::RuntimeDir;
+use crate::protocol::{self, ClientHello, NewSession, Request, Response};
+use crate::server::{self, ServeConfig};
+use crate::transport::Target;
+use crate::{logging, secret, terminal};
+
+/// Terminal sessions that survive detaching and broken connections.
+///
+/// `rpty new demo` starts a session and attaches to it; the detach key
+/// (Ctrl-\ by default) leaves it running; `rpty attach demo` comes back.
+/// The server starts on demand and ends with its last session. A broken
+/// connection resumes by itself, with nothing lost or repeated.
+#[derive(Debug, Parser)]
+#[command(name = "rpty", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a session and attach to it (the server starts on demand)
+    New(NewArgs),
+    /// Attach to a session: its scrollback, then the live session
+    Attach(AttachArgs),
+    /// List the sessions: name, command, clients, age, state, exit status
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// End a session: its processes get SIGHUP, then SIGKILL
+    Kill(KillArgs),
+    /// Run the server in the foreground, until interrupted
+    ///
+    /// The server also starts by itself when a client needs it, and then ends
+    /// with its last session. SIGTERM or Ctrl-C ends the server and its
+    /// sessions. SIGUSR1 drops every client connection; the clients resume
+    /// at once, with nothing lost (a way to watch resumption work).
+    Serve(ServeArgs),
+    /// Join standard input and output to the local server (the far end of --via)
+    Bridge,
+}
+
+/// How to reach the server (default: the local one).
+#[derive(Debug, Clone, Args)]
+struct ConnectArgs {
+    /// Reach the server through COMMAND's stdin and stdout, e.g. 'ssh host rpty bridge'
+    #[arg(long, value_name = "COMMAND", conflicts_with = "connect")]
+    via: Option<String>,
+    /// Reach a server listening on TCP (rpty serve --listen)
+    #[arg(long, value_name = "HOST:PORT")]
+    connect: Option<String>,
+    /// A copy of that server's secret file, for --connect
+    #[arg(long, value_name = "FILE", requires = "connect")]
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+struct KeyArgs {
+    /// The key that detaches: ctrl-X, ^X or none
+    #[arg(long, value_name = "KEY", default_value = "ctrl-\\")]
+    detach_key: DetachKey,
+}
+
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The session's name (default: the lowest free number)
+    name: Option<String>,
+    /// The command to run, after `--` (default: $SHELL, else /bin/sh)
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+    /// Start the session without attaching to it
+    #[arg(short, long)]
+    detached: bool,
+    #[command(flatten)]
+    key: KeyArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+struct AttachArgs {
+    /// The session's name (see rpty ls)
+    name: String,
+    #[command(flatten)]
+    key: KeyArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+struct LsArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+struct KillArgs {
+    /// The session's name
+    name: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Also listen on TCP, e.g. 127.0.0.1:7890; clients must have the secret
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// The secret for TCP clients (generated, mode 0600, when missing; default: in the runtime directory)
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    secret_file: Option<PathBuf>,
+    /// Exit when no session is left and no client is connected
+    #[arg(long, hide = true)]
+    exit_when_idle: bool,
+}
+
+/// Runs the `rpty` command line and returns the process's exit code:
+/// that of the session's command when it exits while attached, 0 after a
+/// detach, 1 with a one-line message on standard error for any failure, 2
+/// for a usage error.
+pub fn run() -> ExitCode {
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match execute(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            terminal::restore_saved();
+            let message = format!("{err:#}").replace('\n', "; ");
+            tracing::info!(%message, "failed");
+            eprintln!("rpty: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A panic restores the terminal and says one line, never a dump.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        terminal::restore_saved();
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let location = info.location().map(|location| location.to_string()).unwrap_or_default();
+        tracing::error!(%what, %location, "panic");
+        eprintln!("rpty: internal error: {what}");
+    }));
+}
+
+fn execute(cli: Cli) -> Result<ExitCode> {
+    let serving = matches!(cli.command, Command::Serve(_));
+    let runtime = RuntimeDir::locate();
+    if let Ok(runtime) = &runtime {
+        if serving {
+            logging::init(&runtime.server_log(), true);
+        } else {
+            logging::init(&runtime.client_log(), false);
+        }
+    }
+    let mut builder = if serving {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    if serving {
+        builder.worker_threads(2);
+    }
+    let tokio = builder.enable_all().build().context("cannot start the async runtime")?;
+    let result = tokio.block_on(dispatch(cli.command, runtime));
+    tokio.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+async fn dispatch(command: Command, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    match command {
+        Command::New(args) => new(args, runtime).await,
+        Command::Attach(args) => attach(args, runtime).await,
+        Command::Ls(args) => ls(args, runtime).await,
+        Command::Kill(args) => kill(args, runtime).await,
+        Command::Serve(args) => {
+            let config =
+                ServeConfig { listen: args.listen, secret_file: args.secret_file, exit_when_idle: args.exit_when_idle };
+            server::run(runtime?, config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bridge => client::bridge(&runtime?).await,
+    }
+}
+
+/// Where the server is, from the options.
+fn target(args: &ConnectArgs, runtime: std::io::Result<RuntimeDir>, autostart: bool) -> Result<Target> {
+    if let Some(command) = &args.via {
+        if command.trim().is_empty() {
+            bail!("--via needs a command, e.g. --via 'ssh host rpty bridge'");
+        }
+        return Ok(Target::Via { command: command.clone() });
+    }
+    if let Some(addr) = &args.connect {
+        let secret = args.secret_file.as_deref().map(secret::load).transpose()?;
+        return Ok(Target::Tcp { addr: addr.clone(), secret });
+    }
+    Ok(Target::Local { runtime: runtime?, autostart })
+}
+
+/// The command line that reaches the same server, for messages.
+fn command_hint(args: &ConnectArgs, subcommand: &str, name: &str) -> String {
+    let mut hint = format!("{} {subcommand}", program_name());
+    if let Some(via) = &args.via {
+        hint.push_str(&format!(" --via {}", shell_quote(via)));
+    }
+    if let Some(addr) = &args.connect {
+        hint.push_str(&format!(" --connect {}", shell_quote(addr)));
+        if let Some(file) = &args.secret_file {
+            hint.push_str(&format!(" --secret-file {}", shell_quote(&file.to_string_lossy())));
+        }
+    }
+    hint.push(' ');
+    hint.push_str(&shell_quote(name));
+    hint
+}
+
+/// How the user runs this program: `rpty` when that is what the shell
+/// finds on `PATH`, else the program's full path.
+fn program_name() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|exe| exe.canonicalize()) else { return "rpty".to_owned() };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("rpty").canonicalize().is_ok_and(|found| found == exe))
+    });
+    if on_path { "rpty".to_owned() } else { shell_quote(&exe.to_string_lossy()) }
+}
+
+/// `text` quoted for a POSIX shell when it needs it.
+fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b':' | b'@' | b','));
+    if plain { text.to_owned() } else { format!("'{}'", text.replace('\'', "'\\''")) }
+}
+
+/// Whether the target is this machine's server.
+fn is_local(target: &Target) -> bool {
+    matches!(target, Target::Local { .. })
+}
+
+async fn new(args: NewArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    if let Some(name) = &args.name
+        && !protocol::valid_name(name)
+    {
+        bail!("{name:?} cannot name a session: use 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    let target = target(&args.connect, runtime, true)?;
+    let size = terminal::window_size();
+    let mut new = NewSession::new(args.command.clone());
+    new.name = args.name.clone();
+    new.cwd = is_local(&target)
+        .then(std::env::current_dir)
+        .and_then(Result::ok)
+        .map(|cwd| cwd.to_string_lossy().into_owned());
+    new.term = std::env::var("TERM").ok();
+    new.size = size;
+    new.attach = !args.detached;
+    let hello = ClientHello::new(Request::New(new)).with_resume_window(target.resume_window());
+    let (connection, response) = client::request(&target, hello).await?;
+    match client::expect_ok(response)? {
+        Response::Attached { name, .. } => {
+            let options = AttachOptions {
+                detach_key: args.key.detach_key,
+                redraw: false,
+                reattach_hint: command_hint(&args.connect, "attach", &name),
+            };
+            client::attach(connection, &name, &options).await
+        }
+        Response::Created { name } => {
+            connection.finish().await;
+            eprintln!("rpty: started session {name:?}; attach with: {}", command_hint(&args.connect, "attach", &name));
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => bail!("the server gave an unexpected answer"),
+    }
+}
+
+async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    let target = target(&args.connect, runtime, false)?;
+    if is_local(&target) && std::env::var("RPTY_SESSION").is_ok_and(|inside| inside == args.name) {
+        bail!("this terminal is session {:?} itself: attaching it to itself would loop", args.name);
+    }
+    let hello = ClientHello::new(Request::Attach { name: args.name.clone(), size: terminal::window_size() })
+        .with_resume_window(target.resume_window());
+    let (connection, response) = match client::request(&target, hello).await {
+        Err(err) if err.is::<NoServer>() => bail!("no server is running, so there is no session named {:?}", args.name),
+        other => other?,
+    };
+    match client::expect_ok(response)? {
+        Response::Attached { name, .. } => {
+            let options = AttachOptions {
+                detach_key: args.key.detach_key,
+                redraw: true,
+                reattach_hint: command_hint(&args.connect, "attach", &name),
+            };
+            client::attach(connection, &name, &options).await
+        }
+        _ => bail!("the server gave an unexpected answer"),
+    }
+}
+
+async fn ls(args: LsArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    let target = target(&args.connect, runtime, false)?;
+    let hello = ClientHello::new(Request::List).with_resume_window(target.resume_window());
+    let (connection, response) = match client::request(&target, hello).await {
+        Err(err) if err.is::<NoServer>() => {
+            client::print_sessions(&[])?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => other?,
+    };
+    connection.finish().await;
+    match client::expect_ok(response)? {
+        Response::Sessions { sessions } => {
+            client::print_sessions(&sessions)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => bail!("the server gave an unexpected answer"),
+    }
+}
+
+async fn kill(args: KillArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    let target = target(&args.connect, runtime, false)?;
+    let hello = ClientHello::new(Request::Kill { name: args.name.clone() }).with_resume_window(target.resume_window());
+    let (connection, response) = match client::request(&target, hello).await {
+        Err(err) if err.is::<NoServer>() => bail!("no server is running, so there is no session named {:?}", args.name),
+        other => other?,
+    };
+    connection.finish().await;
+    match client::expect_ok(response)? {
+        Response::Killed { .. } => Ok(ExitCode::SUCCESS),
+        _ => bail!("the server gave an unexpected answer"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn new_takes_a_name_and_a_command_after_the_double_dash() {
+        let cli = Cli::try_parse_from(["rpty", "new", "demo", "--", "sh", "-c", "echo hi"]).unwrap();
+        let Command::New(args) = cli.command else { panic!("not new") };
+        assert_eq!(args.name.as_deref(), Some("demo"));
+        assert_eq!(args.command, ["sh", "-c", "echo hi"]);
+        assert_eq!(args.key.detach_key, DetachKey::default());
+    }
+
+    #[test]
+    fn a_secret_file_without_connect_and_via_with_connect_are_refused() {
+        assert!(Cli::try_parse_from(["rpty", "ls", "--secret-file", "x"]).is_err());
+        assert!(Cli::try_parse_from(["rpty", "ls", "--via", "x", "--connect", "h:1"]).is_err());
+        assert!(Cli::try_parse_from(["rpty", "attach", "x", "--detach-key", "ctrl-1"]).is_err());
+    }
+
+    #[test]
+    fn hints_quote_what_the_shell_would_split() {
+        let args = ConnectArgs { via: Some("ssh host rpty bridge".into()), connect: None, secret_file: None };
+        let hint = command_hint(&args, "attach", "demo");
+        assert!(hint.ends_with(" attach --via 'ssh host rpty bridge' demo"), "{hint}");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("127.0.0.1:80"), "127.0.0.1:80");
+    }
+}

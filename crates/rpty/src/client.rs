@@ -1,0 +1,549 @@
+//! The client side: one request and its answer ([`request`]), the attached
+//! terminal ([`attach`]: raw mode, bytes through unchanged, window size,
+//! the detach key, the status line while reconnecting, the exit status),
+//! the session listing, and `rpty bridge`.
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use ptysession::framing::{ClientFrame, ClientReader, ClientWriter, ServerFrame};
+use ptysession::{DetachReason, ExitStatus, WindowSize};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+use crate::keys::DetachKey;
+use crate::paths::RuntimeDir;
+use crate::protocol::{self, ClientHello, Request, Response, SessionEntry, Size};
+use crate::terminal::{self, ModeTracker, RawMode};
+use crate::transport::{self, Connection, Target};
+
+/// How long the server has to answer a request.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the client waits for the server to confirm a detach.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The text of the status line while the connection is down.
+const RECONNECTING: &str = "rpty: reconnecting…";
+
+/// Sends `hello` and reads the answer.
+pub(crate) async fn request(target: &Target, hello: ClientHello) -> Result<(Connection, Response)> {
+    let mut connection = transport::connect(target).await?;
+    let exchange = async {
+        protocol::write_message(connection.stream(), &hello).await?;
+        protocol::read_message::<_, Response>(connection.stream()).await
+    };
+    match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
+        Ok(Ok(response)) => Ok((connection, response)),
+        Ok(Err(protocol::Error::Io(err))) => bail!("{}", transport::describe_io_error(&err, target)),
+        Ok(Err(protocol::Error::Ended)) => bail!("the server closed the connection without answering"),
+        Ok(Err(err)) => bail!("the server's answer is unusable: {err}"),
+        Err(_) => bail!("the server did not answer within {}s", ANSWER_TIMEOUT.as_secs()),
+    }
+}
+
+/// Turns an error answer into an error; any other answer is returned.
+pub(crate) fn expect_ok(response: Response) -> Result<Response> {
+    match response {
+        Response::Error { message, .. } => bail!("{message}"),
+        other => Ok(other),
+    }
+}
+
+/// Prints the session table.
+pub(crate) fn print_sessions(sessions: &[SessionEntry]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if sessions.is_empty() {
+        writeln!(out, "no sessions")?;
+        return out.flush();
+    }
+    let header = ["NAME", "COMMAND", "CLIENTS", "AGE", "STATE", "EXIT"];
+    let rows: Vec<[String; 6]> = sessions
+        .iter()
+        .map(|session| {
+            let exit = match session.exit {
+                Some(protocol::Exit::Code(code)) => code.to_string(),
+                Some(protocol::Exit::Signal(signal)) => format!("signal {signal}"),
+                None => "-".to_owned(),
+            };
+            [
+                session.name.clone(),
+                shorten(&session.command, 40),
+                session.clients.to_string(),
+                format_age(session.age_secs),
+                session.state.to_string(),
+                exit,
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let mut text = String::new();
+        for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if index + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        text
+    };
+    writeln!(out, "{}", line(header))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row.each_ref().map(String::as_str)))?;
+    }
+    out.flush()
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut short: String = text.chars().take(max - 1).collect();
+        short.push('…');
+        short
+    }
+}
+
+/// An age as a person reads it: `42s`, `5m`, `3h07m`, `2d4h`.
+pub(crate) fn format_age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
+/// How an attached client behaves.
+#[derive(Debug, Clone)]
+pub(crate) struct AttachOptions {
+    /// The key that detaches.
+    pub(crate) detach_key: DetachKey,
+    /// Clear the screen before the replay and nudge the size afterwards
+    /// (re-attaching to a session that has a past).
+    pub(crate) redraw: bool,
+    /// The command that comes back to the session, for messages.
+    pub(crate) reattach_hint: String,
+}
+
+/// How the output side ended.
+#[derive(Debug)]
+enum OutputEnd {
+    Exited(ExitStatus),
+    Detached(DetachReason),
+    /// The server ended the stream without a final frame (after a detach).
+    Ended,
+    Failed(ptysession::Error),
+    Stdout(io::Error),
+}
+
+/// Why the input side stopped.
+#[derive(Debug)]
+enum Stop {
+    Output(OutputEnd),
+    DetachKey,
+    Signal(i32),
+}
+
+/// What the output task shares with the rest of the client.
+#[derive(Debug, Default)]
+struct Screen {
+    modes: ModeTracker,
+    status_line_rows: Option<u16>,
+}
+
+fn lock(screen: &Mutex<Screen>) -> std::sync::MutexGuard<'_, Screen> {
+    screen.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The local terminal's side of an attached client, kept across
+/// connections: signals, input, size, and what the session did to the
+/// screen.
+struct Local {
+    winch: Signal,
+    terminate: Signal,
+    hangup: Signal,
+    interrupt: Signal,
+    input: Option<mpsc::Receiver<Vec<u8>>>,
+    size: Option<Size>,
+    screen: Arc<Mutex<Screen>>,
+}
+
+/// Runs an attached session on this terminal until the command exits, the
+/// user detaches, a signal arrives or the connection is lost for good.
+/// Returns the exit code for this process.
+///
+/// A terminal that falls behind the output (the session writes faster than
+/// it displays) is attached again at once: it skips to the scrollback, as
+/// a person would want, instead of being left behind.
+pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachOptions) -> Result<ExitCode> {
+    let target = connection.target().clone();
+    // Signals first: from here on they detach instead of killing us.
+    let mut local = Local {
+        winch: signal(SignalKind::window_change())?,
+        terminate: signal(SignalKind::terminate())?,
+        hangup: signal(SignalKind::hangup())?,
+        interrupt: signal(SignalKind::interrupt())?,
+        input: None,
+        size: terminal::window_size(),
+        screen: Arc::new(Mutex::new(Screen::default())),
+    };
+    let raw = RawMode::enter()?;
+    local.input = Some(spawn_stdin_reader());
+
+    let mut connection = connection;
+    let mut redraw = options.redraw;
+    let (stop, end, server_gone) = loop {
+        let (stop, end, server_gone) = run_connection(connection, &mut local, options, redraw).await;
+        if let (Stop::Output(_), Some(OutputEnd::Detached(DetachReason::Lagged { .. }))) = (&stop, &end) {
+            tracing::info!(name, "the terminal fell behind the output; attaching again");
+            let hello = ClientHello::new(Request::Attach { name: name.to_owned(), size: local.size })
+                .with_resume_window(target.resume_window());
+            match request(&target, hello).await {
+                Ok((next, Response::Attached { .. })) => {
+                    connection = next;
+                    redraw = true;
+                    continue;
+                }
+                Ok((next, _)) => next.finish().await,
+                Err(err) => tracing::info!(error = %err, "attaching again failed"),
+            }
+        }
+        break (stop, end, server_gone);
+    };
+
+    // Put the terminal back: the session's modes, the status line, then the
+    // settings.
+    if io::stdout().is_terminal() {
+        let screen = lock(&local.screen);
+        let mut restore = Vec::new();
+        if let Some(rows) = screen.status_line_rows {
+            restore.extend(terminal::clear_status_line(rows));
+        }
+        restore.extend(screen.modes.reset_sequence());
+        let mut stdout = io::stdout().lock();
+        let _ = stdout.write_all(&restore);
+        let _ = stdout.flush();
+    }
+    drop(raw);
+
+    let hint = &options.reattach_hint;
+    let (message, code) = match (stop, end) {
+        (Stop::DetachKey, _) => (format!("detached from {name:?}; reattach with: {hint}"), 0),
+        (Stop::Signal(number), _) => {
+            (format!("detached from {name:?} (signal {number}); reattach with: {hint}"), 128 + number)
+        }
+        (Stop::Output(_), Some(OutputEnd::Exited(status))) => {
+            let text = match status {
+                ExitStatus::Code(code) => format!("session {name:?} exited with code {code}"),
+                ExitStatus::Signal(signal) => format!("session {name:?} was killed by signal {signal}"),
+            };
+            (text, status.shell_code())
+        }
+        (Stop::Output(_), Some(OutputEnd::Detached(DetachReason::Lagged { .. }))) => {
+            (format!("detached from {name:?}: this terminal fell behind the output; reattach with: {hint}"), 1)
+        }
+        (Stop::Output(_), Some(OutputEnd::Detached(_))) => (format!("session {name:?} was closed"), 1),
+        (Stop::Output(_), Some(OutputEnd::Failed(_))) if server_gone => {
+            ("lost the connection: the server is no longer running, and its sessions ended with it".to_owned(), 1)
+        }
+        (Stop::Output(_), Some(OutputEnd::Failed(err))) => {
+            let reason = match &err {
+                ptysession::Error::Connection(io) => transport::describe_io_error(io, &target),
+                other => other.to_string(),
+            };
+            (format!("lost the connection to the server: {reason}; the session may still run: {hint}"), 1)
+        }
+        (Stop::Output(_), Some(OutputEnd::Stdout(err))) => (format!("cannot write to the terminal: {err}"), 1),
+        (Stop::Output(_), Some(OutputEnd::Ended) | None) => {
+            (format!("the server ended the connection; the session may still run: {hint}"), 1)
+        }
+    };
+    tracing::info!(name, code, message, "client done");
+    let mut stderr = io::stderr().lock();
+    let _ = writeln!(stderr, "rpty: {message}");
+    let _ = stderr.flush();
+    Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)))
+}
+
+/// Carries the terminal over one connection until it ends; returns why,
+/// how the output ended, and whether the local server turned out to be
+/// gone. The connection is closed on return.
+async fn run_connection(
+    connection: Connection,
+    local: &mut Local,
+    options: &AttachOptions,
+    redraw: bool,
+) -> (Stop, Option<OutputEnd>, bool) {
+    let (read, write, link, control, transports) = connection.split();
+    let frames = ClientReader::new(read);
+    // Sends wait while the connection is down: they run on a task of their
+    // own so that the detach key and signals are always seen at once.
+    let (to_server, outbox) = mpsc::unbounded_channel();
+    let mut sender = tokio::spawn(send_frames(ClientWriter::new(write), outbox));
+    let (nudge_tx, mut nudge_rx) = mpsc::channel(4);
+    let connected = link.clone();
+    let mut output = tokio::spawn(pump_output(frames, link, nudge_tx, local.screen.clone(), redraw));
+
+    let stop = loop {
+        tokio::select! {
+            end = &mut output => break Stop::Output(end.unwrap_or(OutputEnd::Ended)),
+            chunk = recv_input(&mut local.input) => match chunk {
+                Some(chunk) => match options.detach_key.find(&chunk) {
+                    Some(at) => {
+                        if at > 0 {
+                            let _ = to_server.send(ClientFrame::Input(Bytes::copy_from_slice(&chunk[..at])));
+                        }
+                        break Stop::DetachKey;
+                    }
+                    // A failed send means a failed connection: the output
+                    // side reports it.
+                    None => { let _ = to_server.send(ClientFrame::Input(Bytes::from(chunk))); }
+                },
+                None => local.input = None,
+            },
+            _ = local.winch.recv() => {
+                if let Some(new) = terminal::window_size() {
+                    local.size = Some(new);
+                    let _ = to_server.send(ClientFrame::Resize(WindowSize::from(new)));
+                }
+            }
+            Some(()) = nudge_rx.recv() => {
+                if let Some(size) = local.size {
+                    // A resize away and back: the kernel signals only a change.
+                    let rows = if size.rows > 1 { size.rows - 1 } else { size.rows + 1 };
+                    let _ = to_server.send(ClientFrame::Resize(WindowSize::new(rows, size.cols)));
+                    let _ = to_server.send(ClientFrame::Resize(WindowSize::from(size)));
+                }
+            }
+            _ = local.terminate.recv() => break Stop::Signal(libc_signal::TERM),
+            _ = local.hangup.recv() => break Stop::Signal(libc_signal::HUP),
+            _ = local.interrupt.recv() => break Stop::Signal(libc_signal::INT),
+        }
+    };
+
+    let (stop, end) = match stop {
+        Stop::Output(end) => (Stop::Output(OutputEnd::Ended), Some(end)),
+        stop @ (Stop::DetachKey | Stop::Signal(_)) => {
+            let _ = to_server.send(ClientFrame::Detach);
+            // Connected, the server confirms by ending its stream; while the
+            // connection is down there is nobody to wait for.
+            let wait = if *connected.borrow() { DETACH_TIMEOUT } else { Duration::ZERO };
+            let end = match tokio::time::timeout(wait, &mut output).await {
+                Ok(end) => end.ok(),
+                Err(_) => {
+                    output.abort();
+                    None
+                }
+            };
+            (stop, end)
+        }
+    };
+    drop(to_server);
+    let wait = if *connected.borrow() { Duration::from_secs(1) } else { Duration::ZERO };
+    if tokio::time::timeout(wait, &mut sender).await.is_err() {
+        sender.abort();
+    }
+    control.close();
+    transports.close().await;
+    (stop, end, transports.server_gone())
+}
+
+/// Signal numbers, for exit codes and messages.
+mod libc_signal {
+    pub(super) const HUP: i32 = 1;
+    pub(super) const INT: i32 = 2;
+    pub(super) const TERM: i32 = 15;
+}
+
+/// The next chunk of input; pending for ever once input has ended.
+async fn recv_input(input: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {
+    match input {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends the frames from `outbox` in order until it closes or the
+/// connection fails, then ends this side's stream: the server waits for
+/// that end before it lets the connection go.
+async fn send_frames<W: AsyncWrite + Unpin>(
+    mut writer: ClientWriter<W>,
+    mut outbox: mpsc::UnboundedReceiver<ClientFrame>,
+) {
+    while let Some(frame) = outbox.recv().await {
+        if writer.send(&frame).await.is_err() {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(transport::END_OF_STREAM_WAIT, writer.into_inner().shutdown()).await;
+}
+
+/// Reads standard input on a thread of its own (a blocked read must never
+/// hold up the runtime's shutdown).
+fn spawn_stdin_reader() -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel(16);
+    let spawned = std::thread::Builder::new().name("rpty-stdin".into()).spawn(move || {
+        let mut stdin = io::stdin();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(count) => {
+                    if tx.blocking_send(buf[..count].to_vec()).is_err() {
+                        break;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot read the terminal's input");
+    }
+    rx
+}
+
+/// Copies the session's output to standard output, follows the terminal
+/// modes it sets, and shows the status line while the connection is down.
+async fn pump_output<R: AsyncRead + Unpin>(
+    mut frames: ClientReader<R>,
+    mut link: watch::Receiver<bool>,
+    nudge: mpsc::Sender<()>,
+    screen: Arc<Mutex<Screen>>,
+    redraw: bool,
+) -> OutputEnd {
+    let mut stdout = tokio::io::stdout();
+    let is_terminal = io::stdout().is_terminal();
+    let mut first_frame = true;
+    let mut link_open = true;
+    loop {
+        tokio::select! {
+            frame = frames.next() => {
+                let frame = match frame {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => return OutputEnd::Ended,
+                    Err(err) => return OutputEnd::Failed(err),
+                };
+                let starts = std::mem::replace(&mut first_frame, false);
+                match frame {
+                    ServerFrame::Replay(data) | ServerFrame::Output(data) => {
+                        let mut out = Vec::with_capacity(data.len() + 8);
+                        if starts && redraw && is_terminal {
+                            out.extend_from_slice(terminal::CLEAR_SCREEN);
+                        }
+                        out.extend_from_slice(&data);
+                        lock(&screen).modes.observe(&data);
+                        if let Err(err) = write_out(&mut stdout, &out).await {
+                            return OutputEnd::Stdout(err);
+                        }
+                    }
+                    ServerFrame::ReplayEnd if redraw => {
+                        let _ = nudge.try_send(());
+                    }
+                    ServerFrame::Exited(status) => return OutputEnd::Exited(status),
+                    ServerFrame::Detached(reason) => return OutputEnd::Detached(reason),
+                    _ => {}
+                }
+            }
+            changed = link.changed(), if link_open => {
+                if changed.is_err() {
+                    link_open = false;
+                    continue;
+                }
+                let connected = *link.borrow_and_update();
+                tracing::info!(connected, "connection state");
+                if !is_terminal {
+                    continue;
+                }
+                let shown = lock(&screen).status_line_rows;
+                let update = match (connected, shown) {
+                    (false, None) => terminal::window_size().map(|size| {
+                        lock(&screen).status_line_rows = Some(size.rows);
+                        terminal::status_line(size.rows, RECONNECTING)
+                    }),
+                    (true, Some(rows)) => {
+                        lock(&screen).status_line_rows = None;
+                        let _ = nudge.try_send(());
+                        Some(terminal::clear_status_line(rows))
+                    }
+                    _ => None,
+                };
+                if let Some(update) = update
+                    && let Err(err) = write_out(&mut stdout, &update).await
+                {
+                    return OutputEnd::Stdout(err);
+                }
+            }
+        }
+    }
+}
+
+async fn write_out(stdout: &mut tokio::io::Stdout, data: &[u8]) -> io::Result<()> {
+    stdout.write_all(data).await?;
+    stdout.flush().await
+}
+
+/// `rpty bridge`: standard input and output joined to the local server's
+/// socket, for `--via` on the other end.
+pub(crate) async fn bridge(runtime: &RuntimeDir) -> Result<ExitCode> {
+    let stream = crate::autostart::ensure_server(runtime).await?;
+    let (mut from_server, mut to_server) = stream.into_split();
+    let upstream = async {
+        let mut stdin = tokio::io::stdin();
+        let _ = tokio::io::copy(&mut stdin, &mut to_server).await;
+        let _ = to_server.shutdown().await;
+        std::future::pending::<()>().await;
+    };
+    let downstream = async {
+        let mut stdout = tokio::io::stdout();
+        let copied = tokio::io::copy(&mut from_server, &mut stdout).await;
+        let _ = stdout.flush().await;
+        copied
+    };
+    tokio::select! {
+        () = upstream => {}
+        copied = downstream => {
+            if let Err(err) = copied {
+                tracing::info!(error = %err, "bridge ended");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(format_age(0), "0s");
+        assert_eq!(format_age(59), "59s");
+        assert_eq!(format_age(60), "1m");
+        assert_eq!(format_age(3599), "59m");
+        assert_eq!(format_age(3600 + 7 * 60), "1h07m");
+        assert_eq!(format_age(2 * 86400 + 4 * 3600 + 5), "2d4h");
+    }
+
+    #[test]
+    fn long_commands_are_shortened_on_a_character_boundary() {
+        assert_eq!(shorten("vim", 40), "vim");
+        let long = "é".repeat(50);
+        let short = shorten(&long, 40);
+        assert_eq!(short.chars().count(), 40);
+        assert!(short.ends_with('…'));
+    }
+}

@@ -1,0 +1,630 @@
+//! The server: [`Server`] keeps the sessions and answers one request per
+//! connection over any byte stream; [`run`] is the `rpty serve` process
+//! around it (lock, sockets, signals, exit when idle).
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use backedpipe::{BackedPipe, PipeControl, PipeState};
+use ptysession::framing::{self, ServeOutcome};
+use ptysession::{Session, SessionManager, State};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+
+use crate::paths::RuntimeDir;
+use crate::protocol::{
+    self, ClientHello, ErrorKind, Exit, NewSession, Request, Response, SessionEntry, SessionState, Size, VERSION,
+};
+use crate::secret;
+use crate::transport::{Conn, Listener};
+
+/// How long a client has to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the server waits for a client to end its side of a finished
+/// connection (after an answer, or after the client left).
+const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest resume window a client may ask for.
+const MAX_RESUME_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a server started on demand waits for its first session.
+const STARTUP_GRACE: Duration = Duration::from_secs(10);
+
+/// How a [`Server`] runs its sessions.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut options = rpty::ServerOptions::default();
+/// options.linger = Duration::from_secs(60);
+/// assert_eq!(options.scrollback_bytes, 256 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// The most sessions at once (default 256).
+    pub max_sessions: usize,
+    /// Output kept per session and replayed on attach (default 256 KiB).
+    pub scrollback_bytes: usize,
+    /// Output that may wait for one client, also while its connection is
+    /// down (default 4 MiB); a client that misses more is detached as
+    /// lagging and re-attaches to the scrollback.
+    pub client_queue_bytes: usize,
+    /// How long a session whose command exited with no client attached
+    /// stays, so that a later `attach` still shows its output and exit
+    /// status (default 5 min). A session whose exit status reached an
+    /// attached client ends at once.
+    pub linger: Duration,
+    /// After `SIGHUP` to a killed session's process group, how long before
+    /// `SIGKILL` (default 2 s).
+    pub kill_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_sessions: 256,
+            scrollback_bytes: 256 * 1024,
+            client_queue_bytes: 4 << 20,
+            linger: Duration::from_secs(300),
+            kill_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The sessions of one server, and the handling of client connections.
+///
+/// A cheap handle (`Clone`). See the [crate documentation](crate) for an
+/// example.
+#[derive(Debug, Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    manager: SessionManager,
+    options: ServerOptions,
+    connections: AtomicUsize,
+    had_session: AtomicBool,
+    /// Woken when a connection ends or a session is done.
+    changed: Notify,
+}
+
+/// Counts a connection while it is served.
+struct Active<'a>(&'a Shared);
+
+impl<'a> Active<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.connections.fetch_add(1, Ordering::SeqCst);
+        Active(shared)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error { kind, message: message.into() }
+}
+
+impl Server {
+    /// A server with no sessions.
+    pub fn new(options: ServerOptions) -> Server {
+        Server {
+            shared: Arc::new(Shared {
+                manager: SessionManager::new(options.max_sessions),
+                options,
+                connections: AtomicUsize::new(0),
+                had_session: AtomicBool::new(false),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    /// The sessions that are not done.
+    pub fn session_count(&self) -> usize {
+        self.shared.manager.len()
+    }
+
+    /// The connections being served.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Serves one client connection: reads its [`ClientHello`], answers,
+    /// and for an attach carries the terminal until the client detaches,
+    /// the session ends or the connection fails. Failures are logged, never
+    /// returned: they concern that client only.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the connection; an attached client is
+    /// detached.
+    pub async fn serve_connection<C>(self, connection: C)
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        self.serve_with(connection, Some(FINISH_TIMEOUT), |_| {}).await;
+    }
+
+    /// As [`serve_connection`](Self::serve_connection); `on_hello` sees the
+    /// hello first (for the resume window), and the end of the stream is
+    /// waited for up to `finish_timeout` (`None`: until the client has it,
+    /// for connections that something else closes when the client stays
+    /// away).
+    pub(crate) async fn serve_with<C, F>(self, mut conn: C, finish_timeout: Option<Duration>, on_hello: F)
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send,
+        F: FnOnce(&ClientHello) + Send,
+    {
+        let shared = &*self.shared;
+        let _active = Active::new(shared);
+        let hello =
+            match tokio::time::timeout(REQUEST_TIMEOUT, protocol::read_message::<_, ClientHello>(&mut conn)).await {
+                Ok(Ok(hello)) => hello,
+                Ok(Err(err)) => {
+                    tracing::info!(error = %err, "a client sent no usable request");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("a client sent no request in time");
+                    return;
+                }
+            };
+        on_hello(&hello);
+        if hello.version != VERSION {
+            let message = format!(
+                "this server speaks protocol version {VERSION} and the client version {}: use the same rpty on both sides",
+                hello.version
+            );
+            let _ = protocol::write_message(&mut conn, &error(ErrorKind::Version, message)).await;
+            return finish(conn, Some(FINISH_TIMEOUT)).await;
+        }
+        let response = match hello.request {
+            Request::New(new) => {
+                let attach = new.attach.then_some(new.size);
+                match (self.new_session(new), attach) {
+                    (Ok((name, session)), Some(size)) => {
+                        return self.attach_and_serve(name, session, size, conn, finish_timeout).await;
+                    }
+                    (Ok((name, _)), None) => Response::Created { name },
+                    (Err(response), _) => response,
+                }
+            }
+            Request::Attach { name, size } => match shared.manager.get(&name) {
+                Some(session) => return self.attach_and_serve(name, session, size, conn, finish_timeout).await,
+                None => error(ErrorKind::NotFound, format!("no session named {name:?}")),
+            },
+            Request::List => Response::Sessions { sessions: self.list() },
+            Request::Kill { name } => match shared.manager.close(&name).await {
+                Ok(()) => {
+                    tracing::info!(name, "session killed");
+                    Response::Killed { name }
+                }
+                Err(_) => error(ErrorKind::NotFound, format!("no session named {name:?}")),
+            },
+        };
+        if let Err(err) = protocol::write_message(&mut conn, &response).await {
+            tracing::info!(error = %err, "answering a client failed");
+        }
+        finish(conn, Some(FINISH_TIMEOUT)).await;
+    }
+
+    /// Starts a session; returns its name and handle, or the answer that
+    /// explains why not.
+    fn new_session(&self, new: NewSession) -> Result<(String, Session), Response> {
+        let shared = &*self.shared;
+        if let Some(name) = &new.name
+            && !protocol::valid_name(name)
+        {
+            return Err(error(
+                ErrorKind::InvalidName,
+                format!("{name:?} cannot name a session: use 1 to 64 letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        let size = new.size.map(ptysession::WindowSize::from).unwrap_or_default();
+        let options = ptysession::Options::new()
+            .scrollback_bytes(shared.options.scrollback_bytes)
+            .client_queue_bytes(shared.options.client_queue_bytes)
+            .initial_size(size)
+            .first_attach_timeout(None)
+            .inactivity_timeout(None)
+            .linger(shared.options.linger)
+            .kill_timeout(shared.options.kill_timeout);
+        loop {
+            let name = new.name.clone().unwrap_or_else(|| self.free_name());
+            let command = build_command(&new, &name);
+            match shared.manager.spawn(name.clone(), command, options.clone()) {
+                Ok(session) => {
+                    tracing::info!(name, command = %session.info().command, pid = session.pid(), "session started");
+                    shared.had_session.store(true, Ordering::SeqCst);
+                    self.watch_session(session.clone());
+                    return Ok((name, session));
+                }
+                // Another client took the free name first: pick again.
+                Err(ptysession::Error::AlreadyExists { .. }) if new.name.is_none() => continue,
+                Err(ptysession::Error::AlreadyExists { id }) => {
+                    return Err(error(
+                        ErrorKind::AlreadyExists,
+                        format!("a session named {id:?} already exists (attach with: rpty attach {id})"),
+                    ));
+                }
+                Err(ptysession::Error::TooManySessions { limit }) => {
+                    return Err(error(ErrorKind::TooManySessions, format!("too many sessions (the limit is {limit})")));
+                }
+                Err(ptysession::Error::Spawn(err)) => {
+                    return Err(error(ErrorKind::SpawnFailed, err.to_string()));
+                }
+                Err(err) => return Err(error(ErrorKind::Other, format!("cannot start the session: {err}"))),
+            }
+        }
+    }
+
+    /// The lowest number that names no session.
+    fn free_name(&self) -> String {
+        (0u64..).map(|n| n.to_string()).find(|name| self.shared.manager.get(name).is_none()).unwrap_or_default()
+    }
+
+    /// Wakes the idle check when the session is done.
+    fn watch_session(&self, session: Session) {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut state = session.watch_state();
+            let _ = state.wait_for(|state| *state == State::Done).await;
+            shared.changed.notify_waiters();
+        });
+    }
+
+    async fn attach_and_serve<C>(
+        &self,
+        name: String,
+        session: Session,
+        size: Option<Size>,
+        mut conn: C,
+        finish_timeout: Option<Duration>,
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let attachment = match session.attach(size.map(Into::into)) {
+            Ok(attachment) => attachment,
+            Err(ptysession::Error::Closed) => {
+                let response = error(ErrorKind::NotFound, format!("no session named {name:?}"));
+                let _ = protocol::write_message(&mut conn, &response).await;
+                return finish(conn, Some(FINISH_TIMEOUT)).await;
+            }
+            Err(err) => {
+                let response = error(ErrorKind::Other, format!("cannot attach to {name:?}: {err}"));
+                let _ = protocol::write_message(&mut conn, &response).await;
+                return finish(conn, Some(FINISH_TIMEOUT)).await;
+            }
+        };
+        let client = attachment.id();
+        let response = Response::Attached { name: name.clone(), command: session.info().command };
+        if let Err(err) = protocol::write_message(&mut conn, &response).await {
+            tracing::info!(name, error = %err, "answering a client failed");
+            return;
+        }
+        tracing::info!(name, %client, "client attached");
+        let last_words = match framing::serve_client(attachment, &mut conn).await {
+            Ok(ServeOutcome::Exited(status)) => {
+                tracing::info!(name, %client, %status, "the command exited; the session ends");
+                // The exit status reached a client: nothing is left to see.
+                tokio::spawn(async move { session.close().await });
+                true
+            }
+            Ok(outcome @ ServeOutcome::Detached(_)) => {
+                tracing::info!(name, %client, ?outcome, "client detached by the session");
+                true
+            }
+            Ok(outcome) => {
+                tracing::info!(name, %client, ?outcome, "client left");
+                false
+            }
+            Err(err) => {
+                tracing::info!(name, %client, error = %err, "client connection ended");
+                false
+            }
+        };
+        // After the last frame the connection may be down: the client still
+        // gets the last output and the reason when it resumes.
+        finish(conn, if last_words { finish_timeout } else { Some(FINISH_TIMEOUT) }).await;
+    }
+
+    fn list(&self) -> Vec<SessionEntry> {
+        self.shared
+            .manager
+            .list()
+            .into_iter()
+            .map(|(name, info)| {
+                let state = match (info.state, info.exit_status) {
+                    (State::Closing | State::Done, _) => SessionState::Closing,
+                    (_, Some(_)) => SessionState::Exited,
+                    (_, None) => SessionState::Running,
+                };
+                SessionEntry {
+                    name,
+                    command: info.command,
+                    clients: info.clients,
+                    age_secs: info.age.as_secs(),
+                    state,
+                    exit: info.exit_status.map(Exit::from),
+                }
+            })
+            .collect()
+    }
+
+    /// Closes every session and waits until all are done.
+    ///
+    /// # Cancel safety
+    ///
+    /// Every close is requested before the first wait; dropping the future
+    /// stops only the waiting.
+    pub async fn close_all(&self) {
+        self.shared.manager.close_all().await;
+    }
+
+    /// Returns once the server has no session and serves no connection
+    /// (and, if it never had a session, once `grace` has passed).
+    pub(crate) async fn wait_until_idle(&self, grace: Duration) {
+        let started = Instant::now();
+        loop {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let idle = self.session_count() == 0 && self.connection_count() == 0;
+            let waited = started.elapsed();
+            if idle && (self.shared.had_session.load(Ordering::SeqCst) || waited >= grace) {
+                return;
+            }
+            // Sessions leave the manager on their own; look again now and then.
+            let recheck = if idle { grace.saturating_sub(waited) } else { Duration::from_secs(1) };
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep(recheck) => {}
+            }
+        }
+    }
+}
+
+/// The command for a new session: its program (the server's `$SHELL`, else
+/// `/bin/sh`), `TERM`, working directory and `RPTY_SESSION`.
+fn build_command(new: &NewSession, name: &str) -> Command {
+    let shell = || std::env::var("SHELL").ok().filter(|shell| !shell.is_empty()).unwrap_or_else(|| "/bin/sh".into());
+    let (program, args) = match new.command.split_first() {
+        Some((program, args)) => (program.clone(), args.to_vec()),
+        None => (shell(), Vec::new()),
+    };
+    let mut command = Command::new(program);
+    command.args(args).env("RPTY_SESSION", name);
+    if let Some(term) = new.term.as_deref().filter(|term| !term.is_empty()) {
+        command.env("TERM", term);
+    }
+    let home = || std::env::var_os("HOME").map(PathBuf::from).filter(|home| home.is_dir());
+    let cwd = new.cwd.as_deref().map(PathBuf::from).filter(|cwd| cwd.is_dir()).or_else(home);
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    command
+}
+
+/// Ends a served connection: queues our end of stream, then waits until the
+/// client is done with the connection (it ends its stream or closes),
+/// within `timeout` if given. The client reads what it needs before it
+/// closes, so waiting for that, not for acknowledgements, proves the
+/// delivery.
+async fn finish<C: AsyncRead + AsyncWrite + Unpin>(mut conn: C, timeout: Option<Duration>) {
+    let started = Instant::now();
+    // The first poll queues the end of stream (and sends it, if connected).
+    let _ = tokio::time::timeout(Duration::from_millis(20), conn.shutdown()).await;
+    let client_done = async {
+        let mut rest = [0u8; 1024];
+        while matches!(conn.read(&mut rest).await, Ok(1..)) {}
+    };
+    let done = match timeout {
+        Some(timeout) => tokio::time::timeout(timeout, client_done).await.is_ok(),
+        None => {
+            client_done.await;
+            true
+        }
+    };
+    tracing::trace!(done, took = ?started.elapsed(), "connection finished");
+}
+
+/// Closes a client's pipe when the client stays away longer than it asked
+/// the server to wait.
+async fn expire_when_away(control: PipeControl<Conn>, window: Duration) {
+    let mut status = control.watch_status();
+    loop {
+        let away = status.wait_for(|status| status.state != PipeState::Connected).await.map(|s| s.state);
+        match away {
+            Ok(PipeState::Closed) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let back = tokio::time::timeout(
+            window,
+            status.wait_for(|status| matches!(status.state, PipeState::Connected | PipeState::Closed)),
+        )
+        .await;
+        if back.is_err() {
+            tracing::info!(window_secs = window.as_secs(), "a client stayed away too long; dropping its connection");
+            control.close();
+            return;
+        }
+    }
+}
+
+/// The exclusive lock a running server holds on its runtime directory.
+#[derive(Debug)]
+struct ServerLock {
+    _file: fs::File,
+}
+
+/// Takes the server lock; `Ok(None)` while another server holds it.
+fn try_lock(runtime: &RuntimeDir) -> Result<Option<ServerLock>> {
+    let path = runtime.lock_file();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(ServerLock { _file: file })),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+/// What `rpty serve` was asked to do.
+#[derive(Debug, Clone)]
+pub(crate) struct ServeConfig {
+    /// Also listen on TCP at this address.
+    pub(crate) listen: Option<String>,
+    /// The secret file for TCP (default: in the runtime directory).
+    pub(crate) secret_file: Option<PathBuf>,
+    /// Exit when no session is left and no client connected (the server
+    /// started on demand).
+    pub(crate) exit_when_idle: bool,
+}
+
+/// Runs the server until it is told to stop (or, started on demand, until
+/// it is idle).
+pub(crate) async fn run(runtime: RuntimeDir, config: ServeConfig) -> Result<()> {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let lock = match try_lock(&runtime)? {
+        Some(lock) => lock,
+        None if config.exit_when_idle => {
+            // A server that is just exiting may still hold the lock.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Some(lock) = try_lock(&runtime)? {
+                    break lock;
+                }
+                if Instant::now() > deadline {
+                    tracing::info!("another server is running; not starting");
+                    return Ok(());
+                }
+            }
+        }
+        None => {
+            let pid = fs::read_to_string(runtime.pid_file()).unwrap_or_default();
+            bail!(
+                "a server is already running for {} (pid {}); stop it first, or use another RPTY_RUNTIME_DIR",
+                runtime.path().display(),
+                pid.trim()
+            );
+        }
+    };
+    let socket = runtime.socket();
+    let _ = fs::remove_file(&socket);
+    let unix = UnixListener::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} private", socket.display()))?;
+    write_pid_file(&runtime.pid_file())?;
+    let mut listener = Listener::new();
+    listener.listen_unix(unix);
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), "server listening");
+    if let Some(addr) = &config.listen {
+        let path = config.secret_file.clone().unwrap_or_else(|| runtime.secret_file());
+        let (secret, generated) = secret::load_or_generate(&path)?;
+        let tcp = TcpListener::bind(addr.as_str()).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let local = tcp.local_addr().context("cannot read the TCP address")?;
+        listener.listen_tcp(tcp, secret);
+        tracing::info!(%local, secret = %path.display(), generated, "listening on TCP");
+        say(&format!(
+            "rpty: listening on {local} and {}; TCP clients need a copy of the secret in {} (--secret-file){}",
+            socket.display(),
+            path.display(),
+            if generated { ", generated now" } else { "" }
+        ));
+    } else if !config.exit_when_idle {
+        say(&format!("rpty: serving on {}; stop with Ctrl-C", socket.display()));
+    }
+
+    let server = Server::new(ServerOptions::default());
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut cut = signal(SignalKind::user_defined1())?;
+    let idle = server.wait_until_idle(STARTUP_GRACE);
+    tokio::pin!(idle);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Some(pipe) = accepted else { break };
+                tokio::spawn(serve_pipe(server.clone(), pipe));
+            }
+            () = &mut idle, if config.exit_when_idle => {
+                tracing::info!("no session left; exiting");
+                break;
+            }
+            _ = terminate.recv() => { tracing::info!("terminated"); break; }
+            _ = interrupt.recv() => { tracing::info!("interrupted"); break; }
+            _ = hangup.recv(), if !config.exit_when_idle => { tracing::info!("hung up"); break; }
+            _ = cut.recv() => listener.cut_all(),
+        }
+    }
+    listener.shut();
+    let _ = fs::remove_file(&socket);
+    let _ = fs::remove_file(runtime.pid_file());
+    if tokio::time::timeout(Duration::from_secs(10), server.close_all()).await.is_err() {
+        tracing::warn!("some sessions did not close in time");
+    }
+    drop(lock);
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Serves one accepted pipe, closing it when the client stays away longer
+/// than its resume window.
+async fn serve_pipe(server: Server, pipe: BackedPipe<Conn>) {
+    let control = pipe.control();
+    let expiry = control.clone();
+    let mut watcher = None;
+    server
+        .serve_with(pipe, None, |hello| {
+            let window = Duration::from_millis(hello.resume_window_ms).min(MAX_RESUME_WINDOW);
+            watcher = Some(tokio::spawn(expire_when_away(expiry, window)));
+        })
+        .await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    control.close();
+}
+
+/// One line for the person who ran `rpty serve` (not a log line).
+fn say(line: &str) {
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+fn write_pid_file(path: &Path) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{}", std::process::id()).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

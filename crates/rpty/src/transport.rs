@@ -1,0 +1,393 @@
+//! What carries the bytes between a client and the server: a
+//! [`backedpipe::BackedPipe`] over a Unix socket, a TCP connection (with a
+//! secret) or a child process's stdin/stdout (`--via`, with
+//! [`transport_stream`]). The client gets a [`Connection`] that resumes by
+//! itself after a break; the server gets accepted pipes from a
+//! [`Listener`]. Everything above this module sees only
+//! `AsyncRead + AsyncWrite`.
+
+mod listener;
+
+use std::io;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use backedpipe::{
+    BackedPipe, Backoff, Config, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Reconnector, Secret,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::watch;
+
+use crate::autostart;
+use crate::paths::RuntimeDir;
+
+pub(crate) use listener::Listener;
+
+/// Any byte stream a pipe can run over.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A transport connection, whatever it is.
+pub(crate) type Conn = Box<dyn Io>;
+
+/// How long the first connection (dial and handshake) may take.
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a client keeps trying to resume a local connection.
+const LOCAL_RESUME_WINDOW: Duration = Duration::from_secs(30);
+
+/// How long a client keeps trying to resume a remote (`--via`, TCP)
+/// connection.
+const REMOTE_RESUME_WINDOW: Duration = Duration::from_secs(600);
+
+/// How long a client waits for the server to acknowledge the end of its
+/// stream before it closes anyway (the end itself goes out at once).
+pub(crate) const END_OF_STREAM_WAIT: Duration = Duration::from_millis(250);
+
+/// Unacknowledged bytes a pipe keeps for replay (each way).
+const SEND_BUFFER_BYTES: usize = 8 << 20;
+
+/// Where the server is and how to reach it.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// The local server's Unix socket; `autostart` starts the server when
+    /// none runs.
+    Local { runtime: RuntimeDir, autostart: bool },
+    /// A server listening on TCP (`rpty serve --listen`).
+    Tcp { addr: String, secret: Option<Secret> },
+    /// A command whose stdin/stdout reach a server (`ssh host rpty bridge`).
+    Via { command: String },
+}
+
+impl Target {
+    /// How long the client keeps trying to resume a broken connection, and
+    /// so how long the server keeps it.
+    pub(crate) fn resume_window(&self) -> Duration {
+        match self {
+            Target::Local { .. } => LOCAL_RESUME_WINDOW,
+            Target::Tcp { .. } | Target::Via { .. } => REMOTE_RESUME_WINDOW,
+        }
+    }
+
+    fn has_secret(&self) -> bool {
+        matches!(self, Target::Tcp { secret: Some(_), .. })
+    }
+}
+
+/// The pipe settings both sides use; `secret` authenticates every
+/// handshake.
+pub(crate) fn pipe_config(secret: Option<Secret>, give_up_after: Option<Duration>) -> Config {
+    let mut config = Config::default();
+    config.secret = secret;
+    config.send_buffer_bytes = SEND_BUFFER_BYTES;
+    config.keepalive_interval = Duration::from_secs(5);
+    config.idle_timeout = Duration::from_secs(15);
+    let mut backoff = Backoff::default();
+    backoff.initial_delay = Duration::from_millis(20);
+    backoff.max_delay = Duration::from_secs(2);
+    backoff.give_up_after = give_up_after;
+    config.backoff = backoff;
+    config
+}
+
+/// What the dialer knows about its attempts: the `--via` processes it
+/// started (to end them while the runtime still runs, and for the last
+/// one's stderr and exit status) and the last dial error.
+#[derive(Debug, Default)]
+struct DialNotes {
+    via: Vec<transport_stream::Handle>,
+    error: Option<String>,
+    /// The local server's socket is gone or refuses: the server (and every
+    /// session with it) has ended, so there is nothing to resume.
+    server_gone: bool,
+    /// The pipe, to close it when there is nothing to resume.
+    control: Option<PipeControl<Conn>>,
+}
+
+/// Ends every `--via` process still running, and waits until each is
+/// reaped. Called before the runtime shuts down: a transport process must
+/// never be left to a drop during the runtime's shutdown.
+async fn close_transports(notes: &Mutex<DialNotes>) {
+    let handles = {
+        let mut notes = lock(notes);
+        // The pipe's control would otherwise keep the pipe's state alive.
+        notes.control = None;
+        std::mem::take(&mut notes.via)
+    };
+    for handle in handles {
+        if let Err(err) = tokio::time::timeout(Duration::from_secs(5), handle.close()).await {
+            tracing::warn!(error = %err, "a --via process did not end in time");
+        }
+    }
+}
+
+/// Opens transports to the server: the first one is dialled before the
+/// pipe exists (so that "no server" is an answer, not a retry loop).
+struct Dialer {
+    first: Mutex<Option<Conn>>,
+    how: Dial,
+    notes: Arc<Mutex<DialNotes>>,
+}
+
+#[derive(Debug, Clone)]
+enum Dial {
+    Unix(PathBuf),
+    Tcp(String),
+    Via(String),
+}
+
+impl Dialer {
+    async fn dial(how: &Dial, notes: &Mutex<DialNotes>) -> io::Result<Conn> {
+        let result: io::Result<Conn> = match how {
+            Dial::Unix(path) => UnixStream::connect(path).await.map(|stream| Box::new(stream) as Conn),
+            Dial::Tcp(addr) => {
+                let stream = TcpStream::connect(addr.as_str()).await?;
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+            Dial::Via(command) => {
+                let mut process = Command::new("sh");
+                process.arg("-c").arg(command);
+                let options = transport_stream::Options::new()
+                    .stdin_close_timeout(Duration::from_millis(500))
+                    .terminate_timeout(Duration::from_millis(500));
+                match transport_stream::Stream::spawn(process, options) {
+                    Ok(stream) => {
+                        let mut notes = lock(notes);
+                        notes.via.retain(|handle| matches!(handle.try_status(), Ok(None)));
+                        notes.via.push(stream.handle());
+                        Ok(Box::new(stream))
+                    }
+                    Err(err) => Err(io::Error::other(err)),
+                }
+            }
+        };
+        match &result {
+            Ok(_) => tracing::debug!(?how, "transport opened"),
+            Err(err) => {
+                tracing::info!(?how, error = %err, "opening a transport failed");
+                let mut notes = lock(notes);
+                notes.error = Some(err.to_string());
+                let refused = matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused);
+                if matches!(how, Dial::Unix(_)) && refused {
+                    notes.server_gone = true;
+                    if let Some(control) = &notes.control {
+                        control.close();
+                    }
+                }
+            }
+        }
+        result
+    }
+}
+
+impl Reconnector<Conn> for Dialer {
+    async fn reconnect(&self) -> io::Result<Conn> {
+        let first = lock(&self.first).take();
+        match first {
+            Some(conn) => Ok(conn),
+            None => Dialer::dial(&self.how, &self.notes).await,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A client's connection to the server: a pipe that resumes by itself, and
+/// whether it is connected right now.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    pipe: BackedPipe<Conn>,
+    target: Target,
+    transports: Transports,
+}
+
+/// The transport processes of a connection, to end before the runtime
+/// does.
+#[derive(Debug, Clone)]
+pub(crate) struct Transports(Arc<Mutex<DialNotes>>);
+
+impl Transports {
+    /// Ends every `--via` process and waits for it (bounded).
+    pub(crate) async fn close(&self) {
+        close_transports(&self.0).await;
+    }
+
+    /// Whether the connection ended because the local server is gone.
+    pub(crate) fn server_gone(&self) -> bool {
+        lock(&self.0).server_gone
+    }
+}
+
+/// Opens a connection to the server at `target` and waits for its first
+/// handshake.
+pub(crate) async fn connect(target: &Target) -> Result<Connection> {
+    let (first, how): (Option<Conn>, Dial) = match target {
+        Target::Local { runtime, autostart } => {
+            let stream = if *autostart {
+                autostart::ensure_server(runtime).await?
+            } else {
+                autostart::connect_existing(runtime).await?
+            };
+            (Some(Box::new(stream)), Dial::Unix(runtime.socket()))
+        }
+        Target::Tcp { addr, .. } => {
+            let stream = tokio::time::timeout(FIRST_CONNECT_TIMEOUT, TcpStream::connect(addr.as_str()))
+                .await
+                .map_err(|_| anyhow!("cannot reach {addr}: no answer within {}s", FIRST_CONNECT_TIMEOUT.as_secs()))?
+                .map_err(|err| anyhow!("cannot reach {addr}: {err}"))?;
+            let _ = stream.set_nodelay(true);
+            (Some(Box::new(stream)), Dial::Tcp(addr.clone()))
+        }
+        Target::Via { command } => (None, Dial::Via(command.clone())),
+    };
+    let secret = match target {
+        Target::Tcp { secret, .. } => secret.clone(),
+        _ => None,
+    };
+    let notes = Arc::new(Mutex::new(DialNotes::default()));
+    let dialer = Dialer { first: Mutex::new(first), how, notes: notes.clone() };
+    let pipe = BackedPipe::connect(dialer, pipe_config(secret, Some(target.resume_window())));
+    lock(&notes).control = Some(pipe.control());
+    match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, first_handshake(&pipe)).await {
+        Ok(Ok(())) => Ok(Connection { pipe, target: target.clone(), transports: Transports(notes) }),
+        Ok(Err(failure)) => {
+            pipe.close();
+            let explained = explain_first_failure(target, failure, &notes);
+            close_transports(&notes).await;
+            Err(anyhow!(explained))
+        }
+        Err(_) => {
+            pipe.close();
+            close_transports(&notes).await;
+            Err(anyhow!("the server did not answer within {}s", FIRST_CONNECT_TIMEOUT.as_secs()))
+        }
+    }
+}
+
+/// Waits for the first successful handshake; the first failed attempt (or
+/// the pipe's end) is an error, not a retry.
+async fn first_handshake(pipe: &BackedPipe<Conn>) -> Result<(), Option<backedpipe::Error>> {
+    let mut status = pipe.watch_status();
+    loop {
+        let state = status.borrow_and_update().state;
+        match state {
+            PipeState::Connected => return Ok(()),
+            PipeState::Closed => return Err(Some(pipe.failure().unwrap_or(backedpipe::Error::Closed))),
+            _ if pipe.stats().failed_attempts > 0 => return Err(pipe.failure()),
+            _ => {}
+        }
+        // Failed attempts are counted without a status change of their own.
+        let _ = tokio::time::timeout(Duration::from_millis(25), status.changed()).await;
+    }
+}
+
+fn explain_first_failure(target: &Target, failure: Option<backedpipe::Error>, notes: &Mutex<DialNotes>) -> String {
+    if let Some(failure) = failure {
+        return describe_pipe_error(&failure, target.has_secret());
+    }
+    let notes = lock(notes);
+    match (target, notes.via.last()) {
+        (Target::Via { command }, Some(via)) => {
+            let stderr = String::from_utf8_lossy(&via.stderr()).into_owned();
+            let last = stderr.lines().rev().find(|line| !line.trim().is_empty()).map(str::trim);
+            let status = via.try_status().ok().flatten();
+            match (last, status) {
+                (Some(line), _) => format!("the --via command {command:?} failed: {line}"),
+                (None, Some(status)) => format!("the --via command {command:?} ended ({status}) before connecting"),
+                (None, None) => format!("the --via command {command:?} did not reach an rpty server"),
+            }
+        }
+        _ => match &notes.error {
+            Some(error) => format!("cannot reach the server: {error}"),
+            None => "the server closed the connection during the handshake".to_owned(),
+        },
+    }
+}
+
+/// A user's explanation of a pipe's failure.
+pub(crate) fn describe_pipe_error(error: &backedpipe::Error, has_secret: bool) -> String {
+    use backedpipe::Error as E;
+    use backedpipe::proto::ErrorCode;
+    match error {
+        E::AuthenticationFailed if has_secret => {
+            "the server refused the connection: the secret does not match the server's".to_owned()
+        }
+        E::AuthenticationFailed => {
+            "the server refused the connection: it requires a secret (pass --secret-file with a copy of the server's secret file)"
+                .to_owned()
+        }
+        E::Remote { code: ErrorCode::SessionUnknown, .. } => {
+            "the server no longer knows this connection (it restarted, or the connection was away too long)".to_owned()
+        }
+        E::GaveUp { attempts, last_error } => match last_error {
+            Some(last) => format!("gave up reconnecting after {attempts} attempts ({last})"),
+            None => format!("gave up reconnecting after {attempts} attempts"),
+        },
+        E::PeerClosed => "the server closed the connection".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A user's explanation of an I/O error from a connection.
+pub(crate) fn describe_io_error(error: &io::Error, target: &Target) -> String {
+    match backedpipe::Error::from_io(error) {
+        Some(pipe_error) => describe_pipe_error(pipe_error, target.has_secret()),
+        None => error.to_string(),
+    }
+}
+
+impl Connection {
+    /// Where this connection goes.
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The connection as one stream (for the control exchange).
+    pub(crate) fn stream(&mut self) -> &mut BackedPipe<Conn> {
+        &mut self.pipe
+    }
+
+    /// Ends the connection after a request that needs nothing more (the
+    /// answer has arrived): ends our stream (what the server waits for),
+    /// then closes.
+    pub(crate) async fn finish(mut self) {
+        let _ = tokio::time::timeout(END_OF_STREAM_WAIT, tokio::io::AsyncWriteExt::shutdown(&mut self.pipe)).await;
+        self.pipe.close();
+        self.transports.close().await;
+    }
+
+    /// Splits the connection into its halves, whether it is connected (a
+    /// watch that follows every break and resume), and its control.
+    pub(crate) fn split(
+        self,
+    ) -> (OwnedReadHalf<Conn>, OwnedWriteHalf<Conn>, watch::Receiver<bool>, PipeControl<Conn>, Transports) {
+        let control = self.pipe.control();
+        let mut status = self.pipe.watch_status();
+        let (link_tx, link_rx) = watch::channel(true);
+        tokio::spawn(async move {
+            loop {
+                let state = status.borrow_and_update().state;
+                if state == PipeState::Closed {
+                    return;
+                }
+                link_tx.send_if_modified(|connected| {
+                    let now = state == PipeState::Connected;
+                    std::mem::replace(connected, now) != now
+                });
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (read, write) = self.pipe.into_split();
+        (read, write, link_rx, control, self.transports)
+    }
+}
