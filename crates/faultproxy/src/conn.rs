@@ -41,11 +41,19 @@ pub(crate) fn close(style: CutStyle, socket: TcpStream) {
 
 /// Runs one connection from accept to close.
 pub(crate) async fn run(shared: Arc<Shared>, client: TcpStream, ctl: Arc<ConnCtl>, _registration: Registration) {
-    let connected = tokio::select! {
-        connected = TcpStream::connect(shared.upstream) => connected,
-        () = wait_for_end(&ctl) => {
+    // A time limit runs from the accept, so it can expire while connecting.
+    let mut connecting = pin!(TcpStream::connect(shared.upstream));
+    let connected = loop {
+        if ctl.ended().is_some() {
             close(shared.style(), client);
             return;
+        }
+        tokio::select! {
+            connected = &mut connecting => break connected,
+            () = ctl.wake.notified() => {}
+            () = sleep_until(ctl.deadline()) => {
+                shared.cut(&ctl);
+            }
         }
     };
     let Ok(mut upstream) = connected else {
@@ -69,13 +77,6 @@ pub(crate) async fn run(shared: Arc<Shared>, client: TcpStream, ctl: Arc<ConnCtl
             close(style, client);
             close(style, upstream);
         }
-    }
-}
-
-/// Waits until the proxy asks the connection to end.
-async fn wait_for_end(ctl: &ConnCtl) {
-    while ctl.ended().is_none() {
-        ctl.wake.notified().await;
     }
 }
 

@@ -99,7 +99,10 @@ pub enum Cut {
     /// up to it, then both sockets are closed. With traffic in both
     /// directions at once the two directions share the allowance, so the
     /// total never exceeds it but bytes the other direction had already
-    /// taken a share for may be lost with the cut.
+    /// taken a share for may be lost with the cut. With the default
+    /// [`CutStyle::Reset`] the reset may also discard forwarded bytes the
+    /// kernel had not sent yet; use [`CutStyle::Close`] when the receiver
+    /// must see exactly the allowance.
     AfterBytes(u64),
     /// Like [`Cut::AfterBytes`] with a limit drawn uniformly from
     /// `min..=max` for each connection.
