@@ -290,12 +290,30 @@ fn gib_per_s(bytes: u64, time: Duration) -> f64 {
     bytes as f64 / time.as_secs_f64() / GIB as f64
 }
 
+/// Runs one workload alone (for profilers): `only one-way|both-ways|cut`
+/// plus the raw baselines `raw-one-way|raw-both-ways`.
+fn only(workload: &str) {
+    let rt = runtime();
+    let elapsed = rt.block_on(async {
+        match workload {
+            "one-way" => pipe_one_way(GIB, 0).await,
+            "both-ways" => pipe_both_ways(GIB / 2).await,
+            "cut" => pipe_one_way(GIB, 64 << 20).await,
+            "raw-one-way" => raw_one_way(GIB).await,
+            "raw-both-ways" => raw_both_ways(GIB / 2).await,
+            other => panic!("unknown workload {other:?}"),
+        }
+    });
+    println!("{workload}: {:.2} GiB/s", gib_per_s(GIB, elapsed));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("stream-pipe") => return child_stream(true),
         Some("stream-raw") => return child_stream(false),
         Some("idle") => return child_idle(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000)),
+        Some("only") => return only(args.get(1).map_or("", String::as_str)),
         _ => {}
     }
     let rt = runtime();

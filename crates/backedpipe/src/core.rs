@@ -1070,6 +1070,22 @@ impl Core {
         }
     }
 
+    /// Whether connection `generation` is collecting a frame header or a
+    /// control frame (not inside a DATA payload): a caller may then read a
+    /// larger chunk that spans several frames and hand it to
+    /// [`Core::handle_read`], instead of reading up to the frame boundary
+    /// with [`Core::recv_target`]. False for unknown generations.
+    pub fn between_payloads(&self, generation: Generation) -> bool {
+        let conn = match &self.current {
+            Some(conn) if conn.generation == generation => conn,
+            _ => match self.pending.iter().find(|conn| conn.generation == generation) {
+                Some(conn) => conn,
+                None => return false,
+            },
+        };
+        !matches!(conn.rx, RxState::Payload { .. })
+    }
+
     /// `count` bytes were read into the slice [`Core::recv_target`] returned
     /// for `generation`.
     pub fn recv_done(&mut self, now: Instant, generation: Generation, count: usize) {

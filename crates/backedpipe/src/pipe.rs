@@ -22,6 +22,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +41,10 @@ use crate::reconnect::Reconnector;
 /// How long the driver leaves a transport's readiness to the application
 /// task it woke before doing the I/O itself.
 pub(crate) const CLAIM_DELAY: Duration = Duration::from_millis(5);
+
+/// The most bytes read from a connection in one go between DATA payloads
+/// (whole control frames and the start of the next payload).
+const STASH_BYTES: usize = 4096;
 
 /// The state a pipe reports through [`BackedPipe::watch_status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,6 +105,10 @@ struct Slots {
     unclaimed_write: bool,
     /// The driver has been told about unclaimed wakes and will check.
     claim_armed: bool,
+    /// The waiting writer needs acknowledgements (the send buffer is full,
+    /// or a shutdown waits for its end of stream to be acknowledged), not
+    /// only a writable transport.
+    writer_needs_acks: bool,
 }
 
 /// Who waits for what. Its lock is a leaf: nothing is called under it.
@@ -107,6 +116,8 @@ struct Hub {
     epoch: Instant,
     /// When the application last wrote, in nanoseconds after `epoch`.
     last_write_nanos: AtomicU64,
+    /// When an application read last returned, in nanoseconds after `epoch`.
+    last_read_nanos: AtomicU64,
     slots: Mutex<Slots>,
     /// The current transport became readable while no application read
     /// waited: a writer that holds the state anyway reads the
@@ -129,9 +140,10 @@ impl Hub {
         self.lock().reader = None;
     }
 
-    fn register_writer(&self, waker: &Waker) {
+    fn register_writer(&self, waker: &Waker, needs_acks: bool) {
         let mut slots = self.lock();
         slots.unclaimed_write = false;
+        slots.writer_needs_acks = needs_acks;
         set_waker(&mut slots.writer, waker);
     }
 
@@ -169,11 +181,16 @@ impl Hub {
             let mut wake_driver = app.is_none();
             if read && app.is_none() {
                 // No read waits: acknowledgements, pings or data nobody
-                // asked for yet. A waiting or busy writer takes them in
-                // (it looks at `read_ready`); otherwise the driver does.
+                // asked for yet. A writer that waits for acknowledgements
+                // is woken for them; a busy reader or writer takes them in
+                // on its next call (the writer looks at `read_ready`);
+                // otherwise the driver does. Waking a task that will come
+                // back anyway would only move work between threads.
                 self.read_ready.store(true, Ordering::Release);
-                app = slots.writer.take();
-                if app.is_some() || self.writer_busy() {
+                if slots.writer_needs_acks {
+                    app = slots.writer.take();
+                }
+                if app.is_some() || self.busy() {
                     wake_driver = false;
                     slots.unclaimed_read = true;
                     if !slots.claim_armed {
@@ -204,15 +221,37 @@ impl Hub {
 
     /// Notes that the application is writing now.
     fn writing(&self) {
-        let nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last_write_nanos.store(nanos, Ordering::Relaxed);
+        self.last_write_nanos.store(self.nanos(), Ordering::Relaxed);
     }
 
-    /// Whether the application wrote within the last [`CLAIM_DELAY`].
-    fn writer_busy(&self) -> bool {
-        let last = self.last_write_nanos.load(Ordering::Relaxed);
-        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        last != 0 && now.saturating_sub(last) < CLAIM_DELAY.as_nanos() as u64
+    /// Notes that an application read returned now.
+    fn reading(&self) {
+        self.last_read_nanos.store(self.nanos(), Ordering::Relaxed);
+    }
+
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Whether an application read returned within the last
+    /// [`CLAIM_DELAY`].
+    fn reader_busy(&self) -> bool {
+        self.recent(&self.last_read_nanos)
+    }
+
+    /// Whether the application read or wrote within the last
+    /// [`CLAIM_DELAY`] (one clock read for both).
+    fn busy(&self) -> bool {
+        let now = self.nanos();
+        [&self.last_write_nanos, &self.last_read_nanos].into_iter().any(|at| {
+            let last = at.load(Ordering::Relaxed);
+            last != 0 && now.saturating_sub(last) < CLAIM_DELAY.as_nanos() as u64
+        })
+    }
+
+    fn recent(&self, at: &AtomicU64) -> bool {
+        let last = at.load(Ordering::Relaxed);
+        last != 0 && self.nanos().saturating_sub(last) < CLAIM_DELAY.as_nanos() as u64
     }
 }
 
@@ -221,6 +260,7 @@ impl Default for Hub {
         Hub {
             epoch: Instant::now(),
             last_write_nanos: AtomicU64::new(0),
+            last_read_nanos: AtomicU64::new(0),
             slots: Mutex::default(),
             read_ready: AtomicBool::new(false),
         }
@@ -382,23 +422,45 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
     /// the application's buffer.
     fn receive(&mut self, now: Instant, generation: Generation, cx: &mut Context<'_>, for_app: bool) -> Io {
         let Some(index) = self.conn_index(generation) else { return Io::Blocked };
+        let recv_limit = self.config.recv_buffer_bytes;
         let Inner { core, conns, .. } = self;
         let conn = &mut conns[index];
         let mut progress = false;
+        let mut stash = [MaybeUninit::<u8>::uninit(); STASH_BYTES];
         // Bounded so that one busy connection cannot starve the others.
         for round in 0.. {
             if round == 64 {
                 return Io::More;
             }
-            let Some(target) = core.recv_target(generation) else { break };
-            let mut buf = ReadBuf::new(target);
-            match Pin::new(&mut conn.io).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => {
-                    let count = buf.filled().len();
+            // Between DATA payloads, one read takes the next frames whole
+            // (acknowledgements, a DATA header and the first bytes of its
+            // payload) instead of one read per header and body.
+            let stashing =
+                core.between_payloads(generation) && core.recv_buffered() < recv_limit.saturating_sub(STASH_BYTES);
+            let outcome = if stashing {
+                let mut buf = ReadBuf::uninit(&mut stash);
+                let outcome = Pin::new(&mut conn.io).poll_read(cx, &mut buf);
+                if let Poll::Ready(Ok(())) = outcome
+                    && !buf.filled().is_empty()
+                {
+                    core.handle_read(now, generation, buf.filled());
+                }
+                outcome.map_ok(|()| buf.filled().len())
+            } else {
+                let Some(target) = core.recv_target(generation) else { break };
+                let mut buf = ReadBuf::new(target);
+                let outcome = Pin::new(&mut conn.io).poll_read(cx, &mut buf);
+                let count = buf.filled().len();
+                if let Poll::Ready(Ok(())) = outcome {
+                    core.recv_done(now, generation, count);
+                }
+                outcome.map_ok(|()| count)
+            };
+            match outcome {
+                Poll::Ready(Ok(count)) => {
                     if count == 0 {
                         return Io::Lost;
                     }
-                    core.recv_done(now, generation, count);
                     progress = true;
                     if core.generations().all(|g| g != generation) {
                         break;
@@ -547,6 +609,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                         // The driver paused reading for lack of room.
                         self.hub.wake(false, false, true);
                     }
+                    // Buffered bytes were only the start of a payload: the
+                    // rest may go straight into the caller's buffer now.
+                    if buf.remaining() > 0
+                        && let Some(generation) = inner.core.current_generation()
+                    {
+                        let _ = self.read_direct(&mut inner, now, generation, buf);
+                    }
                     break Poll::Ready(Ok(()));
                 }
                 ReadOutcome::EndOfStream => break Poll::Ready(Ok(())),
@@ -554,24 +623,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 ReadOutcome::Pending => {}
             }
             let Some(generation) = inner.core.current_generation() else { break Poll::Pending };
-            let Some(index) = inner.conn_index(generation) else { break Poll::Pending };
-            let direct = inner.core.direct_read_len(generation);
-            if direct > 0 {
-                let unfilled = buf.initialize_unfilled();
-                let limit = direct.min(unfilled.len());
-                let mut direct_buf = ReadBuf::new(&mut unfilled[..limit]);
-                match Pin::new(&mut inner.conns[index].io).poll_read(&mut self.read_cx(), &mut direct_buf) {
-                    Poll::Ready(Ok(())) if !direct_buf.filled().is_empty() => {
-                        let count = direct_buf.filled().len();
-                        inner.core.direct_read_done(now, generation, count);
-                        buf.advance(count);
-                        self.after_input(&mut inner, now);
-                        break Poll::Ready(Ok(()));
-                    }
-                    Poll::Ready(_) => {
-                        inner.core.connection_lost(now, generation);
-                        self.after_input(&mut inner, now);
-                    }
+            if inner.conn_index(generation).is_none() {
+                break Poll::Pending;
+            }
+            if let Some(outcome) = self.read_direct(&mut inner, now, generation, buf) {
+                match outcome {
+                    Poll::Ready(true) => break Poll::Ready(Ok(())),
+                    Poll::Ready(false) => {}
                     Poll::Pending => break Poll::Pending,
                 }
             } else {
@@ -596,8 +654,44 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         if result.is_ready() {
             coop.made_progress();
             self.hub.clear_reader();
+            self.hub.reading();
         }
         result
+    }
+
+    /// Reads DATA payload of `generation` straight into `buf`, if the core
+    /// allows it now (`None` if not). `Ready(true)`: bytes arrived;
+    /// `Ready(false)`: the connection was lost; `Pending`: none yet.
+    fn read_direct(
+        &self,
+        inner: &mut Inner<T>,
+        now: Instant,
+        generation: Generation,
+        buf: &mut ReadBuf<'_>,
+    ) -> Option<Poll<bool>> {
+        let direct = inner.core.direct_read_len(generation);
+        let index = inner.conn_index(generation)?;
+        if direct == 0 || buf.remaining() == 0 {
+            return None;
+        }
+        let unfilled = buf.initialize_unfilled();
+        let limit = direct.min(unfilled.len());
+        let mut direct_buf = ReadBuf::new(&mut unfilled[..limit]);
+        Some(match Pin::new(&mut inner.conns[index].io).poll_read(&mut self.read_cx(), &mut direct_buf) {
+            Poll::Ready(Ok(())) if !direct_buf.filled().is_empty() => {
+                let count = direct_buf.filled().len();
+                inner.core.direct_read_done(now, generation, count);
+                buf.advance(count);
+                self.after_input(inner, now);
+                Poll::Ready(true)
+            }
+            Poll::Ready(_) => {
+                inner.core.connection_lost(now, generation);
+                self.after_input(inner, now);
+                Poll::Ready(false)
+            }
+            Poll::Pending => Poll::Pending,
+        })
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
@@ -607,7 +701,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         // A writer filling the send buffer while disconnected never meets
         // a blocking transport: the budget makes it yield now and then.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-        self.hub.register_writer(cx.waker());
+        self.hub.register_writer(cx.waker(), false);
         self.hub.writing();
         let mut inner = self.lock();
         let now = now();
@@ -632,7 +726,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 // is busy; a writer far ahead of the acknowledgements looks
                 // for them itself.
                 let ack_overdue = inner.core.unacked_bytes() as u64 > 4 * inner.config.ack_interval_bytes;
-                let read_ready = self.hub.read_ready.swap(false, Ordering::Acquire);
+                let read_ready = !self.hub.reader_busy() && self.hub.read_ready.swap(false, Ordering::Acquire);
                 if !lost && (read_ready || ack_overdue) && !self.hub.reader_waiting() {
                     self.hub.lock().unclaimed_read = false;
                     match inner.receive(now, generation, &mut self.read_cx(), false) {
@@ -653,16 +747,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 break;
             }
         }
+        let needs_acks = result.is_pending() && inner.core.unacked_bytes() >= inner.config.send_buffer_bytes;
         drop(inner);
         if result.is_ready() {
             coop.made_progress();
             self.hub.clear_writer();
+        } else if needs_acks {
+            self.hub.register_writer(cx.waker(), true);
         }
         result
     }
 
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.hub.register_writer(cx.waker());
+        self.hub.register_writer(cx.waker(), false);
         let mut inner = self.lock();
         let now = now();
         let result = if let Some(err) = inner.core.failure() {
@@ -688,7 +785,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.hub.register_writer(cx.waker());
+        self.hub.register_writer(cx.waker(), true);
         let mut inner = self.lock();
         let now = now();
         let result = match inner.core.shutdown_write() {
