@@ -211,6 +211,9 @@ const MAX_PENDING: usize = 4;
 /// How long a connection may take to flush an ERROR frame before it is
 /// dropped anyway.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// How long a connection that failed for writing is still read (for a
+/// report the peer sent before it closed) before it is given up.
+pub const LAST_WORDS_WAIT: Duration = Duration::from_millis(250);
 
 const SERVER_LABEL: &[u8] = b"backedpipe/1 server proof";
 const CLIENT_LABEL: &[u8] = b"backedpipe/1 client proof";
@@ -306,6 +309,9 @@ struct Conn {
     eos_sent: bool,
     last_rx: Instant,
     deadline: Option<Instant>,
+    /// Writing failed: nothing more is sent; input is still taken until
+    /// the connection ends or `deadline` passes.
+    write_failed: bool,
     nonce: Nonce,
     hello: Option<Hello>,
     welcome_signed: Vec<u8>,
@@ -338,6 +344,7 @@ impl Conn {
             eos_sent: false,
             last_rx: now,
             deadline: Some(deadline),
+            write_failed: false,
             nonce,
             hello: None,
             welcome_signed: Vec::new(),
@@ -387,6 +394,8 @@ pub struct Core {
     current: Option<Conn>,
     pending: Vec<Conn>,
     closing: Vec<Conn>,
+    /// Close reports given up on (their connection stayed blocked).
+    abandoned_reports: u64,
     closed: bool,
     failure: Option<Error>,
     events: VecDeque<Event>,
@@ -456,6 +465,7 @@ impl Core {
             current: None,
             pending: Vec::new(),
             closing: Vec::new(),
+            abandoned_reports: 0,
             closed: false,
             failure: None,
             events: VecDeque::new(),
@@ -543,6 +553,18 @@ impl Core {
         self.shutdown.acked
     }
 
+    /// Whether connections are still flushing their final ERROR frame
+    /// (after [`Core::close`] or a reported failure).
+    pub fn is_reporting(&self) -> bool {
+        !self.closing.is_empty()
+    }
+
+    /// How many final ERROR frames were given up on because their
+    /// connection did not take them within the close linger (1 s).
+    pub fn abandoned_reports(&self) -> u64 {
+        self.abandoned_reports
+    }
+
     /// Whether the peer's end of stream has arrived.
     pub fn peer_ended(&self) -> bool {
         self.peer_eos.is_some()
@@ -558,6 +580,7 @@ impl Core {
     pub fn all_transmitted(&self) -> bool {
         self.current.as_ref().is_some_and(|conn| {
             conn.phase == Phase::Connected
+                && !conn.write_failed
                 && conn.tx_seq == self.send.end()
                 && conn.frame.is_none()
                 && !conn.ctrl_pending()
@@ -776,16 +799,48 @@ impl Core {
         }
     }
 
+    /// Writing to connection `generation` failed. The connection is not
+    /// dropped yet: a peer that closed the pipe sent an ERROR frame before
+    /// it went away, and a closed peer makes writes fail (a reset) while
+    /// its last frames still wait to be read. Nothing more is written to
+    /// it; what it still delivers is taken as usual until it ends
+    /// ([`Core::connection_lost`]) or [`LAST_WORDS_WAIT`] passes. A closing
+    /// connection (sending its own report) is dropped at once.
+    pub fn write_failed(&mut self, now: Instant, generation: Generation) {
+        let wait = now + LAST_WORDS_WAIT;
+        let conn = match &mut self.current {
+            Some(conn) if conn.generation == generation => conn,
+            _ => match self.pending.iter_mut().find(|conn| conn.generation == generation) {
+                Some(conn) => conn,
+                None => return self.connection_lost(now, generation),
+            },
+        };
+        if !conn.write_failed {
+            conn.write_failed = true;
+            conn.deadline = Some(conn.deadline.map_or(wait, |at| at.min(wait)));
+        }
+    }
+
     fn drop_conn(&mut self, mut conn: Conn, now: Instant, how: Drop) {
         match how {
-            Drop::Report(_, _) if conn.frame.as_ref().is_some_and(|frame| frame.started) => {
-                // Half a DATA frame is on the wire: a report cannot follow.
+            Drop::Report(..) if conn.write_failed => {
                 self.events.push_back(Event::ConnectionClosed { generation: conn.generation });
             }
             Drop::Report(code, reason) => {
-                // Control frames already queued are whole: they go first,
-                // with a last acknowledgement.
-                conn.frame = None;
+                // Half a DATA frame on the wire is completed first (its
+                // bytes are still in the send buffer), so that the report
+                // can follow it; control frames already queued are whole
+                // and go next, with a last acknowledgement.
+                if let Some(frame) = conn.frame.take().filter(|frame| frame.started) {
+                    let Some(rest) = self.frame_rest(&conn, &frame) else {
+                        self.events.push_back(Event::ConnectionClosed { generation: conn.generation });
+                        return;
+                    };
+                    let queued = conn.ctrl.split_off(conn.ctrl_sent.min(conn.ctrl.len()));
+                    conn.ctrl = rest;
+                    conn.ctrl.extend_from_slice(&queued);
+                    conn.ctrl_sent = 0;
+                }
                 if conn.phase == Phase::Connected {
                     conn.ack_now = true;
                     self.materialize_controls(&mut conn);
@@ -798,6 +853,22 @@ impl Core {
             }
             Drop::Quiet => self.events.push_back(Event::ConnectionClosed { generation: conn.generation }),
         }
+    }
+
+    /// The bytes of a started DATA frame not yet written (header and
+    /// payload), or `None` if the send buffer no longer holds them.
+    fn frame_rest(&self, conn: &Conn, frame: &TxFrame) -> Option<Vec<u8>> {
+        let (a, b) = self.send.slices_from(conn.tx_seq).ok()?;
+        let want = usize::try_from(frame.end.checked_sub(conn.tx_seq)?).ok()?;
+        if a.len() + b.len() < want {
+            return None;
+        }
+        let mut rest = Vec::with_capacity(HEADER_LEN - frame.header_sent + want);
+        rest.extend_from_slice(&frame.header[frame.header_sent..]);
+        let from_a = want.min(a.len());
+        rest.extend_from_slice(&a[..from_a]);
+        rest.extend_from_slice(&b[..want - from_a]);
+        Some(rest)
     }
 
     /// Ends the pipe with `error`; `report` goes to the peer on the
@@ -999,7 +1070,9 @@ impl Core {
         let resumed = self.established;
         self.established = true;
         conn.phase = Phase::Connected;
-        conn.deadline = None;
+        if !conn.write_failed {
+            conn.deadline = None;
+        }
         conn.tx_seq = peer_reader;
         conn.rx_skip = self.recv_seq - conn.announced_recv;
         conn.max_payload_out = peer_payload.clamp(1, self.config.max_payload_bytes);
@@ -1317,6 +1390,9 @@ impl Core {
             Some(conn) if conn.generation == generation => conn,
             _ => self.pending.iter_mut().chain(self.closing.iter_mut()).find(|conn| conn.generation == generation)?,
         };
+        if conn.write_failed {
+            return None;
+        }
         let frame_started = conn.frame.as_ref().is_some_and(|frame| frame.started);
         if !frame_started && !conn.ctrl_pending() && conn.phase == Phase::Connected {
             // Materialise the wanted control frames now, with fresh values.
@@ -1423,6 +1499,7 @@ impl Core {
             consider(conn.deadline);
         }
         if let Some(conn) = &self.current {
+            consider(conn.deadline);
             consider(conn.ack_deadline);
             if !conn.ping_sent {
                 consider(Some(conn.last_rx + self.config.keepalive_interval));
@@ -1451,6 +1528,8 @@ impl Core {
             }
         }
         for generation in lingering {
+            tracing::debug!(%generation, "the close report could not be sent in time");
+            self.abandoned_reports += 1;
             self.connection_lost(now, generation);
         }
         let recv_full = self.recv.len() >= self.config.recv_buffer_bytes;
@@ -1461,7 +1540,10 @@ impl Core {
                 conn.last_rx = now;
             }
             let silent = now.saturating_duration_since(conn.last_rx);
-            if silent >= self.config.idle_timeout {
+            if conn.deadline.is_some_and(|deadline| deadline <= now) {
+                tracing::debug!(generation = %conn.generation, "writing failed and nothing more came");
+                dead = Some(conn.generation);
+            } else if silent >= self.config.idle_timeout {
                 dead = Some(conn.generation);
             } else if silent >= self.config.keepalive_interval && !conn.ping_sent {
                 conn.want_ping = true;

@@ -56,6 +56,13 @@ pub enum Op {
     /// old connection stays current, and bytes in flight to it still
     /// arrive, until the client's next handshake replaces it.
     ClientOnlyCut,
+    /// Writing to the newest link fails on one side (as after a reset by
+    /// the peer): that side stops sending but still reads what is in
+    /// flight to it; the other side sees the end after what was sent.
+    WriteFails {
+        /// Which side's writes fail.
+        client: bool,
+    },
     /// The newest link silently stops delivering; nobody is told.
     Blackhole,
     /// The newest link delivers nothing for a while.
@@ -230,6 +237,25 @@ impl Sim {
                     link.s2c.clear();
                     let generation = link.client_gen;
                     self.client.connection_lost(now, generation);
+                }
+                self.round();
+            }
+            Op::WriteFails { client } => {
+                let now = self.now;
+                let failed = self.links.last_mut().and_then(|link| {
+                    let open = if client { link.client_open } else { link.server_open };
+                    if !open {
+                        return None;
+                    }
+                    if client {
+                        link.eof_to_server = true
+                    } else {
+                        link.eof_to_client = true
+                    }
+                    Some(if client { link.client_gen } else { link.server_gen })
+                });
+                if let Some(generation) = failed {
+                    self.core(client).write_failed(now, generation);
                 }
                 self.round();
             }

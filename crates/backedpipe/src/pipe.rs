@@ -123,6 +123,8 @@ struct Hub {
     /// waited: a writer that holds the state anyway reads the
     /// acknowledgements itself rather than wait for the driver to get in.
     read_ready: AtomicBool,
+    /// Notified when a closed pipe has let go of its last connection.
+    drained: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -263,6 +265,7 @@ impl Default for Hub {
             last_read_nanos: AtomicU64::new(0),
             slots: Mutex::default(),
             read_ready: AtomicBool::new(false),
+            drained: tokio::sync::Notify::new(),
         }
     }
 }
@@ -326,6 +329,8 @@ struct Inner<T> {
     failed_attempts: u64,
     force: Option<watch::Sender<ForceResult>>,
     force_requested: bool,
+    /// The core has a new deadline the driver's timer does not know.
+    rearm_driver: bool,
 }
 
 struct Shared<T> {
@@ -389,7 +394,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
             match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices) {
                 Poll::Ready(Ok(0)) => {
                     core.transmitted(now, generation, 0);
-                    return Io::Lost;
+                    return self.write_failed(now, generation);
                 }
                 Poll::Ready(Ok(count)) => {
                     core.transmitted(now, generation, count);
@@ -399,7 +404,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
                 Poll::Ready(Err(err)) => {
                     core.transmitted(now, generation, 0);
                     tracing::debug!(%generation, %err, "write failed");
-                    return Io::Lost;
+                    return self.write_failed(now, generation);
                 }
                 Poll::Pending => {
                     core.transmitted(now, generation, 0);
@@ -410,11 +415,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
         if conn.flush_pending {
             match Pin::new(&mut conn.io).poll_flush(cx) {
                 Poll::Ready(Ok(())) => conn.flush_pending = false,
-                Poll::Ready(Err(_)) => return Io::Lost,
+                Poll::Ready(Err(_)) => return self.write_failed(now, generation),
                 Poll::Pending => {}
             }
         }
         if progress { Io::Progress } else { Io::Blocked }
+    }
+
+    /// Writing to `generation` failed: the core keeps reading it for a
+    /// while (see [`Core::write_failed`]); the driver must arm the timer.
+    fn write_failed(&mut self, now: Instant, generation: Generation) -> Io {
+        self.core.write_failed(now, generation);
+        self.rearm_driver = true;
+        Io::Progress
     }
 
     /// Reads from `generation` into the core until blocked or its buffer is
@@ -482,7 +495,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
     /// Handles the core's events: drops finished transports, keeps the
     /// reconnect bookkeeping, wakes whoever waits, publishes the status.
     fn process_events(&mut self, now: Instant, shared_hub: &Hub, status: &watch::Sender<Status>, me: Party) {
-        let (mut reader, mut writer, mut driver) = (false, false, false);
+        let (mut reader, mut writer, mut driver) = (false, false, std::mem::take(&mut self.rearm_driver));
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::Connected { generation, .. } => {
@@ -517,6 +530,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
         }
         if self.core.state() == ConnectionState::Closed {
             self.complete_force(Err(self.core.failure().cloned().unwrap_or(Error::Closed)));
+            if self.conns.is_empty() {
+                shared_hub.drained.notify_waiters();
+            }
         }
         self.publish(status);
         // The caller is running and looks at the state again before it
@@ -773,8 +789,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 }
                 inner.process_events(now, &self.hub, &self.status, Party::Writer);
             }
-            let flushed = inner.core.all_transmitted()
-                && inner.current.and_then(|g| inner.conn_index(g)).is_some_and(|i| !inner.conns[i].flush_pending);
+            // Without a connection the bytes wait in the send buffer for
+            // the next one (they are replayed then): nothing to wait for.
+            let flushed = match inner.core.current_generation() {
+                None => true,
+                Some(generation) => {
+                    inner.core.all_transmitted()
+                        && inner.conn_index(generation).is_some_and(|i| !inner.conns[i].flush_pending)
+                }
+            };
             if flushed { Poll::Ready(Ok(())) } else { Poll::Pending }
         };
         drop(inner);
@@ -816,11 +839,37 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         // One non-blocking attempt to tell the peer; the driver finishes it.
         let generations: Vec<Generation> = inner.core.generations().collect();
         for generation in generations {
-            inner.transmit(now, generation, &mut self.write_cx());
+            if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
+                inner.core.connection_lost(now, generation);
+            }
         }
         inner.process_events(now, &self.hub, &self.status, Party::Other);
         drop(inner);
         self.hub.wake(true, true, true);
+    }
+
+    /// Closes, then waits until every connection has taken its close
+    /// report (or was lost), at most `timeout`; whether the peer was told.
+    async fn close_gracefully(&self, timeout: Duration) -> bool {
+        let (connected, abandoned_before) = {
+            let inner = self.lock();
+            (inner.core.current_generation().is_some(), inner.core.abandoned_reports())
+        };
+        self.close();
+        let reported = async {
+            loop {
+                let drained = self.hub.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                if self.lock().conns.is_empty() {
+                    return;
+                }
+                drained.await;
+            }
+        };
+        tokio::time::timeout(timeout, reported).await.is_ok()
+            && connected
+            && self.lock().core.abandoned_reports() == abandoned_before
     }
 }
 
@@ -1033,14 +1082,15 @@ impl<T> Driver<T> {
 /// Closes the pipe when the last application handle goes away.
 struct Handle<T> {
     shared: Arc<Shared<T>>,
+    /// `Shared::close` (which needs the transport bounds `Drop` cannot
+    /// name): it also makes one attempt to tell the peer at once, which
+    /// is all a pipe dropped just before its runtime ends gets.
+    close: fn(&Shared<T>),
 }
 
 impl<T> Drop for Handle<T> {
     fn drop(&mut self) {
-        let mut inner = self.shared.lock();
-        inner.core.close(now());
-        drop(inner);
-        self.shared.hub.wake(true, true, true);
+        (self.close)(&self.shared);
     }
 }
 
@@ -1058,12 +1108,28 @@ impl<T> Drop for Handle<T> {
 /// bytes, or, when connected, while the connection is slower than the
 /// writer. Dropping the pipe (both halves, if split) closes it.
 ///
-/// `poll_flush` completes when every written byte has been handed to a
-/// live connection (while disconnected it waits for the next one);
+/// `poll_flush` completes when every written byte is in the send buffer
+/// and has been handed to the current connection; while there is no
+/// connection it completes at once (the bytes wait in the send buffer and
+/// are replayed to the next connection), so a server can queue output for
+/// a client that is away. It never means the peer has the bytes.
+///
 /// `poll_shutdown` sends end of stream after every written byte and
-/// completes when the peer has acknowledged all of it, so nothing is lost
-/// if the pipe is dropped afterwards. Dropping or closing a pipe without
-/// `shutdown` abandons what the peer has not acknowledged.
+/// completes with `Ok` when the peer has acknowledged all of it, so
+/// nothing is lost if the pipe is dropped afterwards. It completes with an
+/// error as soon as the pipe ends otherwise: the peer closed it
+/// ([`Error::PeerClosed`]), it was closed here ([`Error::Closed`]), or it
+/// failed. While disconnected it waits for the next connection, like a
+/// read: bound it with a timeout if the peer may never come back.
+///
+/// Closing ([`BackedPipe::close`], or dropping the pipe) tells the peer
+/// with a final ERROR frame, which makes the peer's reads and a pending
+/// shutdown there fail with [`Error::PeerClosed`] (its reads return end of
+/// stream instead if this side had ended its stream). The report is sent
+/// by the pipe's driver task if the connection cannot take it at once; a
+/// process about to exit uses [`BackedPipe::close_gracefully`] so that the
+/// report is out before the runtime ends. Closing without `shutdown`
+/// abandons what the peer has not acknowledged.
 ///
 /// # Cancel safety
 ///
@@ -1160,6 +1226,7 @@ where
             failed_attempts: 0,
             force: None,
             force_requested: false,
+            rearm_driver: false,
         };
         let initial = Status {
             state: if active { PipeState::Reconnecting } else { PipeState::Disconnected },
@@ -1176,7 +1243,7 @@ where
             claim_deadline: None,
         };
         tokio::spawn(driver);
-        BackedPipe { handle: Arc::new(Handle { shared }) }
+        BackedPipe { handle: Arc::new(Handle { shared, close: Shared::close }) }
     }
 
     fn shared(&self) -> &Arc<Shared<T>> {
@@ -1277,6 +1344,16 @@ where
     /// Closes the pipe; see [`PipeControl::close`].
     pub fn close(&self) {
         self.shared().close();
+    }
+
+    /// Closes the pipe and waits until the peer has been told; see
+    /// [`PipeControl::close_gracefully`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`PipeControl::close_gracefully`].
+    pub async fn close_gracefully(&self, timeout: Duration) -> bool {
+        self.shared().close_gracefully(timeout).await
     }
 }
 
@@ -1443,8 +1520,34 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
     /// Closes the pipe: pending and later reads and writes fail with
     /// [`Error::Closed`], an in-flight dial is cancelled, and the peer is
     /// told (best effort). Idempotent; returns at once.
+    ///
+    /// The peer is told with an ERROR frame after any DATA frame half
+    /// written. `close` makes one attempt at once; what the connection does
+    /// not take then, the pipe's driver task sends later (for up to 1 s).
+    /// If the runtime ends before that (a process about to exit), the peer
+    /// sees the connection end without a report, and, as after any broken
+    /// connection, waits for a resume that does not come: use
+    /// [`PipeControl::close_gracefully`] there.
     pub fn close(&self) {
         self.shared.close();
+    }
+
+    /// Closes the pipe as [`PipeControl::close`] does, then waits (at most
+    /// `timeout`) until every connection has taken the report. Returns
+    /// whether it did: then the peer's reads fail with
+    /// [`Error::PeerClosed`] (or return end of stream if this side ended
+    /// its stream first) once it has read what came before. `false` when
+    /// there was no connection to tell, or it stayed blocked (the peer
+    /// does not read) past `timeout` or the 1 s the pipe gives it: the
+    /// peer then sees a broken connection at most. The pipe is closed
+    /// either way.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the pipe is closed by the first poll; dropping the
+    /// future only stops the waiting.
+    pub async fn close_gracefully(&self, timeout: Duration) -> bool {
+        self.shared.close_gracefully(timeout).await
     }
 }
 

@@ -424,6 +424,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::Cut),
         2 => (any::<bool>(), 0u16..2000).prop_map(|(c2s, bytes)| Op::CutAfter { c2s, bytes }),
         1 => Just(Op::ClientOnlyCut),
+        1 => any::<bool>().prop_map(|client| Op::WriteFails { client }),
         1 => Just(Op::Blackhole),
         1 => (0u16..3000).prop_map(|millis| Op::Stall { millis }),
         1 => Just(Op::ForceReconnect),
