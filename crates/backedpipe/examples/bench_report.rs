@@ -290,8 +290,10 @@ fn gib_per_s(bytes: u64, time: Duration) -> f64 {
     bytes as f64 / time.as_secs_f64() / GIB as f64
 }
 
-/// Runs one workload alone (for profilers): `only one-way|both-ways|cut`
-/// plus the raw baselines `raw-one-way|raw-both-ways`.
+/// Runs one workload alone (for profilers): `only one-way|both-ways|cut`,
+/// the raw baselines `raw-one-way|raw-both-ways`, and `raw-copy`: the raw
+/// socket pair with the writer copying every chunk into a 2 MiB ring
+/// first, the least a replay buffer costs.
 fn only(workload: &str) {
     let rt = runtime();
     let elapsed = rt.block_on(async {
@@ -300,6 +302,26 @@ fn only(workload: &str) {
             "both-ways" => pipe_both_ways(GIB / 2).await,
             "cut" => pipe_one_way(GIB, 64 << 20).await,
             "raw-one-way" => raw_one_way(GIB).await,
+            "raw-copy" => {
+                let (mut a, mut b) = UnixStream::pair().expect("pair");
+                let started = Instant::now();
+                let writer = tokio::spawn(async move {
+                    let chunk = vec![0xA5u8; CHUNK];
+                    let mut ring = vec![0u8; 2 << 20];
+                    let mut pos = 0;
+                    let mut written = 0u64;
+                    while written < GIB {
+                        ring[pos..pos + CHUNK].copy_from_slice(&chunk);
+                        a.write_all(&ring[pos..pos + CHUNK]).await.unwrap();
+                        pos = (pos + CHUNK) % ring.len();
+                        written += CHUNK as u64;
+                    }
+                });
+                let reader = tokio::spawn(async move { read_n(&mut b, GIB).await });
+                reader.await.expect("reader");
+                writer.await.expect("writer");
+                started.elapsed()
+            }
             "raw-both-ways" => raw_both_ways(GIB / 2).await,
             other => panic!("unknown workload {other:?}"),
         }

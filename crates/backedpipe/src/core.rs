@@ -396,6 +396,8 @@ pub struct Core {
     closing: Vec<Conn>,
     /// Close reports given up on (their connection stayed blocked).
     abandoned_reports: u64,
+    /// Bytes written and received at the previous `handle_timeout`.
+    idle_marks: (u64, u64),
     closed: bool,
     failure: Option<Error>,
     events: VecDeque<Event>,
@@ -466,6 +468,7 @@ impl Core {
             pending: Vec::new(),
             closing: Vec::new(),
             abandoned_reports: 0,
+            idle_marks: (0, 0),
             closed: false,
             failure: None,
             events: VecDeque::new(),
@@ -1559,10 +1562,18 @@ impl Core {
             tracing::debug!(%generation, "nothing received within the idle timeout; connection dead");
             self.connection_lost(now, generation);
         }
-        if self.send.is_empty() {
-            self.send.shrink_to_fit();
+        // Buffers go back only when idle, not each time a busy stream
+        // happens to be empty: both sequence numbers stood still since the
+        // previous call (reallocating and faulting in the storage again
+        // costs more than the copying it serves).
+        let marks = (self.send.end(), self.recv_seq);
+        if marks == self.idle_marks {
+            if self.send.is_empty() {
+                self.send.shrink_to_fit();
+            }
+            self.recv.release_if_empty();
         }
-        self.recv.release_if_empty();
+        self.idle_marks = marks;
     }
 }
 

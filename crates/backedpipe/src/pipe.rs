@@ -331,6 +331,8 @@ struct Inner<T> {
     force_requested: bool,
     /// The core has a new deadline the driver's timer does not know.
     rearm_driver: bool,
+    /// The status last sent to the watch channel.
+    published: Option<Status>,
 }
 
 struct Shared<T> {
@@ -571,8 +573,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
         Status { state, generation: self.core.current_generation().unwrap_or(newest) }
     }
 
-    fn publish(&self, status: &watch::Sender<Status>) {
+    fn publish(&mut self, status: &watch::Sender<Status>) {
         let new = self.status();
+        // Most calls change nothing: skip the channel's lock then.
+        if self.published == Some(new) {
+            return;
+        }
+        self.published = Some(new);
         status.send_if_modified(|old| {
             let changed = *old != new;
             *old = new;
@@ -1227,6 +1234,7 @@ where
             force: None,
             force_requested: false,
             rearm_driver: false,
+            published: None,
         };
         let initial = Status {
             state: if active { PipeState::Reconnecting } else { PipeState::Disconnected },

@@ -379,6 +379,12 @@ fn idle_pipe_gives_its_memory_back() {
     client.handle_timeout(later);
     server.handle_timeout(later);
     assert_eq!(client.acked_seq(), 200_000);
+    // Bytes moved since the previous tick: a busy stream keeps its storage
+    // even where it happens to be empty; the next quiet tick gives it back.
+    assert!(client.allocated_bytes() > 0);
+    let quiet = later + Duration::from_millis(50);
+    client.handle_timeout(quiet);
+    server.handle_timeout(quiet);
     assert_eq!(client.allocated_bytes() + server.allocated_bytes(), 0);
 }
 
