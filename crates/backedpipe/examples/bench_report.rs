@@ -123,6 +123,9 @@ async fn pipe_one_way(bytes: u64, cut_every: u64) -> Duration {
     });
     let server = reader.await.expect("reader");
     let client = writer.await.expect("writer");
+    if std::env::var_os("BP_DEBUG").is_some() {
+        println!("client {:?} server {:?}", client.stats().buffer_bytes, server.stats().buffer_bytes);
+    }
     drop(server);
     let elapsed = started.elapsed();
     if let Some(cuts) = bytes.checked_div(cut_every) {

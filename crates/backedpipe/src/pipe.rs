@@ -114,8 +114,6 @@ struct Slots {
 /// Who waits for what. Its lock is a leaf: nothing is called under it.
 struct Hub {
     epoch: Instant,
-    /// When the application last wrote, in nanoseconds after `epoch`.
-    last_write_nanos: AtomicU64,
     /// When an application read last returned, in nanoseconds after `epoch`.
     last_read_nanos: AtomicU64,
     slots: Mutex<Slots>,
@@ -184,15 +182,18 @@ impl Hub {
             if read && app.is_none() {
                 // No read waits: acknowledgements, pings or data nobody
                 // asked for yet. A writer that waits for acknowledgements
-                // is woken for them; a busy reader or writer takes them in
-                // on its next call (the writer looks at `read_ready`);
-                // otherwise the driver does. Waking a task that will come
-                // back anyway would only move work between threads.
+                // is woken for them; a reader between two reads takes them
+                // in on its next call (waking the driver for them would
+                // only move the reading to another thread); otherwise the
+                // driver does. A busy writer is not left to it: its next
+                // write may be long in coming (or block on a connection
+                // that has just ended), and a broken connection found
+                // late stalls the stream.
                 self.read_ready.store(true, Ordering::Release);
                 if slots.writer_needs_acks {
                     app = slots.writer.take();
                 }
-                if app.is_some() || self.busy() {
+                if app.is_some() || self.reader_busy() {
                     wake_driver = false;
                     slots.unclaimed_read = true;
                     if !slots.claim_armed {
@@ -221,11 +222,6 @@ impl Hub {
         }
     }
 
-    /// Notes that the application is writing now.
-    fn writing(&self) {
-        self.last_write_nanos.store(self.nanos(), Ordering::Relaxed);
-    }
-
     /// Notes that an application read returned now.
     fn reading(&self) {
         self.last_read_nanos.store(self.nanos(), Ordering::Relaxed);
@@ -241,16 +237,6 @@ impl Hub {
         self.recent(&self.last_read_nanos)
     }
 
-    /// Whether the application read or wrote within the last
-    /// [`CLAIM_DELAY`] (one clock read for both).
-    fn busy(&self) -> bool {
-        let now = self.nanos();
-        [&self.last_write_nanos, &self.last_read_nanos].into_iter().any(|at| {
-            let last = at.load(Ordering::Relaxed);
-            last != 0 && now.saturating_sub(last) < CLAIM_DELAY.as_nanos() as u64
-        })
-    }
-
     fn recent(&self, at: &AtomicU64) -> bool {
         let last = at.load(Ordering::Relaxed);
         last != 0 && self.nanos().saturating_sub(last) < CLAIM_DELAY.as_nanos() as u64
@@ -261,7 +247,6 @@ impl Default for Hub {
     fn default() -> Self {
         Hub {
             epoch: Instant::now(),
-            last_write_nanos: AtomicU64::new(0),
             last_read_nanos: AtomicU64::new(0),
             slots: Mutex::default(),
             read_ready: AtomicBool::new(false),
@@ -725,7 +710,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         // a blocking transport: the budget makes it yield now and then.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         self.hub.register_writer(cx.waker(), false);
-        self.hub.writing();
         let mut inner = self.lock();
         let now = now();
         let mut result = Poll::Pending;
