@@ -15,10 +15,20 @@
 //! no application read is waiting (acknowledgements, pings, end of stream).
 //!
 //! Readiness of a transport wakes the application task that waits for it,
-//! or the driver when none does. If a woken application task does not come
-//! back for the I/O within [`CLAIM_DELAY`] (its read or write future was
-//! dropped), the driver does the I/O itself, so a cancelled read never
-//! stalls acknowledgements.
+//! or the driver when none does; incoming bytes that arrive while the
+//! application reader is between two reads are left to its next read
+//! (waking the driver would move the reading to another thread). If the
+//! application does not come back for the I/O within [`CLAIM_DELAY`] (its
+//! read or write future was dropped, or it stopped reading), the driver
+//! does the I/O itself, so a cancelled read never stalls acknowledgements.
+//!
+//! Between DATA payloads a read takes up to [`STASH_BYTES`] at once, so
+//! control frames and the next DATA header cost no read of their own; the
+//! payload then goes straight into the caller's buffer.
+//!
+//! A failed write does not end a connection at once: it is read on (for
+//! a short while) until it ends, so that an ERROR frame the peer sent
+//! before it closed is still seen (see [`Core::write_failed`]).
 
 use std::future::Future;
 use std::io;
