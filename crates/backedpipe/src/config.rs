@@ -85,6 +85,14 @@ pub struct Config {
     pub secret: Option<Secret>,
     /// Reconnect timing for the side that dials.
     pub backoff: Backoff,
+    /// Whether `flush` waits, while there is no connection, until the next
+    /// one takes the bytes (default `true`). With `false`, `flush`
+    /// completes at once while disconnected: the bytes wait in the send
+    /// buffer and are replayed to the next connection, so a server can
+    /// keep queueing output for a client that is away. Either way, flush
+    /// never means the peer has the bytes; for that, see
+    /// [`PipeControl::acknowledged`](crate::PipeControl::acknowledged).
+    pub flush_waits_for_connection: bool,
 }
 
 impl Default for Config {
@@ -101,6 +109,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             secret: None,
             backoff: Backoff::default(),
+            flush_waits_for_connection: true,
         }
     }
 }

@@ -133,6 +133,8 @@ struct Hub {
     read_ready: AtomicBool,
     /// Notified when a closed pipe has let go of its last connection.
     drained: tokio::sync::Notify,
+    /// Notified when acknowledgements arrive or the pipe ends.
+    acked: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -261,6 +263,7 @@ impl Default for Hub {
             slots: Mutex::default(),
             read_ready: AtomicBool::new(false),
             drained: tokio::sync::Notify::new(),
+            acked: tokio::sync::Notify::new(),
         }
     }
 }
@@ -518,8 +521,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
                     (reader, writer, driver) = (true, true, true);
                 }
                 Event::Readable => reader = true,
-                Event::Writable => writer = true,
+                Event::Writable => {
+                    writer = true;
+                    shared_hub.acked.notify_waiters();
+                }
                 Event::Failed(err) => {
+                    shared_hub.acked.notify_waiters();
                     self.complete_force(Err(err));
                     (reader, writer, driver) = (true, true, true);
                 }
@@ -791,9 +798,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 inner.process_events(now, &self.hub, &self.status, Party::Writer);
             }
             // Without a connection the bytes wait in the send buffer for
-            // the next one (they are replayed then): nothing to wait for.
+            // the next one (they are replayed then): unless configured to
+            // wait for it, there is nothing to wait for.
             let flushed = match inner.core.current_generation() {
-                None => true,
+                None => !inner.config.flush_waits_for_connection,
                 Some(generation) => {
                     inner.core.all_transmitted()
                         && inner.conn_index(generation).is_some_and(|i| !inner.conns[i].flush_pending)
@@ -1109,11 +1117,12 @@ impl<T> Drop for Handle<T> {
 /// bytes, or, when connected, while the connection is slower than the
 /// writer. Dropping the pipe (both halves, if split) closes it.
 ///
-/// `poll_flush` completes when every written byte is in the send buffer
-/// and has been handed to the current connection; while there is no
-/// connection it completes at once (the bytes wait in the send buffer and
-/// are replayed to the next connection), so a server can queue output for
-/// a client that is away. It never means the peer has the bytes.
+/// `poll_flush` completes when every written byte has been handed to the
+/// current connection; while there is none it waits for the next one, or,
+/// with [`Config::flush_waits_for_connection`] off, completes at once (the
+/// bytes wait in the send buffer and are replayed to the next connection,
+/// so a server can queue output for a client that is away). It never
+/// means the peer has the bytes: [`PipeControl::acknowledged`] does.
 ///
 /// `poll_shutdown` sends end of stream after every written byte and
 /// completes with `Ok` when the peer has acknowledged all of it, so
@@ -1532,6 +1541,38 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
     /// [`PipeControl::close_gracefully`] there.
     pub fn close(&self) {
         self.shared.close();
+    }
+
+    /// Waits until the peer has acknowledged every byte written before the
+    /// call: they are in the peer's receive buffer (not necessarily read
+    /// by its application yet), and nothing is lost if this side closes
+    /// now. Unlike `flush`, this is a statement about the peer. While
+    /// disconnected it waits for the next connection.
+    ///
+    /// # Errors
+    ///
+    /// The failure, or [`Error::Closed`], if the pipe ends first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes.
+    pub async fn acknowledged(&self) -> Result<(), Error> {
+        let target = self.shared.lock().core.written_seq();
+        loop {
+            let acked = self.shared.hub.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            {
+                let inner = self.shared.lock();
+                if inner.core.acked_seq() >= target {
+                    return Ok(());
+                }
+                if inner.core.state() == ConnectionState::Closed {
+                    return Err(inner.core.failure().cloned().unwrap_or(Error::Closed));
+                }
+            }
+            acked.await;
+        }
     }
 
     /// Closes the pipe as [`PipeControl::close`] does, then waits (at most

@@ -204,12 +204,21 @@ async fn a_close_right_before_the_runtime_ends_reaches_the_peer() {
     }
 }
 
-/// While disconnected, flush completes once the bytes are in the send
-/// buffer (they are kept for replay), so a server can queue output for an
-/// absent client; the client gets it when it connects.
+/// With `flush_waits_for_connection` off, flush completes while
+/// disconnected once the bytes are in the send buffer (they are kept for
+/// replay), so a server can queue output for an absent client; the client
+/// gets it when it connects. By default flush waits for a connection.
 #[tokio::test]
-async fn flush_completes_while_disconnected_and_the_bytes_follow() {
-    let mut server = BackedPipe::<Transport>::passive(config());
+async fn flush_can_complete_while_disconnected_and_the_bytes_follow() {
+    let mut waiting = BackedPipe::<Transport>::passive(config());
+    within(5, "write", waiting.write_all(b"x")).await.unwrap();
+    let flushed = tokio::time::timeout(Duration::from_millis(200), waiting.flush()).await;
+    assert!(flushed.is_err(), "the default flush waits for a connection");
+    waiting.close();
+
+    let mut queueing = config();
+    queueing.flush_waits_for_connection = false;
+    let mut server = BackedPipe::<Transport>::passive(queueing);
     assert_eq!(server.status().state, PipeState::Disconnected);
     within(5, "write while nobody is connected", server.write_all(b"queued for later")).await.unwrap();
     within(5, "flush while nobody is connected", server.flush()).await.unwrap();
@@ -226,4 +235,36 @@ async fn flush_completes_while_disconnected_and_the_bytes_follow() {
     within(5, "read", client.read_exact(&mut got)).await.unwrap();
     assert_eq!(&got, b"now");
     assert_eq!(dials.load(Ordering::SeqCst), 1);
+}
+
+/// `acknowledged` waits for the peer to have the bytes, across a time
+/// without connection, and fails when the pipe ends first.
+#[tokio::test]
+async fn acknowledged_waits_for_the_peer_and_ends_with_the_pipe() {
+    let mut queueing = config();
+    queueing.flush_waits_for_connection = false;
+    let mut server = BackedPipe::<Transport>::passive(queueing);
+    within(5, "write", server.write_all(&vec![1u8; 100 << 10])).await.unwrap();
+    let control = server.control();
+    let acked = tokio::spawn(async move { control.acknowledged().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!acked.is_finished(), "acknowledged before any peer existed");
+    let dial = dialer(server.control(), Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(None)));
+    let client = BackedPipe::connect(dial, config());
+    // The client's application reads nothing: its pipe still takes the
+    // bytes into its receive buffer and acknowledges them.
+    within(5, "acknowledged", acked).await.unwrap().unwrap();
+    assert_eq!(server.stats().bytes_sent, 100 << 10);
+
+    // Bytes the peer cannot take any more (it reads nothing and its
+    // receive buffer is full) are never acknowledged: closing ends the wait.
+    within(5, "write more", server.write_all(&vec![2u8; 2 << 20])).await.unwrap();
+    let control = server.control();
+    let pending = tokio::spawn(async move { control.acknowledged().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished());
+    server.close();
+    let err = within(5, "ends with the pipe", pending).await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err:?}");
+    drop(client);
 }
