@@ -355,7 +355,7 @@ async fn run_connection(
     if tokio::time::timeout(wait, &mut sender).await.is_err() {
         sender.abort();
     }
-    control.close();
+    control.close_gracefully(transport::END_OF_STREAM_WAIT).await;
     transports.close().await;
     (stop, end, transports.server_gone())
 }

@@ -360,7 +360,9 @@ impl Connection {
     /// then closes.
     pub(crate) async fn finish(mut self) {
         let _ = tokio::time::timeout(END_OF_STREAM_WAIT, tokio::io::AsyncWriteExt::shutdown(&mut self.pipe)).await;
-        self.pipe.close();
+        // Tell the server before the process exits (a plain close may
+        // never reach it once the runtime ends).
+        self.pipe.close_gracefully(END_OF_STREAM_WAIT).await;
         self.transports.close().await;
     }
 
