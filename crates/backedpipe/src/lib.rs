@@ -93,17 +93,20 @@
 
 mod config;
 pub mod core;
+pub mod dial;
 mod error;
 mod pipe;
 pub mod proto;
 mod reconnect;
 mod recv_buffer;
+pub mod server;
 
 pub use crate::config::{Config, Secret};
 pub use crate::core::Generation;
 pub use crate::error::Error;
 pub use crate::pipe::{BackedPipe, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Stats, Status, read_hello};
 pub use crate::reconnect::{Backoff, Reconnector};
+pub use crate::server::{Listener, ServerConfig};
 
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
