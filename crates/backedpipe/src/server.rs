@@ -410,7 +410,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// assert_eq!(&got, b"pong");
 /// assert_eq!(listener.stats().resumes_routed, 1);
 ///
-/// listener.shutdown(std::time::Duration::from_secs(1)).await;
+/// listener.shutdown(std::time::Duration::from_millis(200)).await;
 /// assert_eq!(client.read(&mut got).await?, 0); // end of stream from the server
 /// # Ok(())
 /// # }
@@ -576,6 +576,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
         }
     }
 
+    /// The controls of every session the listener holds (e.g. to cut all
+    /// their connections with `force_reconnect`).
+    pub fn sessions(&self) -> Vec<PipeControl<T>> {
+        lock(&self.router.table).sessions.values().map(|entry| entry.control.clone()).collect()
+    }
+
     /// The control of the session `id`, if the listener holds it.
     pub fn session(&self, id: SessionId) -> Option<PipeControl<T>> {
         lock(&self.router.table).sessions.get(&id).map(|entry| entry.control.clone())
@@ -600,8 +606,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
         for task in lock(&self.sources).drain(..) {
             task.abort();
         }
-        let controls: Vec<PipeControl<T>> =
-            lock(&self.router.table).sessions.values().map(|entry| entry.control.clone()).collect();
+        let controls = self.sessions();
         for control in &controls {
             if control.status().state == PipeState::Connected {
                 let _ = control.shutdown_write();
