@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -516,11 +516,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
                         bump(&router.counters.connections);
                         match Arc::clone(&router.handshakes).try_acquire_owned() {
                             Ok(permit) => {
-                                let router = Arc::clone(&router);
-                                tokio::spawn(async move {
-                                    router.serve(accepted).await;
-                                    drop(permit);
-                                });
+                                tokio::spawn(Arc::clone(&router).serve(accepted, permit));
                             }
                             Err(_) => {
                                 bump(&router.counters.refused_busy);
@@ -588,8 +584,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
     }
 
     /// Shuts the server down gracefully: stops accepting (every source
-    /// task ends, [`Listener::accept`] returns `None`, connections not yet
-    /// routed are dropped), ends every session's stream (its client reads
+    /// task ends, [`Listener::accept`] returns `None`, a new client still
+    /// in its handshake is refused with ERROR `Closed`; a resume already
+    /// accepted still reaches its session), ends every session's stream (its client reads
     /// end of stream after every byte the session wrote), waits up to
     /// `grace` for the sessions to end (a client that reads the end and
     /// closes its pipe ends its session), then closes those that remain.
@@ -638,7 +635,7 @@ impl<T> Drop for Listener<T> {
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
     /// Admits, reads the HELLO of, and routes one new connection.
-    async fn serve(self: Arc<Self>, accepted: Accepted<T>) {
+    async fn serve(self: Arc<Self>, accepted: Accepted<T>, permit: OwnedSemaphorePermit) {
         let Accepted { mut conn, credentials } = accepted;
         if !self.config.peer_uid.admits(credentials) {
             bump(&self.counters.refused_peer_uid);
@@ -664,7 +661,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
             }
         };
         if hello.session_id().is_new() {
-            self.start_session(conn, hello).await;
+            self.start_session(conn, hello, permit).await;
         } else {
             self.resume(conn, hello).await;
         }
@@ -687,7 +684,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
         }
     }
 
-    async fn start_session(self: Arc<Self>, conn: T, hello: Hello) {
+    /// Runs a new client's first handshake; `permit` (a handshake slot) is
+    /// given back before the session waits for the application to accept
+    /// it.
+    async fn start_session(self: Arc<Self>, conn: T, hello: Hello, permit: OwnedSemaphorePermit) {
         if *self.stopping.borrow() {
             return refuse(conn, ErrorCode::Closed, "the server is shutting down").await;
         }
@@ -754,6 +754,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
                 return;
             }
         }
+        drop(permit);
         bump(&self.counters.sessions_created);
         tracing::debug!(session = %id, "new session");
         tokio::spawn(watch_session(Arc::downgrade(&self), id, control, self.config.session_expiry));

@@ -305,3 +305,99 @@ async fn graceful_shutdown_ends_every_stream_after_its_data() {
     let late = within(5, "connect after shutdown", TcpStream::connect(addr)).await;
     assert!(late.is_err(), "the port is closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_stream_of_connections_can_feed_a_listener() {
+    // In-memory connections, accepted elsewhere and handed over through a
+    // channel, boxed on the way in.
+    type Conn = Box<dyn common::net::Io>;
+    let (tx, rx) = tokio::sync::mpsc::channel::<tokio::io::DuplexStream>(4);
+    let listener: Listener<Conn> = Listener::new(server_config());
+    listener.listen(backedpipe::server::Accept::map_conn(rx, |conn| Box::new(conn) as Conn));
+    let dial = move || {
+        let tx = tx.clone();
+        async move {
+            let (ours, theirs) = tokio::io::duplex(64 << 10);
+            tx.send(theirs).await.map_err(|_| std::io::Error::other("listener gone"))?;
+            std::io::Result::Ok(Box::new(ours) as Conn)
+        }
+    };
+    let mut client = BackedPipe::connect(dial, client_config());
+    client.write_all(b"in memory").await.unwrap();
+    let mut session = within(10, "accept", listener.accept()).await.expect("session");
+    client.force_reconnect().await.expect("resumed through the channel");
+    let mut got = [0u8; 9];
+    within(10, "read", session.read_exact(&mut got)).await.unwrap();
+    assert_eq!(&got, b"in memory");
+    assert_eq!(listener.stats().resumes_routed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_waiting_to_be_accepted_hold_no_handshake_slot() {
+    let mut config = server_config();
+    config.max_handshakes = 1;
+    config.accept_backlog = 1;
+    let (listener, addr) = tcp_server(config).await;
+    // Nobody accepts: three new clients still complete their handshakes.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_config());
+        within(10, "handshake without accept", client.connected()).await.expect("connected");
+        clients.push(client);
+    }
+    // And a resume still gets through, once the server has finished the
+    // last first handshake (one slot only).
+    within(
+        10,
+        "sessions listed",
+        eventually(Duration::from_secs(10), "three sessions", || listener.stats().sessions == 3),
+    )
+    .await;
+    within(10, "resume", clients[0].force_reconnect()).await.expect("resumed");
+    assert_eq!(listener.stats().sessions, 3);
+    for _ in 0..3 {
+        within(10, "accept later", listener.accept()).await.expect("session");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnected_session_holds_only_what_it_buffers() {
+    let (listener, addr) = tcp_server(server_config()).await;
+    let dialer = Gated::new(addr);
+    let mut client = BackedPipe::connect(dialer.clone(), client_config());
+    within(10, "connect", client.connected()).await.unwrap();
+    let mut session = within(10, "accept", listener.accept()).await.unwrap();
+    // 4 MiB through, nearly all of it acknowledged.
+    let total = 4 << 20;
+    let (sent, received) =
+        tokio::join!(send_pattern(&mut session, 7, total, 64 << 10), expect_pattern(&mut client, 7, total));
+    sent.unwrap();
+    received.unwrap();
+
+    dialer.set_shut(true);
+    let _ = client.force_reconnect().await;
+    let control = session.control();
+    within(10, "disconnected", control.watch_status().wait_for(|status| status.state != PipeState::Connected))
+        .await
+        .unwrap();
+    // At most the tail the client had not acknowledged yet (one ACK
+    // interval, 256 KiB), rounded up; not the 4 MiB of the peak.
+    within(
+        10,
+        "idle buffers released",
+        eventually(Duration::from_secs(5), "released", || control.stats().buffer_bytes <= 512 << 10),
+    )
+    .await;
+    // 1 MiB written while the client is away is held, and not much more
+    // (what the client had not acknowledged yet, at most one ACK interval,
+    // and the ring's rounding).
+    // (No flush: it would wait for the client.)
+    let mut away = vec![0u8; 1 << 20];
+    common::fill(8, 0, &mut away);
+    within(10, "write while away", session.write_all(&away)).await.unwrap();
+    let held = control.stats().buffer_bytes;
+    assert!((1 << 20..=(2 << 20)).contains(&held), "holds {held} bytes");
+    dialer.set_shut(false);
+    within(10, "resume", client.connected()).await.unwrap();
+    within(10, "the held bytes arrive", expect_pattern(&mut client, 8, 1 << 20)).await.unwrap();
+}
