@@ -3,6 +3,8 @@
 //! host agent` would. Killing the child breaks the connection; the pipe
 //! starts a new child, resumes, and no byte is lost.
 
+#![cfg(feature = "child-stdio")]
+
 mod common;
 
 use std::process::Command;

@@ -24,6 +24,7 @@ fn public_types_are_send_and_sync() {
     check::<PeerUid>();
     check::<TcpDialer>();
     check::<UnixDialer>();
+    #[cfg(feature = "child-stdio")]
     check::<backedpipe::dial::ChildDialer>();
     check::<backedpipe::server::Accepted<TcpStream>>();
 }
