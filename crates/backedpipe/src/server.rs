@@ -21,8 +21,20 @@
 //!    frame `SessionUnknown`, on which the client's pipe fails
 //!    ([`Error::is_session_gone`]).
 //!
-//! Nothing a connection sends before its proof is verified can end or
-//! disturb a session.
+//! Nothing a connection sends before its proof is verified can end a
+//! session, replace its connection or change its stream. (It can occupy
+//! one of the few handshake slots a session keeps for resumes, and push
+//! out an older pending resume: a denial of service that a firewall, not
+//! the protocol, prevents.)
+//!
+//! # Limits
+//!
+//! See [`ServerConfig`]: sessions at most `max_sessions` (the one
+//! disconnected longest is evicted for a new client), handshakes under way
+//! at most `max_handshakes`, HELLO within `pipe.handshake_timeout` and at
+//! most 261 bytes (header included), sessions away for longer than
+//! `session_expiry` forgotten. A session's memory follows what its buffers
+//! hold: an idle one costs a few KiB.
 
 use std::collections::HashMap;
 use std::future::Future;
