@@ -709,7 +709,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
                 let oldest = table
                     .sessions
                     .iter()
-                    .filter_map(|(id, entry)| entry.disconnected_since.map(|since| (since, *id)))
+                    .filter_map(|(id, entry)| {
+                        // A client that just left may not be recorded yet.
+                        let away = entry.control.status().state != PipeState::Connected;
+                        let since = entry.disconnected_since.or_else(|| away.then(Instant::now))?;
+                        Some((since, *id))
+                    })
                     .min()
                     .map(|(_, id)| id);
                 match oldest.and_then(|id| table.sessions.remove(&id)) {
