@@ -792,6 +792,14 @@ impl Core {
                 self.drop_conn(conn, now, Drop::Quiet);
             }
             self.writable = true;
+            // Nothing is sent until the next connection: keep no more
+            // replay memory than the unacknowledged bytes need (a session
+            // may stay away for long). The receive buffer is bounded by its
+            // configured size and is left alone: growing it again on the
+            // next connection would cost the resume tens of microseconds.
+            if self.send.allocated_bytes() > 2 * self.send.len() + (64 << 10) {
+                self.send.shrink_to_fit();
+            }
         } else if let Some(index) = self.pending.iter().position(|conn| conn.generation == generation) {
             let conn = self.pending.remove(index);
             self.stats.failed_handshakes += 1;

@@ -107,6 +107,22 @@ impl Error {
         }
     }
 
+    /// Whether the server no longer knows the session: it expired, was
+    /// evicted, or the server restarted. Nothing can be resumed; the
+    /// client's pipe has failed with [`Error::Remote`] and code
+    /// [`ErrorCode::SessionUnknown`]. Start a new session instead.
+    ///
+    /// ```
+    /// use backedpipe::Error;
+    /// use backedpipe::proto::ErrorCode;
+    /// let gone = Error::Remote { code: ErrorCode::SessionUnknown, reason: "unknown session".into() };
+    /// assert!(gone.is_session_gone());
+    /// assert!(!Error::Closed.is_session_gone());
+    /// ```
+    pub fn is_session_gone(&self) -> bool {
+        matches!(self, Error::Remote { code: ErrorCode::SessionUnknown, .. })
+    }
+
     /// The pipe's `Error` inside an [`io::Error`] returned by a read or a
     /// write, if it came from the pipe.
     ///

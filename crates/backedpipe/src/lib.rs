@@ -24,11 +24,16 @@
 //!   specified in `docs/protocol.md`.
 //!
 //! One side is *active*: it dials through a [`Reconnector`] (which only
-//! opens transports) with exponential [`Backoff`] and jitter. The other is
-//! *passive*: it is handed connections ([`BackedPipe::resume`]); a server
-//! that hosts many sessions reads each new connection's HELLO with
-//! [`read_hello`] and routes it by [`proto::Hello::session_id`] with
-//! [`BackedPipe::resume_with_hello`].
+//! opens transports; [`dial`] has ready-made ones for TCP, Unix sockets and
+//! a child process's stdio) with exponential [`Backoff`] and jitter. The
+//! other is *passive*: it is handed connections ([`BackedPipe::resume`]). A
+//! server that hosts many sessions uses a [`Listener`]: it accepts
+//! connections on TCP, Unix sockets or any [`server::Accept`] source, starts
+//! a session for each new client (handed out by [`Listener::accept`]),
+//! routes each resuming client to its session, checks peer uids on Unix
+//! sockets, and bounds and expires sessions. A client whose session the
+//! server no longer holds fails with an error for which
+//! [`Error::is_session_gone`] is true.
 //!
 //! # Example
 //!
@@ -81,29 +86,46 @@
 //!   so a payload byte is copied once into the send buffer and otherwise
 //!   moves straight between the transport and the caller's buffer.
 //! - [`proto`]: the wire format's encoders and decoders.
+//! - [`server`] and [`dial`]: the many-session server and the ready-made
+//!   dialers, built on the public API of the layers above.
+//!
+//! # Features
+//!
+//! - `child-stdio` (default): [`dial::ChildDialer`], a child process's
+//!   stdin/stdout as the transport (through `transport-stream`).
 //!
 //! # Caveats
 //!
 //! - Read the pipe while writing a lot: acknowledgements travel with the
 //!   peer's data, and a side that stops reading for long stops seeing them,
 //!   so its own writes eventually wait for buffer space.
-//! - Without a secret, anyone who can reach the passive side and guess a
+//! - Without a secret, anyone who can reach the passive side and learn a
 //!   session id can take the session over; without TLS underneath, the
-//!   bytes travel in the clear. Authentication never encrypts.
+//!   bytes travel in the clear, and after the handshake they are not
+//!   authenticated either: an active attacker on the path can change them.
+//!   Authentication never encrypts. docs/protocol.md §11 lists what the
+//!   protocol does not protect against.
+//! - A `watch_status()` receiver's `wait_for` closure runs under the
+//!   status lock: do not call the pipe's `stats()` or other methods from
+//!   inside it (the pipe publishes its status while holding its own lock).
+//!   Read the status, release it, then ask.
 
 mod config;
 pub mod core;
+pub mod dial;
 mod error;
 mod pipe;
 pub mod proto;
 mod reconnect;
 mod recv_buffer;
+pub mod server;
 
 pub use crate::config::{Config, Secret};
 pub use crate::core::Generation;
 pub use crate::error::Error;
 pub use crate::pipe::{BackedPipe, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Stats, Status, read_hello};
 pub use crate::reconnect::{Backoff, Reconnector};
+pub use crate::server::{Listener, ServerConfig};
 
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]

@@ -1592,6 +1592,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
     pub async fn close_gracefully(&self, timeout: Duration) -> bool {
         self.shared.close_gracefully(timeout).await
     }
+
+    /// Requests end of stream without waiting for it (`shutdown` on the
+    /// pipe waits for the acknowledgement): the peer reads end of stream
+    /// after every byte written so far, and later writes fail with
+    /// [`Error::WriteAfterShutdown`]. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// The failure, or [`Error::Closed`], if the pipe has ended.
+    pub fn shutdown_write(&self) -> Result<(), Error> {
+        self.shared.lock().core.shutdown_write()?;
+        self.shared.hub.wake(false, false, true);
+        Ok(())
+    }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for BackedPipe<T> {

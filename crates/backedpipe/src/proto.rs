@@ -759,6 +759,9 @@ pub enum ErrorCode {
     SessionUnknown,
     /// The sender closed the pipe.
     Closed,
+    /// The server holds as many sessions as it may and none can be evicted;
+    /// a new session is refused.
+    ServerFull,
     /// A code this version does not know.
     Other(u16),
 }
@@ -780,6 +783,7 @@ impl ErrorCode {
             ErrorCode::DataLoss => 5,
             ErrorCode::SessionUnknown => 6,
             ErrorCode::Closed => 7,
+            ErrorCode::ServerFull => 8,
             ErrorCode::Other(code) => code,
         }
     }
@@ -794,6 +798,7 @@ impl ErrorCode {
             5 => ErrorCode::DataLoss,
             6 => ErrorCode::SessionUnknown,
             7 => ErrorCode::Closed,
+            8 => ErrorCode::ServerFull,
             other => ErrorCode::Other(other),
         }
     }
@@ -809,6 +814,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::DataLoss => f.write_str("data loss"),
             ErrorCode::SessionUnknown => f.write_str("unknown session"),
             ErrorCode::Closed => f.write_str("closed"),
+            ErrorCode::ServerFull => f.write_str("server full"),
             ErrorCode::Other(code) => write!(f, "error {code}"),
         }
     }

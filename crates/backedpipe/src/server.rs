@@ -1,0 +1,858 @@
+//! The server side: a [`Listener`] that takes connections from any number
+//! of sources (TCP, Unix sockets, or any [`Accept`] implementation), starts
+//! a new session for each new client and routes a resuming client to the
+//! session it names, with admission checks, limits and expiry.
+//!
+//! # Routing
+//!
+//! Every accepted connection gets a task that, in this order:
+//!
+//! 1. checks the peer's uid where the transport knows it (Unix sockets), by
+//!    [`PeerUid`];
+//! 2. reads the HELLO within the handshake timeout, without reading a byte
+//!    past it (an oversized length is refused before any payload is read);
+//! 3. for the all-zero session id: starts a new passive pipe, lets it run
+//!    the handshake (with the secret, if one is configured) and, once the
+//!    client has authenticated, hands the pipe out through
+//!    [`Listener::accept`];
+//! 4. for any other id: hands the connection to that session's pipe, which
+//!    keeps its current connection until the new one has proved it knows
+//!    the secret; an id the server does not hold is refused with an ERROR
+//!    frame `SessionUnknown`, on which the client's pipe fails
+//!    ([`Error::is_session_gone`]).
+//!
+//! Nothing a connection sends before its proof is verified can end a
+//! session, replace its connection or change its stream. (It can occupy
+//! one of the few handshake slots a session keeps for resumes, and push
+//! out an older pending resume: a denial of service that a firewall, not
+//! the protocol, prevents.)
+//!
+//! # Limits
+//!
+//! See [`ServerConfig`]: sessions at most `max_sessions` (the one
+//! disconnected longest is evicted for a new client), handshakes under way
+//! at most `max_handshakes`, HELLO within `pipe.handshake_timeout` and at
+//! most 261 bytes (header included), sessions away for longer than
+//! `session_expiry` forgotten. A session's memory follows what its buffers
+//! hold: an idle one costs a few KiB.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::pipe::{BackedPipe, PipeControl, PipeState, read_hello};
+use crate::proto::{ErrorCode, Hello, SessionId, error_frame};
+
+/// Which peers a [`Listener`] admits by their user id, where the transport
+/// reports one (Unix sockets, through `SO_PEERCRED`).
+///
+/// A connection whose transport has no notion of a peer user (TCP, a
+/// channel of in-process streams: [`Credentials::NotApplicable`]) is not
+/// checked by uid; use a [`Secret`](crate::Secret) there. A Unix socket
+/// connection whose credentials cannot be read is refused unless the
+/// policy is [`PeerUid::Any`].
+///
+/// ```
+/// use backedpipe::server::{Credentials, PeerUid};
+/// let own = rustix::process::geteuid().as_raw();
+/// assert!(PeerUid::SameAsServer.admits(Credentials::Uid(own)));
+/// assert!(!PeerUid::Only(vec![own + 1]).admits(Credentials::Uid(own)));
+/// assert!(!PeerUid::SameAsServer.admits(Credentials::Unknown));
+/// assert!(PeerUid::SameAsServer.admits(Credentials::NotApplicable));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PeerUid {
+    /// Any user.
+    Any,
+    /// Only the user the server runs as (its effective uid). The default.
+    #[default]
+    SameAsServer,
+    /// Only these users.
+    Only(Vec<u32>),
+}
+
+impl PeerUid {
+    /// Whether a peer with `credentials` is admitted.
+    pub fn admits(&self, credentials: Credentials) -> bool {
+        match credentials {
+            Credentials::NotApplicable => true,
+            Credentials::Unknown => *self == PeerUid::Any,
+            Credentials::Uid(uid) => match self {
+                PeerUid::Any => true,
+                PeerUid::SameAsServer => uid == rustix::process::geteuid().as_raw(),
+                PeerUid::Only(uids) => uids.contains(&uid),
+            },
+        }
+    }
+}
+
+/// What the transport says about who is at the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credentials {
+    /// The transport has no notion of a peer user (TCP, an in-process
+    /// stream).
+    NotApplicable,
+    /// The peer process runs as this user id.
+    Uid(u32),
+    /// The transport should know, but could not tell.
+    Unknown,
+}
+
+/// One accepted connection and what its transport says about the peer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Accepted<C> {
+    /// The connection.
+    pub conn: C,
+    /// The peer's credentials.
+    pub credentials: Credentials,
+}
+
+impl<C> Accepted<C> {
+    /// A connection whose transport has no notion of a peer user.
+    pub fn new(conn: C) -> Accepted<C> {
+        Accepted { conn, credentials: Credentials::NotApplicable }
+    }
+
+    /// A connection with the given credentials.
+    pub fn with_credentials(conn: C, credentials: Credentials) -> Accepted<C> {
+        Accepted { conn, credentials }
+    }
+}
+
+/// A source of accepted connections for a [`Listener`]: implemented for
+/// [`TcpListener`], [`UnixListener`] and an [`mpsc::Receiver`] of
+/// connections (for transports accepted elsewhere, e.g. websockets).
+///
+/// ```
+/// use backedpipe::server::{Accept, Listener, ServerConfig};
+/// use tokio::net::UnixStream;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Connections accepted elsewhere, handed over through a channel.
+/// let (tx, rx) = tokio::sync::mpsc::channel::<UnixStream>(8);
+/// let listener = Listener::new(ServerConfig::default());
+/// listener.listen(rx);
+/// # drop(tx);
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// `accept` must be cancel safe (a dropped future loses no connection):
+/// the listener drops it when it shuts down.
+pub trait Accept: Send + 'static {
+    /// The connection type.
+    type Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// The next connection; `Ok(None)` when the source has ended. An error
+    /// is logged and the listener tries again after a short pause (as for
+    /// running out of descriptors).
+    fn accept(&mut self) -> impl Future<Output = io::Result<Option<Accepted<Self::Conn>>>> + Send;
+
+    /// This source with every connection converted by `map` (e.g. boxed,
+    /// to serve several transports with one [`Listener`]).
+    ///
+    /// ```
+    /// use backedpipe::server::{Accept, Listener, ServerConfig};
+    /// use tokio::io::{AsyncRead, AsyncWrite};
+    ///
+    /// trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+    /// impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let listener: Listener<Box<dyn Io>> = Listener::new(ServerConfig::default());
+    /// listener.listen(tcp.map_conn(|conn| Box::new(conn) as Box<dyn Io>));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn map_conn<U, F>(self, map: F) -> MapConn<Self, F>
+    where
+        Self: Sized,
+        F: FnMut(Self::Conn) -> U + Send + 'static,
+        U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        MapConn { source: self, map }
+    }
+}
+
+impl Accept for TcpListener {
+    type Conn = TcpStream;
+
+    async fn accept(&mut self) -> io::Result<Option<Accepted<TcpStream>>> {
+        let (conn, _) = TcpListener::accept(self).await?;
+        // Small frames (handshakes, acknowledgements) must not wait.
+        let _ = conn.set_nodelay(true);
+        Ok(Some(Accepted::new(conn)))
+    }
+}
+
+impl Accept for UnixListener {
+    type Conn = UnixStream;
+
+    async fn accept(&mut self) -> io::Result<Option<Accepted<UnixStream>>> {
+        let (conn, _) = UnixListener::accept(self).await?;
+        let credentials = match conn.peer_cred() {
+            Ok(cred) => Credentials::Uid(cred.uid()),
+            Err(_) => Credentials::Unknown,
+        };
+        Ok(Some(Accepted::with_credentials(conn, credentials)))
+    }
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send + 'static> Accept for mpsc::Receiver<C> {
+    type Conn = C;
+
+    async fn accept(&mut self) -> io::Result<Option<Accepted<C>>> {
+        Ok(self.recv().await.map(Accepted::new))
+    }
+}
+
+/// A source whose connections are converted; see [`Accept::map_conn`].
+pub struct MapConn<A, F> {
+    source: A,
+    map: F,
+}
+
+impl<A, F> std::fmt::Debug for MapConn<A, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapConn").finish_non_exhaustive()
+    }
+}
+
+impl<A, F, U> Accept for MapConn<A, F>
+where
+    A: Accept,
+    F: FnMut(A::Conn) -> U + Send + 'static,
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Conn = U;
+
+    async fn accept(&mut self) -> io::Result<Option<Accepted<U>>> {
+        let accepted = self.source.accept().await?;
+        Ok(accepted.map(|Accepted { conn, credentials }| Accepted { conn: (self.map)(conn), credentials }))
+    }
+}
+
+/// How a [`Listener`] behaves. Start from [`ServerConfig::default`].
+///
+/// ```
+/// use std::time::Duration;
+/// use backedpipe::Secret;
+/// use backedpipe::server::ServerConfig;
+///
+/// let mut config = ServerConfig::default();
+/// config.pipe.secret = Some(Secret::new(b"a shared secret of 16+ bytes".to_vec()));
+/// config.max_sessions = 100;
+/// config.session_expiry = Duration::from_secs(60);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The configuration of every session's pipe, including the secret
+    /// every handshake must prove (`pipe.secret`) and the handshake timeout
+    /// (`pipe.handshake_timeout`), which also bounds the wait for a new
+    /// connection's HELLO.
+    pub pipe: Config,
+    /// Which peers are admitted by uid where the transport tells (default:
+    /// the server's own user).
+    pub peer_uid: PeerUid,
+    /// The most sessions held at once (default 1024). When a new client
+    /// arrives and the server is full, the session disconnected for the
+    /// longest time is evicted; when every session is connected, the new
+    /// client is refused with ERROR `ServerFull`.
+    pub max_sessions: usize,
+    /// A session whose client has been disconnected for this long is
+    /// closed and forgotten (default 10 minutes); its client then gets
+    /// "session gone".
+    pub session_expiry: Duration,
+    /// The most connections between accept and routing at once (default
+    /// 256): reading their HELLO, or finishing a new session's first
+    /// handshake. Connections beyond it are closed at once.
+    pub max_handshakes: usize,
+    /// New sessions that may wait for [`Listener::accept`] (default 64);
+    /// handshakes of further new clients wait meanwhile.
+    pub accept_backlog: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            pipe: Config::default(),
+            peer_uid: PeerUid::default(),
+            max_sessions: 1024,
+            session_expiry: Duration::from_secs(600),
+            max_handshakes: 256,
+            accept_backlog: 64,
+        }
+    }
+}
+
+/// Counters of a [`Listener`]; see [`Listener::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Sessions held now.
+    pub sessions: usize,
+    /// Connections taken from the sources.
+    pub connections: u64,
+    /// New sessions whose first handshake completed.
+    pub sessions_created: u64,
+    /// Connections handed to an existing session.
+    pub resumes_routed: u64,
+    /// Connections refused for naming a session the server does not hold.
+    pub refused_unknown_session: u64,
+    /// Connections refused because they did not open with a valid HELLO
+    /// (garbage, an oversized length, an early end) or sent none in time.
+    pub refused_bad_hello: u64,
+    /// Connections refused by the peer uid check.
+    pub refused_peer_uid: u64,
+    /// New clients refused because every session was connected and the
+    /// server was full.
+    pub refused_full: u64,
+    /// Connections closed at once because too many handshakes were under
+    /// way.
+    pub refused_busy: u64,
+    /// New clients whose first handshake failed (wrong secret, timeout).
+    pub failed_new_handshakes: u64,
+    /// Sessions closed because they stayed disconnected too long.
+    pub sessions_expired: u64,
+    /// Sessions evicted to make room for a new client.
+    pub sessions_evicted: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    connections: AtomicU64,
+    sessions_created: AtomicU64,
+    resumes_routed: AtomicU64,
+    refused_unknown_session: AtomicU64,
+    refused_bad_hello: AtomicU64,
+    refused_peer_uid: AtomicU64,
+    refused_full: AtomicU64,
+    refused_busy: AtomicU64,
+    failed_new_handshakes: AtomicU64,
+    sessions_expired: AtomicU64,
+    sessions_evicted: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Entry<T> {
+    control: PipeControl<T>,
+    /// When the client was last seen leaving, while it is away.
+    disconnected_since: Option<Instant>,
+}
+
+struct Table<T> {
+    sessions: HashMap<SessionId, Entry<T>>,
+    /// New sessions whose first handshake is under way: they count
+    /// against `max_sessions`.
+    reserved: usize,
+}
+
+struct Router<T> {
+    config: ServerConfig,
+    table: Mutex<Table<T>>,
+    handshakes: Arc<Semaphore>,
+    accepted: mpsc::Sender<BackedPipe<T>>,
+    stopping: watch::Sender<bool>,
+    counters: Counters,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How long an ERROR frame refusing a connection may take to go out.
+const REFUSE_LINGER: Duration = Duration::from_secs(1);
+
+/// The pause after a source's accept failed (e.g. no descriptors left).
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// A server of many sessions: accepts connections, starts a session (a
+/// passive [`BackedPipe`]) for each new client and routes every resuming
+/// client to its session.
+///
+/// # Example
+///
+/// ```
+/// use backedpipe::dial::TcpDialer;
+/// use backedpipe::server::{Listener, ServerConfig};
+/// use backedpipe::{BackedPipe, Secret};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let secret = Secret::new(b"sixteen or more bytes".to_vec());
+/// let mut config = ServerConfig::default();
+/// config.pipe.secret = Some(secret.clone());
+/// let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = tcp.local_addr()?;
+/// let listener = Listener::tcp(tcp, config)?;
+///
+/// let mut client = BackedPipe::connect(TcpDialer::new(addr.to_string()), config_with(secret));
+/// client.write_all(b"ping").await?;
+/// let mut session = listener.accept().await.expect("a session");
+/// let mut got = [0; 4];
+/// session.read_exact(&mut got).await?;
+/// assert_eq!(&got, b"ping");
+///
+/// client.force_reconnect().await?; // a new connection, routed to the same session
+/// session.write_all(b"pong").await?;
+/// client.read_exact(&mut got).await?;
+/// assert_eq!(&got, b"pong");
+/// assert_eq!(listener.stats().resumes_routed, 1);
+///
+/// listener.shutdown(std::time::Duration::from_millis(200)).await;
+/// assert_eq!(client.read(&mut got).await?, 0); // end of stream from the server
+/// # Ok(())
+/// # }
+/// # fn config_with(secret: Secret) -> backedpipe::Config {
+/// #     let mut config = backedpipe::Config::default();
+/// #     config.secret = Some(secret);
+/// #     config
+/// # }
+/// ```
+///
+/// # Drop
+///
+/// Dropping the listener stops accepting (as [`Listener::shutdown`] does)
+/// but leaves the sessions already handed out to the application: they
+/// work while connected and can no longer be resumed.
+pub struct Listener<T> {
+    router: Arc<Router<T>>,
+    accepted: tokio::sync::Mutex<mpsc::Receiver<BackedPipe<T>>>,
+    sources: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl<T> std::fmt::Debug for Listener<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").field("sessions", &lock(&self.router.table).sessions.len()).finish_non_exhaustive()
+    }
+}
+
+impl Listener<TcpStream> {
+    /// A listener serving the connections of a TCP listener. Every client
+    /// must prove the secret, so one is required.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] when `config.pipe.secret` is `None`:
+    /// TCP has no peer credentials, so without a secret anyone who can
+    /// reach the port and learn a session id could take the session over.
+    /// Serve TCP without a secret through [`Listener::listen`] if another
+    /// layer authenticates the peer.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn tcp(listener: TcpListener, config: ServerConfig) -> io::Result<Listener<TcpStream>> {
+        if config.pipe.secret.is_none() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a TCP listener requires a secret"));
+        }
+        let server = Listener::new(config);
+        server.listen(listener);
+        Ok(server)
+    }
+}
+
+impl Listener<UnixStream> {
+    /// A listener serving the connections of a Unix socket listener, with
+    /// the peer uid check of `config.peer_uid` (by default: the server's
+    /// own user only) and the secret, if one is configured.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn unix(listener: UnixListener, config: ServerConfig) -> Listener<UnixStream> {
+        let server = Listener::new(config);
+        server.listen(listener);
+        server
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
+    /// A listener with no source yet; add sources with
+    /// [`Listener::listen`].
+    pub fn new(config: ServerConfig) -> Listener<T> {
+        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
+        let router = Router {
+            handshakes: Arc::new(Semaphore::new(config.max_handshakes.max(1))),
+            config,
+            table: Mutex::new(Table { sessions: HashMap::new(), reserved: 0 }),
+            accepted: tx,
+            stopping: watch::Sender::new(false),
+            counters: Counters::default(),
+        };
+        Listener { router: Arc::new(router), accepted: tokio::sync::Mutex::new(rx), sources: Mutex::new(Vec::new()) }
+    }
+
+    /// Serves the connections of `source` (in a task of its own) until it
+    /// ends or the listener shuts down. Any number of sources can feed one
+    /// listener; their sessions are shared, so a client may resume through
+    /// any of them.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn listen<A: Accept<Conn = T>>(&self, mut source: A) {
+        let router = Arc::clone(&self.router);
+        let mut stopping = router.stopping.subscribe();
+        let task = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = source.accept() => accepted,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                };
+                match accepted {
+                    Ok(Some(accepted)) => {
+                        bump(&router.counters.connections);
+                        match Arc::clone(&router.handshakes).try_acquire_owned() {
+                            Ok(permit) => {
+                                tokio::spawn(Arc::clone(&router).serve(accepted, permit));
+                            }
+                            Err(_) => {
+                                bump(&router.counters.refused_busy);
+                                tracing::warn!("too many handshakes under way; closed a new connection");
+                            }
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accepting a connection failed");
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                    }
+                }
+            }
+        });
+        let mut sources = lock(&self.sources);
+        sources.retain(|task| !task.is_finished());
+        sources.push(task);
+    }
+
+    /// The next new session, once its client has completed the first
+    /// handshake; `None` after [`Listener::shutdown`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call loses no session.
+    pub async fn accept(&self) -> Option<BackedPipe<T>> {
+        let mut stopping = self.router.stopping.subscribe();
+        let mut accepted = self.accepted.lock().await;
+        tokio::select! {
+            pipe = accepted.recv() => pipe,
+            _ = stopping.wait_for(|stop| *stop) => None,
+        }
+    }
+
+    /// Counters and the number of sessions held.
+    pub fn stats(&self) -> ServerStats {
+        let counters = &self.router.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ServerStats {
+            sessions: lock(&self.router.table).sessions.len(),
+            connections: get(&counters.connections),
+            sessions_created: get(&counters.sessions_created),
+            resumes_routed: get(&counters.resumes_routed),
+            refused_unknown_session: get(&counters.refused_unknown_session),
+            refused_bad_hello: get(&counters.refused_bad_hello),
+            refused_peer_uid: get(&counters.refused_peer_uid),
+            refused_full: get(&counters.refused_full),
+            refused_busy: get(&counters.refused_busy),
+            failed_new_handshakes: get(&counters.failed_new_handshakes),
+            sessions_expired: get(&counters.sessions_expired),
+            sessions_evicted: get(&counters.sessions_evicted),
+        }
+    }
+
+    /// The controls of every session the listener holds (e.g. to cut all
+    /// their connections with `force_reconnect`).
+    pub fn sessions(&self) -> Vec<PipeControl<T>> {
+        lock(&self.router.table).sessions.values().map(|entry| entry.control.clone()).collect()
+    }
+
+    /// The control of the session `id`, if the listener holds it.
+    pub fn session(&self, id: SessionId) -> Option<PipeControl<T>> {
+        lock(&self.router.table).sessions.get(&id).map(|entry| entry.control.clone())
+    }
+
+    /// Shuts the server down gracefully: stops accepting (every source
+    /// task ends, [`Listener::accept`] returns `None`, a new client still
+    /// in its handshake is refused with ERROR `Closed`; a resume already
+    /// accepted still reaches its session), ends every session's stream (its client reads
+    /// end of stream after every byte the session wrote), waits up to
+    /// `grace` for the sessions to end (a client that reads the end and
+    /// closes its pipe ends its session), then closes those that remain.
+    /// A connected client whose session is closed gets "peer closed"; a
+    /// disconnected one gets "session gone" if it comes back to a new
+    /// server.
+    ///
+    /// # Cancel safety
+    ///
+    /// Accepting stops and every stream is ended at the first poll; a
+    /// dropped future skips the wait and the final close.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.router.stopping.send_replace(true);
+        for task in lock(&self.sources).drain(..) {
+            task.abort();
+        }
+        let controls = self.sessions();
+        for control in &controls {
+            if control.status().state == PipeState::Connected {
+                let _ = control.shutdown_write();
+            } else {
+                // Nobody to tell: the client cannot come back any more.
+                control.close();
+            }
+        }
+        let _ = tokio::time::timeout(grace, async {
+            for control in &controls {
+                let _ = control.watch_status().wait_for(|status| status.state == PipeState::Closed).await;
+            }
+        })
+        .await;
+        for control in &controls {
+            control.close();
+        }
+    }
+}
+
+impl<T> Drop for Listener<T> {
+    fn drop(&mut self) {
+        self.router.stopping.send_replace(true);
+        for task in lock(&self.sources).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
+    /// Admits, reads the HELLO of, and routes one new connection.
+    async fn serve(self: Arc<Self>, accepted: Accepted<T>, permit: OwnedSemaphorePermit) {
+        let Accepted { mut conn, credentials } = accepted;
+        if !self.config.peer_uid.admits(credentials) {
+            bump(&self.counters.refused_peer_uid);
+            tracing::info!(?credentials, "refused a connection by its peer uid");
+            return refuse(conn, ErrorCode::AuthenticationFailed, "peer uid not admitted").await;
+        }
+        let hello = match tokio::time::timeout(self.config.pipe.handshake_timeout, read_hello(&mut conn)).await {
+            Ok(Ok(hello)) => hello,
+            Ok(Err(Error::Protocol(err))) => {
+                bump(&self.counters.refused_bad_hello);
+                tracing::info!(error = %err, "refused a connection that did not open with a HELLO");
+                return refuse(conn, ErrorCode::Protocol, &err.to_string()).await;
+            }
+            Ok(Err(err)) => {
+                bump(&self.counters.refused_bad_hello);
+                tracing::debug!(error = %err, "a connection ended before its HELLO");
+                return;
+            }
+            Err(_) => {
+                bump(&self.counters.refused_bad_hello);
+                tracing::info!("dropped a connection that sent no HELLO in time");
+                return;
+            }
+        };
+        if hello.session_id().is_new() {
+            self.start_session(conn, hello, permit).await;
+        } else {
+            self.resume(conn, hello).await;
+        }
+    }
+
+    async fn resume(&self, conn: T, hello: Hello) {
+        let id = hello.session_id();
+        let control = lock(&self.table).sessions.get(&id).map(|entry| entry.control.clone());
+        let Some(control) = control.filter(|control| control.status().state != PipeState::Closed) else {
+            bump(&self.counters.refused_unknown_session);
+            tracing::info!("refused to resume an unknown session");
+            return refuse(conn, ErrorCode::SessionUnknown, "unknown session").await;
+        };
+        match control.resume_with_hello(conn, hello) {
+            Ok(generation) => {
+                bump(&self.counters.resumes_routed);
+                tracing::debug!(%generation, "connection routed to its session");
+            }
+            Err(err) => tracing::debug!(error = %err, "a resume arrived as its session ended"),
+        }
+    }
+
+    /// Runs a new client's first handshake; `permit` (a handshake slot) is
+    /// given back before the session waits for the application to accept
+    /// it.
+    async fn start_session(self: Arc<Self>, conn: T, hello: Hello, permit: OwnedSemaphorePermit) {
+        if *self.stopping.borrow() {
+            return refuse(conn, ErrorCode::Closed, "the server is shutting down").await;
+        }
+        let admission = {
+            let mut table = lock(&self.table);
+            if table.sessions.len() + table.reserved >= self.config.max_sessions.max(1) {
+                let oldest = table
+                    .sessions
+                    .iter()
+                    .filter_map(|(id, entry)| {
+                        // A client that just left may not be recorded yet.
+                        let away = entry.control.status().state != PipeState::Connected;
+                        let since = entry.disconnected_since.or_else(|| away.then(Instant::now))?;
+                        Some((since, *id))
+                    })
+                    .min()
+                    .map(|(_, id)| id);
+                match oldest.and_then(|id| table.sessions.remove(&id)) {
+                    Some(entry) => {
+                        table.reserved += 1;
+                        Ok(Some(entry.control))
+                    }
+                    None => Err(()),
+                }
+            } else {
+                table.reserved += 1;
+                Ok(None)
+            }
+        };
+        let Ok(evicted) = admission else {
+            bump(&self.counters.refused_full);
+            tracing::warn!(limit = self.config.max_sessions, "refused a new client: every session is in use");
+            return refuse(conn, ErrorCode::ServerFull, "too many sessions").await;
+        };
+        if let Some(control) = evicted {
+            bump(&self.counters.sessions_evicted);
+            tracing::info!(session = %control.session_id(), "evicted the session disconnected longest");
+            control.close();
+        }
+        let pipe = BackedPipe::passive(self.config.pipe.clone());
+        let control = pipe.control();
+        let mut status = pipe.watch_status();
+        let connected = match pipe.resume_with_hello(conn, hello) {
+            Ok(_) => {
+                // The pipe's own handshake deadline ends a stalled attempt;
+                // the extra second only guards against a lost wake-up.
+                let limit = self.config.pipe.handshake_timeout + Duration::from_secs(1);
+                let settled = tokio::time::timeout(
+                    limit,
+                    status.wait_for(|status| status.generation.0 >= 1 && status.state != PipeState::Reconnecting),
+                )
+                .await;
+                matches!(settled, Ok(Ok(status)) if status.state == PipeState::Connected)
+            }
+            Err(_) => false,
+        };
+        let id = pipe.session_id();
+        {
+            let mut table = lock(&self.table);
+            table.reserved -= 1;
+            if connected && !*self.stopping.borrow() {
+                table.sessions.insert(id, Entry { control: control.clone(), disconnected_since: None });
+            } else {
+                drop(table);
+                bump(&self.counters.failed_new_handshakes);
+                tracing::info!("a new client's first handshake failed");
+                // Dropping the pipe still lets its refusal (ERROR frame)
+                // reach the client.
+                return;
+            }
+        }
+        drop(permit);
+        bump(&self.counters.sessions_created);
+        tracing::debug!(session = %id, "new session");
+        tokio::spawn(watch_session(Arc::downgrade(&self), id, control, self.config.session_expiry));
+        let mut stopping = self.stopping.subscribe();
+        tokio::select! {
+            sent = self.accepted.send(pipe) => if sent.is_err() {
+                tracing::debug!("a new session arrived as the server shut down");
+            },
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
+    }
+}
+
+/// Follows a session: records when its client leaves, expires it when the
+/// client stays away too long, and forgets it when it ends.
+async fn watch_session<T>(router: Weak<Router<T>>, id: SessionId, control: PipeControl<T>, expiry: Duration)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut status = control.watch_status();
+    loop {
+        let state = status.borrow_and_update().state;
+        let Some(strong) = router.upgrade() else { return };
+        match state {
+            PipeState::Closed => break,
+            PipeState::Connected => {
+                if let Some(entry) = lock(&strong.table).sessions.get_mut(&id) {
+                    entry.disconnected_since = None;
+                }
+                drop(strong);
+                if status.changed().await.is_err() {
+                    break;
+                }
+            }
+            PipeState::Disconnected | PipeState::Reconnecting => {
+                // A handshake under way (perhaps an impostor's) does not
+                // count as the client being back.
+                let since = match lock(&strong.table).sessions.get_mut(&id) {
+                    Some(entry) => *entry.disconnected_since.get_or_insert_with(Instant::now),
+                    None => break,
+                };
+                drop(strong);
+                tokio::select! {
+                    changed = status.changed() => if changed.is_err() { break },
+                    () = tokio::time::sleep_until(since + expiry) => {
+                        if let Some(strong) = router.upgrade() {
+                            bump(&strong.counters.sessions_expired);
+                        }
+                        tracing::info!(session = %id, "session expired");
+                        control.close();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(router) = router.upgrade() {
+        let mut table = lock(&router.table);
+        if table.sessions.get(&id).is_some_and(|entry| entry.control.status().state == PipeState::Closed) {
+            table.sessions.remove(&id);
+        }
+    }
+}
+
+/// Tells the peer why its connection is refused (an ERROR frame), ends the
+/// connection and reads what the peer still sends until it closes too, so
+/// that the frame is not lost to a reset; all within [`REFUSE_LINGER`].
+async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(mut conn: T, code: ErrorCode, reason: &str) {
+    let frame = error_frame(code, reason);
+    let _ = tokio::time::timeout(REFUSE_LINGER, async {
+        conn.write_all(&frame).await?;
+        conn.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        let mut drained = 0usize;
+        while drained < 64 << 10 {
+            match conn.read(&mut sink).await? {
+                0 => break,
+                count => drained += count,
+            }
+        }
+        io::Result::Ok(())
+    })
+    .await;
+}

@@ -1,0 +1,203 @@
+//! Client and server through a fault-injecting TCP proxy on loopback: cuts
+//! every few milliseconds under full load, a black hole, refused and
+//! delayed connections, and a thousand reconnects of one session with the
+//! process's descriptors and memory watched.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use backedpipe::BackedPipe;
+use backedpipe::PipeState;
+use backedpipe::dial::TcpDialer;
+use common::net::{client_config, expect_pattern, open_fds, rss_kib, send_pattern, server_config, tcp_server};
+use common::within;
+use faultproxy::{Cut, Proxy};
+use tokio::io::AsyncWriteExt;
+
+/// Streams `total` bytes each way between `client` and `session` at once
+/// and checks every byte; returns the pipes' halves when done.
+async fn stream_both_ways(
+    client: BackedPipe<tokio::net::TcpStream>,
+    session: BackedPipe<tokio::net::TcpStream>,
+    total: u64,
+) -> std::io::Result<()> {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = session.into_split();
+    let up = async {
+        send_pattern(&mut client_write, 1, total, 64 << 10).await?;
+        client_write.shutdown().await
+    };
+    let down = async {
+        send_pattern(&mut server_write, 2, total, 64 << 10).await?;
+        server_write.shutdown().await
+    };
+    let check_up = expect_pattern(&mut server_read, 1, total);
+    let check_down = expect_pattern(&mut client_read, 2, total);
+    tokio::try_join!(up, down, check_up, check_down)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_cut_every_1_to_50_ms_128_mib_each_way_arrive_intact() {
+    let (listener, addr) = tcp_server(server_config()).await;
+    let proxy = Proxy::start_seeded(addr, 6).await.expect("proxy");
+    proxy.set_cut(Cut::RandomTime { min: Duration::from_millis(1), max: Duration::from_millis(50) });
+    let client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), client_config());
+    let control = client.control();
+    let session = within(30, "accept", listener.accept()).await.expect("session");
+    let server_control = session.control();
+
+    let started = Instant::now();
+    let total: u64 = 128 << 20;
+    within(240, "128 MiB each way", stream_both_ways(client, session, total)).await.expect("both directions intact");
+    let elapsed = started.elapsed();
+    let stats = control.stats();
+    let proxy_stats = proxy.stats();
+    eprintln!(
+        "128 MiB each way through cuts every 1-50 ms: {elapsed:.2?}, {} reconnects, {} failed attempts, {} proxy cuts, \
+         {} MiB replayed by the client, {} MiB by the server",
+        stats.reconnects,
+        stats.failed_attempts,
+        proxy_stats.cuts,
+        stats.bytes_replayed >> 20,
+        server_control.stats().bytes_replayed >> 20,
+    );
+    assert!(stats.reconnects >= 10, "the proxy cut often: {stats:?}");
+    // The server may be one handshake behind (a cut right after the
+    // client's PROOF).
+    assert!(server_control.stats().reconnects + 1 >= stats.reconnects, "{:?}", server_control.stats());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_connection_is_declared_dead_within_the_keepalive_bound() {
+    let (listener, addr) = tcp_server(server_config()).await;
+    let proxy = Proxy::start(addr).await.expect("proxy");
+    let config = client_config();
+    let idle_timeout = config.idle_timeout;
+    let mut client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), config);
+    within(10, "connect", client.connected()).await.unwrap();
+    let mut session = within(10, "accept", listener.accept()).await.unwrap();
+    within(10, "before", send_pattern(&mut client, 3, 1 << 20, 64 << 10)).await.unwrap();
+    within(10, "before", expect_pattern(&mut session, 3, 1 << 20)).await.unwrap();
+
+    proxy.set_black_hole(true);
+    let silenced = Instant::now();
+    // Bytes written into the hole must arrive after the resume.
+    within(10, "write into the hole", client.write_all(b"through the hole")).await.unwrap();
+    let mut status = client.watch_status();
+    within(10, "declared dead", status.wait_for(|status| status.state != PipeState::Connected)).await.unwrap();
+    let detected = silenced.elapsed();
+    eprintln!("black hole detected after {detected:.2?} (idle timeout {idle_timeout:?})");
+    assert!(detected >= idle_timeout / 2, "not before the bound: {detected:?}");
+    assert!(detected < idle_timeout * 3, "within the keepalive bound: {detected:?}");
+
+    proxy.set_black_hole(false);
+    within(10, "resumed on a fresh connection", client.connected()).await.expect("resumed");
+    let mut got = [0u8; 16];
+    within(10, "bytes from the hole", tokio::io::AsyncReadExt::read_exact(&mut session, &mut got)).await.unwrap();
+    assert_eq!(&got, b"through the hole");
+    assert_eq!(client.stats().reconnects, 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_delayed_connections_are_retried_until_they_get_through() {
+    let (listener, addr) = tcp_server(server_config()).await;
+    let proxy = Proxy::start(addr).await.expect("proxy");
+    proxy.set_delay(Duration::from_millis(20));
+    let mut client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), client_config());
+    within(10, "connect through a delay", client.connected()).await.unwrap();
+    let mut session = within(10, "accept", listener.accept()).await.unwrap();
+
+    proxy.refuse_for(Duration::from_millis(400));
+    assert_eq!(proxy.cut_all(), 1);
+    within(10, "write while refused", send_pattern(&mut client, 4, 256 << 10, 16 << 10)).await.unwrap();
+    within(10, "data after the refusals", expect_pattern(&mut session, 4, 256 << 10)).await.unwrap();
+    let stats = client.stats();
+    assert_eq!(stats.reconnects, 1, "{stats:?}");
+    assert!(stats.failed_attempts >= 1, "some dials were refused: {stats:?}");
+    assert!(proxy.stats().refused >= 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_reconnects_keep_descriptors_and_memory_flat() {
+    let (listener, addr) = tcp_server(server_config()).await;
+    let proxy = Proxy::start(addr).await.expect("proxy");
+    let client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), client_config());
+    let control = client.control();
+    let session = within(10, "accept", listener.accept()).await.unwrap();
+    let session_control = session.control();
+
+    // Data flows all along, 64 KiB at a time, checked at the other end.
+    let total: u64 = 256 << 20;
+    let flow = tokio::spawn(async move {
+        let (client_read, mut client_write) = client.into_split();
+        let (mut server_read, server_write) = session.into_split();
+        let up = async {
+            let mut seq = 0;
+            let mut buf = vec![0u8; 64 << 10];
+            while seq < total {
+                common::fill(5, seq, &mut buf);
+                client_write.write_all(&buf).await?;
+                seq += buf.len() as u64;
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            client_write.shutdown().await
+        };
+        let check_up = expect_pattern(&mut server_read, 5, total);
+        tokio::try_join!(up, check_up)?;
+        std::io::Result::Ok((client_read, server_write))
+    });
+
+    let mut baseline = None;
+    let reconnects = 1000;
+    for round in 1..=reconnects {
+        within(20, "connected", control.connected()).await.expect("connected");
+        let before = control.stats().reconnects;
+        let server_before = session_control.stats().reconnects;
+        proxy.cut_all();
+        within(20, "reconnect", async {
+            // (The status lock must not be held while the pipe is asked for
+            // its stats: the pipe publishes its status under its own lock.)
+            let mut status = control.watch_status();
+            loop {
+                let state = status.borrow_and_update().state;
+                if state == PipeState::Connected && control.stats().reconnects > before {
+                    break;
+                }
+                status.changed().await.unwrap();
+            }
+            // The server completes the handshake just after the client.
+            let mut status = session_control.watch_status();
+            loop {
+                let state = status.borrow_and_update().state;
+                if state == PipeState::Connected && session_control.stats().reconnects > server_before {
+                    break;
+                }
+                status.changed().await.unwrap();
+            }
+        })
+        .await;
+        if round == 100 {
+            baseline = Some((open_fds(), rss_kib()));
+        }
+    }
+    let (fds_before, rss_before) = baseline.unwrap();
+    let (fds_after, rss_after) = (open_fds(), rss_kib());
+    eprintln!(
+        "{reconnects} reconnects: descriptors {fds_before} -> {fds_after}, RSS {rss_before} KiB -> {rss_after} KiB"
+    );
+    // A few descriptors may be in flight (a connection being replaced).
+    assert!(fds_after <= fds_before + 6, "descriptors leak: {fds_before} -> {fds_after}");
+    assert!(rss_after <= rss_before + 16 * 1024, "memory grows: {rss_before} KiB -> {rss_after} KiB");
+    assert!(control.stats().reconnects >= reconnects);
+    assert_eq!(listener.stats().sessions, 1);
+    assert!(listener.stats().resumes_routed >= reconnects);
+    let halves = within(120, "flow", flow).await.unwrap().expect("integrity through a thousand reconnects");
+    assert!(session_control.stats().reconnects >= reconnects);
+    drop(halves);
+    proxy.shutdown().await;
+}
