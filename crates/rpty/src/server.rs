@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use backedpipe::server::{Accept, Listener};
 use backedpipe::{BackedPipe, PipeControl, PipeState};
 use ptysession::framing::{self, ServeOutcome};
 use ptysession::{Session, SessionManager, State};
@@ -25,7 +26,7 @@ use crate::protocol::{
     self, ClientHello, ErrorKind, Exit, NewSession, Request, Response, SessionEntry, SessionState, Size, VERSION,
 };
 use crate::secret;
-use crate::transport::{Conn, Listener};
+use crate::transport::{self, Conn};
 
 /// How long a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,9 +34,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the server waits for a client to end its side of a finished
 /// connection (after an answer, or after the client left).
 const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The longest resume window a client may ask for.
-const MAX_RESUME_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a server started on demand waits for its first session.
 const STARTUP_GRACE: Duration = Duration::from_secs(10);
@@ -538,15 +536,24 @@ pub(crate) async fn run(runtime: RuntimeDir, config: ServeConfig) -> Result<()> 
     fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot make {} private", socket.display()))?;
     write_pid_file(&runtime.pid_file())?;
-    let mut listener = Listener::new();
-    listener.listen_unix(unix);
+    let local = Listener::new(transport::server_config(None));
+    local.listen(unix.map_conn(|conn| Box::new(conn) as Conn));
+    // TCP clients get a listener of their own, so that a session begun on
+    // one kind of transport is never resumed through the other.
+    let mut remote: Option<Listener<Conn>> = None;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "server listening");
     if let Some(addr) = &config.listen {
         let path = config.secret_file.clone().unwrap_or_else(|| runtime.secret_file());
         let (secret, generated) = secret::load_or_generate(&path)?;
         let tcp = TcpListener::bind(addr.as_str()).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = tcp.local_addr().context("cannot read the TCP address")?;
-        listener.listen_tcp(tcp, secret);
+        let listener = Listener::new(transport::server_config(Some(secret)));
+        listener.listen(tcp.map_conn(|conn| {
+            // Small frames (handshakes, acknowledgements) must not wait.
+            let _ = conn.set_nodelay(true);
+            Box::new(conn) as Conn
+        }));
+        remote = Some(listener);
         tracing::info!(%local, secret = %path.display(), generated, "listening on TCP");
         say(&format!(
             "rpty: listening on {local} and {}; TCP clients need a copy of the secret in {} (--secret-file){}",
@@ -567,7 +574,11 @@ pub(crate) async fn run(runtime: RuntimeDir, config: ServeConfig) -> Result<()> 
     tokio::pin!(idle);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = local.accept() => {
+                let Some(pipe) = accepted else { break };
+                tokio::spawn(serve_pipe(server.clone(), pipe));
+            }
+            accepted = accept_from(remote.as_ref()) => {
                 let Some(pipe) = accepted else { break };
                 tokio::spawn(serve_pipe(server.clone(), pipe));
             }
@@ -578,10 +589,13 @@ pub(crate) async fn run(runtime: RuntimeDir, config: ServeConfig) -> Result<()> 
             _ = terminate.recv() => { tracing::info!("terminated"); break; }
             _ = interrupt.recv() => { tracing::info!("interrupted"); break; }
             _ = hangup.recv(), if !config.exit_when_idle => { tracing::info!("hung up"); break; }
-            _ = cut.recv() => listener.cut_all(),
+            _ = cut.recv() => cut_all(&local, remote.as_ref()),
         }
     }
-    listener.shut();
+    // Stop accepting; the pipes already handed out keep serving until their
+    // sessions close below.
+    drop(local);
+    drop(remote);
     let _ = fs::remove_file(&socket);
     let _ = fs::remove_file(runtime.pid_file());
     if tokio::time::timeout(Duration::from_secs(10), server.close_all()).await.is_err() {
@@ -592,6 +606,27 @@ pub(crate) async fn run(runtime: RuntimeDir, config: ServeConfig) -> Result<()> 
     Ok(())
 }
 
+/// The next new client of `listener`; pending for ever without one.
+async fn accept_from(listener: Option<&Listener<Conn>>) -> Option<BackedPipe<Conn>> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drops every client's current connection; the clients resume on new ones
+/// (`SIGUSR1`, for trying out resumption).
+fn cut_all(local: &Listener<Conn>, remote: Option<&Listener<Conn>>) {
+    let controls: Vec<PipeControl<Conn>> =
+        local.sessions().into_iter().chain(remote.into_iter().flat_map(Listener::sessions)).collect();
+    tracing::info!(pipes = controls.len(), "cutting every client connection");
+    for control in controls {
+        tokio::spawn(async move {
+            let _ = control.force_reconnect().await;
+        });
+    }
+}
+
 /// Serves one accepted pipe, closing it when the client stays away longer
 /// than its resume window.
 async fn serve_pipe(server: Server, pipe: BackedPipe<Conn>) {
@@ -600,7 +635,7 @@ async fn serve_pipe(server: Server, pipe: BackedPipe<Conn>) {
     let mut watcher = None;
     server
         .serve_with(pipe, None, |hello| {
-            let window = Duration::from_millis(hello.resume_window_ms).min(MAX_RESUME_WINDOW);
+            let window = Duration::from_millis(hello.resume_window_ms).min(transport::MAX_RESUME_WINDOW);
             watcher = Some(tokio::spawn(expire_when_away(expiry, window)));
         })
         .await;

@@ -3,10 +3,9 @@
 //! secret) or a child process's stdin/stdout (`--via`, with
 //! [`transport_stream`]). The client gets a [`Connection`] that resumes by
 //! itself after a break; the server gets accepted pipes from a
-//! [`Listener`]. Everything above this module sees only
+//! [`backedpipe::server::Listener`] configured by [`server_config`].
+//! Everything above this module sees only
 //! `AsyncRead + AsyncWrite`.
-
-mod listener;
 
 use std::io;
 use std::path::PathBuf;
@@ -15,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
+use backedpipe::server::{PeerUid, ServerConfig};
 use backedpipe::{
     BackedPipe, Backoff, Config, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Reconnector, Secret,
 };
@@ -24,8 +24,6 @@ use tokio::sync::watch;
 
 use crate::autostart;
 use crate::paths::RuntimeDir;
-
-pub(crate) use listener::Listener;
 
 /// Any byte stream a pipe can run over.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -48,6 +46,14 @@ const REMOTE_RESUME_WINDOW: Duration = Duration::from_secs(600);
 /// How long a client waits for the server to acknowledge the end of its
 /// stream before it closes anyway (the end itself goes out at once).
 pub(crate) const END_OF_STREAM_WAIT: Duration = Duration::from_millis(250);
+
+/// The longest a server keeps a client's pipe while the client is away,
+/// whatever resume window the client asks for.
+pub(crate) const MAX_RESUME_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The most client pipes a server holds at once (connected or waiting for
+/// their client); when full, the one away longest makes room.
+const MAX_PIPES: usize = 512;
 
 /// Unacknowledged bytes a pipe keeps for replay (each way).
 const SEND_BUFFER_BYTES: usize = 8 << 20;
@@ -92,6 +98,19 @@ pub(crate) fn pipe_config(secret: Option<Secret>, give_up_after: Option<Duration
     backoff.max_delay = Duration::from_secs(2);
     backoff.give_up_after = give_up_after;
     config.backoff = backoff;
+    config
+}
+
+/// The settings of a server's listener: on the Unix socket (`secret` is
+/// `None`) only processes of this user are admitted; on TCP every client
+/// must prove `secret`. Each client's pipe is also closed when the client
+/// stays away longer than the window it asked for (see the server).
+pub(crate) fn server_config(secret: Option<Secret>) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.pipe = pipe_config(secret, None);
+    config.peer_uid = PeerUid::SameAsServer;
+    config.max_sessions = MAX_PIPES;
+    config.session_expiry = MAX_RESUME_WINDOW;
     config
 }
 
@@ -323,6 +342,9 @@ pub(crate) fn describe_pipe_error(error: &backedpipe::Error, has_secret: bool) -
         E::AuthenticationFailed => {
             "the server refused the connection: it requires a secret (pass --secret-file with a copy of the server's secret file)"
                 .to_owned()
+        }
+        E::Remote { code: ErrorCode::ServerFull, .. } => {
+            "the server refused the connection: it holds as many clients as it can".to_owned()
         }
         E::Remote { code: ErrorCode::SessionUnknown, .. } => {
             "the server no longer knows this connection (it restarted, or the connection was away too long)".to_owned()
