@@ -100,6 +100,9 @@ async fn a_hundred_attach_detach_cycles_leak_no_descriptor_or_task() {
 
     close(&session).await;
     eventually("every session task ending", || runtime.num_alive_tasks() < tasks).await;
+    // The last descriptors (the PTY master, the child's pidfd) are closed by
+    // tasks finishing on the other worker thread: wait for them, boundedly.
+    eventually("every descriptor of the session closing", || open_descriptors() == descriptors_without_session).await;
     assert_eq!(open_descriptors(), descriptors_without_session, "descriptors left after closing");
 }
 
