@@ -15,6 +15,11 @@ use common::within;
 use faultproxy::{Cut, Proxy};
 use tokio::io::AsyncWriteExt;
 
+/// Held by the tests that measure this process's memory and by those that
+/// allocate a lot of it, so that no measurement sees another test's
+/// buffers come and go.
+static MEMORY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Streams `total` bytes each way between `client` and `session` at once
 /// and checks every byte; returns the pipes' halves when done.
 async fn stream_both_ways(
@@ -40,6 +45,7 @@ async fn stream_both_ways(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_cut_every_1_to_50_ms_128_mib_each_way_arrive_intact() {
+    let _memory = MEMORY.lock().await;
     let (listener, addr) = tcp_server(server_config()).await;
     let proxy = Proxy::start_seeded(addr, 6).await.expect("proxy");
     proxy.set_cut(Cut::RandomTime { min: Duration::from_millis(1), max: Duration::from_millis(50) });
@@ -124,6 +130,7 @@ async fn refused_and_delayed_connections_are_retried_until_they_get_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_reconnects_keep_descriptors_and_memory_flat() {
+    let _memory = MEMORY.lock().await;
     let (listener, addr) = tcp_server(server_config()).await;
     let proxy = Proxy::start(addr).await.expect("proxy");
     let client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), client_config());
