@@ -8,14 +8,17 @@
 //! `cargo run --release -p backedpipe --example bench_report` measures the
 //! same workloads at 1 GiB, plus peak RSS and idle-pipe memory.
 
+#[path = "support/links.rs"]
+#[allow(dead_code)] // each target uses part of it
+mod links;
+
 use std::hint::black_box;
-use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backedpipe::{BackedPipe, Config, Secret};
+use backedpipe::{Config, Secret};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use links::{Cutter, cut, unix_pipes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::runtime::Runtime;
@@ -27,14 +30,6 @@ const CUT_EVERY: u64 = 64 << 20;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-type Cutter = Arc<Mutex<Option<OwnedFd>>>;
-
-fn cut(current: &Cutter) {
-    if let Some(fd) = current.lock().unwrap().as_ref() {
-        let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
-    }
 }
 
 async fn write_n<W: AsyncWrite + Unpin>(writer: &mut W, bytes: u64, cutter: Option<&Cutter>) {
@@ -62,28 +57,6 @@ async fn read_n<R: AsyncRead + Unpin>(reader: &mut R, bytes: u64) {
     black_box(&buf);
 }
 
-/// A connected pair of pipes over Unix socket pairs.
-async fn pipes(config: Config) -> (BackedPipe<UnixStream>, BackedPipe<UnixStream>, Cutter) {
-    let server = BackedPipe::passive(config.clone());
-    let accept = server.control();
-    let current: Cutter = Arc::new(Mutex::new(None));
-    let slot = Arc::clone(&current);
-    let dial = move || {
-        let accept = accept.clone();
-        let slot = Arc::clone(&slot);
-        async move {
-            let (ours, theirs) = UnixStream::pair()?;
-            *slot.lock().unwrap() = Some(ours.as_fd().try_clone_to_owned()?);
-            accept.resume(theirs).map_err(io::Error::from)?;
-            Ok(ours)
-        }
-    };
-    let client = BackedPipe::connect(dial, config);
-    client.connected().await.expect("connect");
-    server.connected().await.expect("connect");
-    (client, server, current)
-}
-
 fn one_way_group(c: &mut Criterion, name: &str, bytes: u64, cuts: bool) {
     let rt = runtime();
     let mut group = c.benchmark_group(name);
@@ -109,7 +82,7 @@ fn one_way_group(c: &mut Criterion, name: &str, bytes: u64, cuts: bool) {
         })
     });
 
-    let (client, server, current) = rt.block_on(pipes(Config::default()));
+    let (client, server, current) = rt.block_on(unix_pipes(Config::default()));
     let mut pair = Some((client, server));
     group.bench_function("backedpipe", |b| {
         b.iter(|| {
@@ -179,7 +152,7 @@ fn both_ways(c: &mut Criterion) {
         })
     });
 
-    let (client, server, _) = rt.block_on(pipes(Config::default()));
+    let (client, server, _) = rt.block_on(unix_pipes(Config::default()));
     let mut halves = Some((client.into_split(), server.into_split()));
     group.bench_function("backedpipe", |b| {
         b.iter(|| {
@@ -214,7 +187,7 @@ fn reconnect(c: &mut Criterion) {
     let rt = runtime();
     let mut config = Config::default();
     config.secret = Some(Secret::new(b"benchmark shared secret".to_vec()));
-    let (mut client, mut server, current) = rt.block_on(pipes(config));
+    let (mut client, mut server, current) = rt.block_on(unix_pipes(config));
     let mut group = c.benchmark_group("reconnect");
     group.sample_size(100);
     group.bench_function("cut_write_1_byte_until_read_hmac", |b| {

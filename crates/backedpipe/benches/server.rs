@@ -9,41 +9,23 @@
 //! median and p99 of the same measurement, and the server's memory per idle
 //! session.
 
-use std::os::fd::{AsFd, OwnedFd};
+#[path = "support/links.rs"]
+#[allow(dead_code)] // each target uses part of it
+mod links;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backedpipe::server::{Listener, ServerConfig};
-use backedpipe::{BackedPipe, Config, Reconnector, Secret};
+use backedpipe::{BackedPipe, Config, Secret};
 use criterion::{Criterion, criterion_group, criterion_main};
+use links::{CuttableDialer, cut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-/// A TCP dialer that keeps a duplicate of the newest connection's socket,
-/// so that the bench can cut it from outside.
-struct CuttableDialer {
-    addr: std::net::SocketAddr,
-    current: Arc<Mutex<Option<OwnedFd>>>,
-}
-
-impl Reconnector<TcpStream> for CuttableDialer {
-    async fn reconnect(&self) -> std::io::Result<TcpStream> {
-        let stream = TcpStream::connect(self.addr).await?;
-        stream.set_nodelay(true)?;
-        *self.current.lock().unwrap() = Some(stream.as_fd().try_clone_to_owned()?);
-        Ok(stream)
-    }
-}
-
-fn cut(current: &Mutex<Option<OwnedFd>>) {
-    if let Some(fd) = current.lock().unwrap().as_ref() {
-        let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
-    }
 }
 
 fn reconnect_through_server(c: &mut Criterion) {

@@ -11,12 +11,14 @@
 //! The criterion benches (`cargo bench -p backedpipe`) measure the same
 //! workloads at smaller sizes with statistics.
 
-use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+#[path = "../benches/support/links.rs"]
+#[allow(dead_code)] // each target uses part of it
+mod links;
+
 use std::time::{Duration, Instant};
 
 use backedpipe::{BackedPipe, Config};
+use links::{Cutter, cut, unix_pipes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -58,7 +60,7 @@ async fn read_n<R: AsyncRead + Unpin>(reader: &mut R, bytes: u64) {
 struct Pipes {
     client: BackedPipe<UnixStream>,
     server: BackedPipe<UnixStream>,
-    current: Arc<Mutex<Option<OwnedFd>>>,
+    current: Cutter,
 }
 
 impl Pipes {
@@ -67,30 +69,12 @@ impl Pipes {
     }
 
     async fn with_config(config: Config) -> Pipes {
-        let server = BackedPipe::passive(config.clone());
-        let accept = server.control();
-        let current = Arc::new(Mutex::new(None));
-        let slot = Arc::clone(&current);
-        let dial = move || {
-            let accept = accept.clone();
-            let slot = Arc::clone(&slot);
-            async move {
-                let (ours, theirs) = UnixStream::pair()?;
-                *slot.lock().unwrap() = Some(ours.as_fd().try_clone_to_owned()?);
-                accept.resume(theirs).map_err(io::Error::from)?;
-                Ok(ours)
-            }
-        };
-        let client = BackedPipe::connect(dial, config);
-        client.connected().await.expect("connect");
-        server.connected().await.expect("connect");
+        let (client, server, current) = unix_pipes(config).await;
         Pipes { client, server, current }
     }
 
     fn cut(&self) {
-        if let Some(fd) = self.current.lock().unwrap().as_ref() {
-            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
-        }
+        cut(&self.current);
     }
 }
 

@@ -8,17 +8,21 @@
 //! cargo run --release -p backedpipe --example server_report
 //! ```
 
+#[path = "../benches/support/links.rs"]
+#[allow(dead_code)] // each target uses part of it
+mod links;
+
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backedpipe::dial::TcpDialer;
 use backedpipe::server::{Listener, ServerConfig};
-use backedpipe::{BackedPipe, Config, Reconnector, Secret};
+use backedpipe::{BackedPipe, Config, Secret};
+use links::{CuttableDialer, cut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const SESSIONS: usize = 1000;
 const SAMPLES: usize = 300;
@@ -49,20 +53,6 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-struct CuttableDialer {
-    addr: std::net::SocketAddr,
-    current: Arc<Mutex<Option<OwnedFd>>>,
-}
-
-impl Reconnector<TcpStream> for CuttableDialer {
-    async fn reconnect(&self) -> std::io::Result<TcpStream> {
-        let stream = TcpStream::connect(self.addr).await?;
-        stream.set_nodelay(true)?;
-        *self.current.lock().unwrap() = Some(stream.as_fd().try_clone_to_owned()?);
-        Ok(stream)
-    }
-}
-
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
 }
@@ -79,9 +69,7 @@ async fn reconnect_latency() {
     let mut byte = [0u8; 1];
     for _ in 0..SAMPLES {
         let (before, session_before) = (client.stats().reconnects, session.stats().reconnects);
-        if let Some(fd) = current.lock().unwrap().as_ref() {
-            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
-        }
+        cut(&current);
         let started = Instant::now();
         client.write_all(b"x").await.expect("write");
         session.read_exact(&mut byte).await.expect("read");

@@ -1,0 +1,61 @@
+//! Connections the benches and the report examples can cut from outside:
+//! pipes over Unix socket pairs, and a TCP dialer. Each keeps a duplicate
+//! of the newest connection's socket in a [`Cutter`]; [`cut`] shuts it down
+//! both ways, which both pipes see as a broken connection.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use backedpipe::{BackedPipe, Config, Reconnector};
+use tokio::net::{TcpStream, UnixStream};
+
+/// The newest connection's socket, shared with whoever cuts it.
+pub(crate) type Cutter = Arc<Mutex<Option<OwnedFd>>>;
+
+/// Breaks the newest connection (both directions at once).
+pub(crate) fn cut(current: &Mutex<Option<OwnedFd>>) {
+    if let Some(fd) = current.lock().unwrap().as_ref() {
+        let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+    }
+}
+
+/// A connected pair of pipes; every dial makes a new Unix socket pair and
+/// hands one end to the passive side.
+pub(crate) async fn unix_pipes(config: Config) -> (BackedPipe<UnixStream>, BackedPipe<UnixStream>, Cutter) {
+    let server = BackedPipe::passive(config.clone());
+    let accept = server.control();
+    let current: Cutter = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&current);
+    let dial = move || {
+        let accept = accept.clone();
+        let slot = Arc::clone(&slot);
+        async move {
+            let (ours, theirs) = UnixStream::pair()?;
+            *slot.lock().unwrap() = Some(ours.as_fd().try_clone_to_owned()?);
+            accept.resume(theirs).map_err(io::Error::from)?;
+            Ok(ours)
+        }
+    };
+    let client = BackedPipe::connect(dial, config);
+    client.connected().await.expect("connect");
+    server.connected().await.expect("connect");
+    (client, server, current)
+}
+
+/// A TCP dialer that keeps a duplicate of the newest connection's socket.
+pub(crate) struct CuttableDialer {
+    /// Where to connect.
+    pub(crate) addr: std::net::SocketAddr,
+    /// The newest connection.
+    pub(crate) current: Cutter,
+}
+
+impl Reconnector<TcpStream> for CuttableDialer {
+    async fn reconnect(&self) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        *self.current.lock().unwrap() = Some(stream.as_fd().try_clone_to_owned()?);
+        Ok(stream)
+    }
+}
