@@ -15,12 +15,19 @@
 //! no application read is waiting (acknowledgements, pings, end of stream).
 //!
 //! Readiness of a transport wakes the application task that waits for it,
-//! or the driver when none does; incoming bytes that arrive while the
-//! application reader is between two reads are left to its next read
-//! (waking the driver would move the reading to another thread). If the
-//! application does not come back for the I/O within [`CLAIM_DELAY`] (its
-//! read or write future was dropped, or it stopped reading), the driver
-//! does the I/O itself, so a cancelled read never stalls acknowledgements.
+//! or the driver when none does. Work that arrives while an application
+//! task is between two calls is left to its next call: incoming bytes to
+//! a reader between two reads; acknowledgements, and room in the
+//! transport, to a writer between two writes (a writer waiting in a write
+//! is woken for incoming bytes, as a write reads what has arrived). Waking
+//! the driver for them would put a second task in the runtime's queue,
+//! which the other worker thread steals: the stream's tasks then bounce
+//! between cores. If the application does not come back for the I/O
+//! within [`CLAIM_DELAY`] (its read or write future was dropped, or it
+//! stopped reading or writing), the driver does the I/O itself, so a
+//! cancelled read never stalls acknowledgements. While the stream is busy,
+//! the driver checks on this from its timer every [`CLAIM_DELAY`] instead
+//! of being woken by each readiness event.
 //!
 //! Between DATA payloads a read takes up to [`STASH_BYTES`] at once, so
 //! control frames and the next DATA header cost no read of their own; the
@@ -109,16 +116,28 @@ struct Slots {
     reader: Option<Waker>,
     writer: Option<Waker>,
     driver: Option<Waker>,
-    /// A readiness wake went to the reader, which has not polled since.
-    unclaimed_read: bool,
+    /// A readiness wake went to the reader, which has not polled since
+    /// (when the first such wake came, in [`Hub::nanos`]).
+    unclaimed_read: Option<u64>,
     /// A readiness wake went to the writer, which has not polled since.
-    unclaimed_write: bool,
-    /// The driver has been told about unclaimed wakes and will check.
+    unclaimed_write: Option<u64>,
+    /// The driver looks at the unclaimed wakes again by itself (its timer
+    /// is set, or it is about to run): wakes left to the application need
+    /// not wake it.
     claim_armed: bool,
+    /// A wake was left to the application since the driver last looked:
+    /// while the stream is this busy, the driver keeps looking every
+    /// [`CLAIM_DELAY`] instead of being woken for every wake.
+    claim_activity: bool,
     /// The waiting writer needs acknowledgements (the send buffer is full,
     /// or a shutdown waits for its end of stream to be acknowledged), not
     /// only a writable transport.
     writer_needs_acks: bool,
+    /// The writer's last call was a write (not a flush or shutdown), which
+    /// reads what has arrived before it returns.
+    writer_reads: bool,
+    /// The driver has been woken and has not run since (nor ended).
+    driver_woken: bool,
 }
 
 /// Who waits for what. Its lock is a leaf: nothing is called under it.
@@ -126,6 +145,8 @@ struct Hub {
     epoch: Instant,
     /// When an application read last returned, in nanoseconds after `epoch`.
     last_read_nanos: AtomicU64,
+    /// When an application write last returned.
+    last_write_nanos: AtomicU64,
     slots: Mutex<Slots>,
     /// The current transport became readable while no application read
     /// waited: a writer that holds the state anyway reads the
@@ -144,7 +165,7 @@ impl Hub {
 
     fn register_reader(&self, waker: &Waker) {
         let mut slots = self.lock();
-        slots.unclaimed_read = false;
+        slots.unclaimed_read = None;
         set_waker(&mut slots.reader, waker);
     }
 
@@ -152,10 +173,11 @@ impl Hub {
         self.lock().reader = None;
     }
 
-    fn register_writer(&self, waker: &Waker, needs_acks: bool) {
+    fn register_writer(&self, waker: &Waker, needs_acks: bool, reads: bool) {
         let mut slots = self.lock();
-        slots.unclaimed_write = false;
+        slots.unclaimed_write = None;
         slots.writer_needs_acks = needs_acks;
+        slots.writer_reads = reads;
         set_waker(&mut slots.writer, waker);
     }
 
@@ -164,7 +186,14 @@ impl Hub {
     }
 
     fn register_driver(&self, waker: &Waker) {
-        set_waker(&mut self.lock().driver, waker);
+        let mut slots = self.lock();
+        slots.driver_woken = false;
+        set_waker(&mut slots.driver, waker);
+    }
+
+    /// Whether the driver has been woken and has not run since.
+    fn driver_woken(&self) -> bool {
+        self.lock().driver_woken
     }
 
     fn reader_waiting(&self) -> bool {
@@ -174,11 +203,13 @@ impl Hub {
     fn wake(&self, reader: bool, writer: bool, driver: bool) {
         let wakers = {
             let mut slots = self.lock();
-            [
+            let wakers = [
                 if reader { slots.reader.take() } else { None },
                 if writer { slots.writer.take() } else { None },
                 if driver { slots.driver.take() } else { None },
-            ]
+            ];
+            slots.driver_woken |= wakers[2].is_some();
+            wakers
         };
         for waker in wakers.into_iter().flatten() {
             waker.wake();
@@ -195,36 +226,30 @@ impl Hub {
                 // No read waits: acknowledgements, pings or data nobody
                 // asked for yet. A writer that waits for acknowledgements
                 // is woken for them; a reader between two reads takes them
-                // in on its next call (waking the driver for them would
-                // only move the reading to another thread); otherwise the
-                // driver does. A busy writer is not left to it: its next
-                // write may be long in coming (or block on a connection
-                // that has just ended), and a broken connection found
-                // late stalls the stream.
+                // in on its next call; so does a writer between two writes,
+                // and a writer waiting in a write is woken for them (its
+                // write reads what arrived before it returns, so a broken
+                // connection is found at once). Waking the driver for them
+                // would only move the work to another thread. Otherwise,
+                // the driver reads them. If the application does not come
+                // back within the claim delay, the driver reads them too.
                 self.read_ready.store(true, Ordering::Release);
-                if slots.writer_needs_acks {
+                let reader_busy = self.reader_busy();
+                if slots.writer_needs_acks || (slots.writer_reads && !reader_busy) {
                     app = slots.writer.take();
                 }
-                if app.is_some() || self.reader_busy() {
-                    wake_driver = false;
-                    slots.unclaimed_read = true;
-                    if !slots.claim_armed {
-                        slots.claim_armed = true;
-                        wake_driver = true;
-                    }
+                if app.is_some() || reader_busy {
+                    wake_driver = self.leave_to_app(&mut slots, true);
                 }
-            } else if app.is_some() {
-                if read {
-                    slots.unclaimed_read = true;
-                } else {
-                    slots.unclaimed_write = true;
-                }
-                if !slots.claim_armed {
-                    slots.claim_armed = true;
-                    wake_driver = true;
-                }
+            } else if app.is_some() || (!read && slots.writer_reads && slots.reader.is_none() && self.writer_busy()) {
+                // A writer between two writes sends what waits on its next
+                // one; but while a read waits (perhaps for the answer to
+                // what was written), the driver sends it at once.
+                wake_driver = self.leave_to_app(&mut slots, read);
             }
-            (app, if wake_driver { slots.driver.take() } else { None })
+            let driver = if wake_driver { slots.driver.take() } else { None };
+            slots.driver_woken |= driver.is_some();
+            (app, driver)
         };
         if let Some(waker) = app {
             waker.wake();
@@ -232,6 +257,17 @@ impl Hub {
         if let Some(waker) = driver {
             waker.wake();
         }
+    }
+
+    /// Notes a readiness wake left to the application; whether the driver
+    /// must be woken to watch that it is claimed.
+    fn leave_to_app(&self, slots: &mut Slots, read: bool) -> bool {
+        let unclaimed = if read { &mut slots.unclaimed_read } else { &mut slots.unclaimed_write };
+        if unclaimed.is_none() {
+            *unclaimed = Some(self.nanos());
+        }
+        slots.claim_activity = true;
+        !std::mem::replace(&mut slots.claim_armed, true)
     }
 
     /// Notes that an application read returned now.
@@ -249,6 +285,17 @@ impl Hub {
         self.recent(&self.last_read_nanos)
     }
 
+    /// Notes that an application write returned now.
+    fn writing(&self) {
+        self.last_write_nanos.store(self.nanos(), Ordering::Relaxed);
+    }
+
+    /// Whether an application write returned within the last
+    /// [`CLAIM_DELAY`].
+    fn writer_busy(&self) -> bool {
+        self.recent(&self.last_write_nanos)
+    }
+
     fn recent(&self, at: &AtomicU64) -> bool {
         let last = at.load(Ordering::Relaxed);
         last != 0 && self.nanos().saturating_sub(last) < CLAIM_DELAY.as_nanos() as u64
@@ -260,6 +307,7 @@ impl Default for Hub {
         Hub {
             epoch: Instant::now(),
             last_read_nanos: AtomicU64::new(0),
+            last_write_nanos: AtomicU64::new(0),
             slots: Mutex::default(),
             read_ready: AtomicBool::new(false),
             drained: tokio::sync::Notify::new(),
@@ -726,8 +774,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         // A writer filling the send buffer while disconnected never meets
         // a blocking transport: the budget makes it yield now and then.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-        self.hub.register_writer(cx.waker(), false);
+        self.hub.register_writer(cx.waker(), false, true);
         let mut inner = self.lock();
+        if inner.core.current_generation().is_none()
+            && inner.core.state() != ConnectionState::Closed
+            && self.hub.driver_woken()
+        {
+            // Without a connection, a writer could fill the whole send
+            // buffer before the driver (woken to reconnect, and as likely
+            // as not on this thread) gets to run: let it run first.
+            drop(inner);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let now = now();
         let mut result = Poll::Pending;
         for _ in 0..2 {
@@ -752,7 +811,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 let ack_overdue = inner.core.unacked_bytes() as u64 > 4 * inner.config.ack_interval_bytes;
                 let read_ready = !self.hub.reader_busy() && self.hub.read_ready.swap(false, Ordering::Acquire);
                 if !lost && (read_ready || ack_overdue) && !self.hub.reader_waiting() {
-                    self.hub.lock().unclaimed_read = false;
+                    self.hub.lock().unclaimed_read = None;
                     match inner.receive(now, generation, &mut self.read_cx(), false) {
                         Io::Lost => lost = true,
                         Io::More => {
@@ -776,14 +835,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         if result.is_ready() {
             coop.made_progress();
             self.hub.clear_writer();
+            self.hub.writing();
         } else if needs_acks {
-            self.hub.register_writer(cx.waker(), true);
+            self.hub.register_writer(cx.waker(), true, true);
         }
         result
     }
 
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.hub.register_writer(cx.waker(), false);
+        self.hub.register_writer(cx.waker(), false, false);
         let mut inner = self.lock();
         let now = now();
         let result = if let Some(err) = inner.core.failure() {
@@ -817,7 +877,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.hub.register_writer(cx.waker(), true);
+        self.hub.register_writer(cx.waker(), true, false);
         let mut inner = self.lock();
         let now = now();
         let result = match inner.core.shutdown_write() {
@@ -1058,31 +1118,46 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
     }
 }
 
+impl<T> Drop for Driver<T> {
+    fn drop(&mut self) {
+        self.shared.hub.lock().driver_woken = false;
+    }
+}
+
 impl<T> Driver<T> {
     /// Tracks readiness wakes the application has not claimed; returns
     /// whether the driver should read the current connection itself.
+    ///
+    /// A wake is claimed when the task it went to polls again; one left
+    /// unclaimed for [`CLAIM_DELAY`] is taken over. While wakes keep being
+    /// left to the application, the driver stays armed and looks again
+    /// every [`CLAIM_DELAY`] on its timer, so a busy stream does not wake
+    /// it for every readiness event.
     fn check_claims(&mut self, now: Instant) -> bool {
-        let mut slots = self.shared.hub.lock();
-        if !slots.unclaimed_read && !slots.unclaimed_write {
-            slots.claim_armed = false;
-            self.claim_deadline = None;
-            return false;
+        let hub = &self.shared.hub;
+        let mut slots = hub.lock();
+        let nanos = hub.nanos();
+        let delay = CLAIM_DELAY.as_nanos() as u64;
+        let overdue = |since: Option<u64>| since.is_some_and(|at| nanos.saturating_sub(at) >= delay);
+        let mut read = false;
+        if overdue(slots.unclaimed_read) || overdue(slots.unclaimed_write) {
+            read = slots.unclaimed_read.is_some() || hub.read_ready.load(Ordering::Acquire);
+            slots.unclaimed_read = None;
+            slots.unclaimed_write = None;
         }
-        match self.claim_deadline {
-            None => {
-                self.claim_deadline = Some(now + CLAIM_DELAY);
-                false
-            }
-            Some(at) if at <= now => {
-                let read = slots.unclaimed_read || self.shared.hub.read_ready.load(Ordering::Acquire);
-                slots.unclaimed_read = false;
-                slots.unclaimed_write = false;
-                slots.claim_armed = false;
-                self.claim_deadline = None;
-                read
-            }
-            Some(_) => false,
-        }
+        let oldest = [slots.unclaimed_read, slots.unclaimed_write].into_iter().flatten().min();
+        self.claim_deadline = if let Some(at) = oldest {
+            Some(now + Duration::from_nanos((at + delay).saturating_sub(nanos)))
+        } else if slots.claim_activity {
+            Some(now + CLAIM_DELAY)
+        } else {
+            // Keep an armed watch until it expires, then stop watching: the
+            // next wake left to the application wakes the driver again.
+            self.claim_deadline.filter(|&at| at > now)
+        };
+        slots.claim_activity = false;
+        slots.claim_armed = self.claim_deadline.is_some();
+        read
     }
 }
 
