@@ -105,10 +105,6 @@
 //!   authenticated either: an active attacker on the path can change them.
 //!   Authentication never encrypts. docs/protocol.md §11 lists what the
 //!   protocol does not protect against.
-//! - A `watch_status()` receiver's `wait_for` closure runs under the
-//!   status lock: do not call the pipe's `stats()` or other methods from
-//!   inside it (the pipe publishes its status while holding its own lock).
-//!   Read the status, release it, then ask.
 
 mod config;
 pub mod core;

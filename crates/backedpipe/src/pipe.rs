@@ -377,8 +377,13 @@ struct Inner<T> {
     force_requested: bool,
     /// The core has a new deadline the driver's timer does not know.
     rearm_driver: bool,
-    /// The status last sent to the watch channel.
+    /// The newest status, as last computed.
     published: Option<Status>,
+    /// How many times the status changed.
+    status_changes: u64,
+    /// A change not yet sent to the watch channel, with its number: it is
+    /// sent once the state's lock is released (see [`StateGuard`]).
+    unpublished: Option<(u64, Status)>,
 }
 
 struct Shared<T> {
@@ -387,6 +392,8 @@ struct Shared<T> {
     read_waker: Waker,
     write_waker: Waker,
     status: watch::Sender<Status>,
+    /// The number of the newest change sent to `status`.
+    status_sent: AtomicU64,
 }
 
 fn now() -> Instant {
@@ -397,8 +404,53 @@ impl<T> Shared<T> {
     /// Locks the state. The holder is at most inside one non-blocking
     /// system call, so the wait is short (as for a socket shared by a
     /// reading and a writing task); it is never held across an await.
-    fn lock(&self) -> MutexGuard<'_, Inner<T>> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> StateGuard<'_, T> {
+        StateGuard { guard: Some(self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())), shared: self }
+    }
+}
+
+/// The locked state. Dropping it unlocks, then sends a status change made
+/// meanwhile to the watch channel: never the other way round, because a
+/// `wait_for` closure runs under the channel's lock and may call into the
+/// pipe, which locks the state.
+struct StateGuard<'a, T> {
+    guard: Option<MutexGuard<'a, Inner<T>>>,
+    shared: &'a Shared<T>,
+}
+
+impl<T> std::ops::Deref for StateGuard<'_, T> {
+    type Target = Inner<T>;
+    fn deref(&self) -> &Inner<T> {
+        self.guard.as_deref().expect("held until dropped")
+    }
+}
+
+impl<T> std::ops::DerefMut for StateGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut Inner<T> {
+        self.guard.as_deref_mut().expect("held until dropped")
+    }
+}
+
+impl<T> Drop for StateGuard<'_, T> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else { return };
+        let change = guard.unpublished.take();
+        drop(guard);
+        if let Some((number, new)) = change {
+            let sent = &self.shared.status_sent;
+            // Two guards dropped at once may send out of order: the
+            // channel's own lock orders them, and an older change that
+            // comes second is not sent.
+            self.shared.status.send_if_modified(|old| {
+                if sent.load(Ordering::Relaxed) >= number {
+                    return false;
+                }
+                sent.store(number, Ordering::Relaxed);
+                let changed = *old != new;
+                *old = new;
+                changed
+            });
+        }
     }
 }
 
@@ -542,7 +594,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
 
     /// Handles the core's events: drops finished transports, keeps the
     /// reconnect bookkeeping, wakes whoever waits, publishes the status.
-    fn process_events(&mut self, now: Instant, shared_hub: &Hub, status: &watch::Sender<Status>, me: Party) {
+    fn process_events(&mut self, now: Instant, shared_hub: &Hub, me: Party) {
         let (mut reader, mut writer, mut driver) = (false, false, std::mem::take(&mut self.rearm_driver));
         while let Some(event) = self.core.poll_event() {
             match event {
@@ -586,7 +638,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
                 shared_hub.drained.notify_waiters();
             }
         }
-        self.publish(status);
+        self.publish();
         // The caller is running and looks at the state again before it
         // returns: waking it too would only poll it once more.
         let (reader, writer, driver) =
@@ -623,18 +675,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
         Status { state, generation: self.core.current_generation().unwrap_or(newest) }
     }
 
-    fn publish(&mut self, status: &watch::Sender<Status>) {
+    /// Notes the status for the watch channel; it is sent when the lock
+    /// is released.
+    fn publish(&mut self) {
         let new = self.status();
         // Most calls change nothing: skip the channel's lock then.
         if self.published == Some(new) {
             return;
         }
         self.published = Some(new);
-        status.send_if_modified(|old| {
-            let changed = *old != new;
-            *old = new;
-            changed
-        });
+        self.status_changes += 1;
+        self.unpublished = Some((self.status_changes, new));
     }
 }
 
@@ -654,12 +705,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     /// After input on `generation`: events, then whatever the core wants to
     /// send on the current connection (ACKs, pongs).
     fn after_input(&self, inner: &mut Inner<T>, now: Instant) {
-        inner.process_events(now, &self.hub, &self.status, Party::Reader);
+        inner.process_events(now, &self.hub, Party::Reader);
         if let Some(generation) = inner.core.current_generation() {
             if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
                 inner.core.connection_lost(now, generation);
             }
-            inner.process_events(now, &self.hub, &self.status, Party::Reader);
+            inner.process_events(now, &self.hub, Party::Reader);
         }
     }
 
@@ -824,7 +875,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 if lost {
                     inner.core.connection_lost(now, generation);
                 }
-                inner.process_events(now, &self.hub, &self.status, Party::Writer);
+                inner.process_events(now, &self.hub, Party::Writer);
             }
             if result.is_ready() {
                 break;
@@ -855,7 +906,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
                     inner.core.connection_lost(now, generation);
                 }
-                inner.process_events(now, &self.hub, &self.status, Party::Writer);
+                inner.process_events(now, &self.hub, Party::Writer);
             }
             // Without a connection the bytes wait in the send buffer for
             // the next one (they are replayed then): unless configured to
@@ -889,7 +940,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                     if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
                         inner.core.connection_lost(now, generation);
                     }
-                    inner.process_events(now, &self.hub, &self.status, Party::Writer);
+                    inner.process_events(now, &self.hub, Party::Writer);
                 }
                 if inner.core.is_shutdown_complete() { Poll::Ready(Ok(())) } else { Poll::Pending }
             }
@@ -912,7 +963,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 inner.core.connection_lost(now, generation);
             }
         }
-        inner.process_events(now, &self.hub, &self.status, Party::Other);
+        inner.process_events(now, &self.hub, Party::Other);
         drop(inner);
         self.hub.wake(true, true, true);
     }
@@ -991,13 +1042,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
                         inner.attempt_failed(now);
                     }
                 }
-                inner.process_events(now, &shared.hub, &shared.status, Party::Driver);
+                inner.process_events(now, &shared.hub, Party::Driver);
             }
             if inner.core.state() == ConnectionState::Closed {
                 this.dial = None;
                 inner.redial.dialing = false;
                 if inner.conns.is_empty() {
-                    inner.publish(&shared.status);
+                    inner.publish();
                     return Poll::Ready(());
                 }
             }
@@ -1054,7 +1105,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
                         progress = true;
                     }
                 }
-                inner.process_events(now, &shared.hub, &shared.status, Party::Driver);
+                inner.process_events(now, &shared.hub, Party::Driver);
                 if !progress {
                     break;
                 }
@@ -1070,7 +1121,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
                         last_error: inner.redial.last_error.clone(),
                     };
                     inner.core.abort(now, error);
-                    inner.process_events(now, &shared.hub, &shared.status, Party::Driver);
+                    inner.process_events(now, &shared.hub, Party::Driver);
                     continue;
                 }
                 match inner.redial.not_before {
@@ -1079,7 +1130,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
                         if let Some(dialer) = &this.dialer {
                             this.dial = Some(dialer());
                             inner.redial.dialing = true;
-                            inner.publish(&shared.status);
+                            inner.publish();
                         }
                     }
                 }
@@ -1313,13 +1364,22 @@ where
             force_requested: false,
             rearm_driver: false,
             published: None,
+            status_changes: 0,
+            unpublished: None,
         };
         let initial = Status {
             state: if active { PipeState::Reconnecting } else { PipeState::Disconnected },
             generation: Generation(0),
         };
         let (status, _) = watch::channel(initial);
-        let shared = Arc::new(Shared { inner: Mutex::new(inner), hub, read_waker, write_waker, status });
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(inner),
+            hub,
+            read_waker,
+            write_waker,
+            status,
+            status_sent: AtomicU64::new(0),
+        });
         let driver = Driver {
             shared: Arc::clone(&shared),
             dialer,
@@ -1497,7 +1557,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
             None => inner.core.accept(now, Nonce::random())?,
         };
         inner.conns.push(ConnIo { generation, io: conn, flush_pending: false });
-        inner.process_events(now, &shared.hub, &shared.status, Party::Other);
+        inner.process_events(now, &shared.hub, Party::Other);
         drop(inner);
         shared.hub.wake(false, false, true);
         Ok(generation)

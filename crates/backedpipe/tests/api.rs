@@ -1,7 +1,8 @@
 //! The shell's behaviour beyond the seed: Send/Sync of the public types,
-//! keepalive against a black hole, the give-up deadline, the status watch,
-//! authentication and bad input against a live session (refused, the live
-//! connection untouched), closing, and the memory of an idle pipe.
+//! keepalive against a black hole, the give-up deadline, the status watch
+//! (and a watcher calling into the pipe), authentication and bad input
+//! against a live session (refused, the live connection untouched),
+//! closing, and the memory of an idle pipe.
 
 mod common;
 
@@ -82,6 +83,48 @@ async fn status_follows_the_connection() {
     pair.client.close();
     within(5, "closed", status.wait_for(|s| s.state == PipeState::Closed)).await.unwrap();
     assert!(pair.client.failure().is_none(), "a plain close is no failure");
+}
+
+/// A `wait_for` closure runs under the status channel's lock and may call
+/// into the pipe: the pipe must never send a status change while holding
+/// its own lock (that would deadlock the two). Run on a thread of its own,
+/// so that a deadlock fails the test instead of hanging it.
+#[test]
+fn a_status_watcher_may_call_into_the_pipe() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let seen = runtime.block_on(async {
+            let pair = Pair::new(config(), config());
+            within(5, "connect", pair.client.connected()).await.unwrap();
+            let control = pair.client.control();
+            let mut status = pair.client.watch_status();
+            let watcher = tokio::spawn(async move {
+                let mut seen = 0u32;
+                status
+                    .wait_for(|s| {
+                        seen += 1;
+                        // Keep the channel locked for a while, asking the pipe.
+                        for _ in 0..5 {
+                            std::hint::black_box(control.stats());
+                            std::thread::sleep(Duration::from_micros(100));
+                        }
+                        s.state == PipeState::Closed
+                    })
+                    .await
+                    .unwrap();
+                seen
+            });
+            for _ in 0..100 {
+                within(5, "reconnect", pair.client.force_reconnect()).await.unwrap();
+            }
+            pair.client.close();
+            within(5, "the watcher sees the close", watcher).await.unwrap()
+        });
+        let _ = done.send(seen);
+    });
+    let seen = finished.recv_timeout(Duration::from_secs(30)).expect("the pipe and its status watcher deadlocked");
+    assert!(seen > 2, "the watcher saw only {seen} states");
 }
 
 /// Reads one frame: (type byte, payload), or `None` at EOF.
