@@ -857,9 +857,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
             if let Some(generation) = inner.core.current_generation() {
                 let mut lost = matches!(inner.transmit(now, generation, &mut self.write_cx()), Io::Lost);
                 // Readiness reaches the runtime only now and then while it
-                // is busy; a writer far ahead of the acknowledgements looks
-                // for them itself.
-                let ack_overdue = inner.core.unacked_bytes() as u64 > 4 * inner.config.ack_interval_bytes;
+                // is busy; a writer with more than an acknowledgement
+                // interval outstanding looks for them itself (cheap: a
+                // transport not known to be readable is not even asked).
+                // Acknowledgements taken in late let the send buffer grow,
+                // and with it the memory each copy into it walks through.
+                let ack_overdue = inner.core.unacked_bytes() as u64 > inner.config.ack_interval_bytes;
                 let read_ready = !self.hub.reader_busy() && self.hub.read_ready.swap(false, Ordering::Acquire);
                 if !lost && (read_ready || ack_overdue) && !self.hub.reader_waiting() {
                     self.hub.lock().unclaimed_read = None;
