@@ -181,12 +181,20 @@ pub struct CoreStats {
 #[derive(Debug)]
 pub struct Transmit<'a> {
     parts: [&'a [u8]; 3],
+    payload_seq: Option<u64>,
 }
 
 impl<'a> Transmit<'a> {
     /// The parts, in order (some may be empty).
     pub fn parts(&self) -> &[&'a [u8]; 3] {
         &self.parts
+    }
+
+    /// For DATA: the stream sequence number of the first payload byte
+    /// (`parts()[1]`, then `parts()[2]`, follow `parts()[0]`, the rest of
+    /// the frame header). `None` for control frames.
+    pub fn payload_seq(&self) -> Option<u64> {
+        self.payload_seq
     }
 
     /// Total bytes.
@@ -312,6 +320,12 @@ struct Conn {
     /// Writing failed: nothing more is sent; input is still taken until
     /// the connection ends or `deadline` passes.
     write_failed: bool,
+    /// What `poll_transmit` last returned is being written without the
+    /// core (see [`Core::lend_transmit`]).
+    lent: bool,
+    /// A report (and the phase the connection was in) that waits for the
+    /// lent transmit to be accounted for.
+    deferred_report: Option<(ErrorCode, String, Phase)>,
     nonce: Nonce,
     hello: Option<Hello>,
     welcome_signed: Vec<u8>,
@@ -345,6 +359,8 @@ impl Conn {
             last_rx: now,
             deadline: Some(deadline),
             write_failed: false,
+            lent: false,
+            deferred_report: None,
             nonce,
             hello: None,
             welcome_signed: Vec::new(),
@@ -837,33 +853,48 @@ impl Core {
             Drop::Report(..) if conn.write_failed => {
                 self.events.push_back(Event::ConnectionClosed { generation: conn.generation });
             }
-            Drop::Report(code, reason) => {
-                // Half a DATA frame on the wire is completed first (its
-                // bytes are still in the send buffer), so that the report
-                // can follow it; control frames already queued are whole
-                // and go next, with a last acknowledgement.
-                if let Some(frame) = conn.frame.take().filter(|frame| frame.started) {
-                    let Some(rest) = self.frame_rest(&conn, &frame) else {
-                        self.events.push_back(Event::ConnectionClosed { generation: conn.generation });
-                        return;
-                    };
-                    let queued = conn.ctrl.split_off(conn.ctrl_sent.min(conn.ctrl.len()));
-                    conn.ctrl = rest;
-                    conn.ctrl.extend_from_slice(&queued);
-                    conn.ctrl_sent = 0;
-                }
-                if conn.phase == Phase::Connected {
-                    conn.ack_now = true;
-                    self.materialize_controls(&mut conn);
-                }
-                conn.queue(&Control::Error { code, reason });
+            Drop::Report(code, reason) if conn.lent => {
+                // How much of the lent transmit went out is not known yet:
+                // the report is queued once it is (see `transmitted`).
+                conn.deferred_report = Some((code, reason, conn.phase));
                 conn.phase = Phase::Closing;
                 conn.deadline = Some(now + CLOSE_LINGER);
-                conn.last = None;
                 self.closing.push(conn);
+            }
+            Drop::Report(code, reason) => {
+                let phase = conn.phase;
+                self.queue_report(conn, now, code, reason, phase);
             }
             Drop::Quiet => self.events.push_back(Event::ConnectionClosed { generation: conn.generation }),
         }
+    }
+
+    /// Queues the ERROR report that ends `conn` (which was in `phase`) and
+    /// keeps the connection until it is written.
+    fn queue_report(&mut self, mut conn: Conn, now: Instant, code: ErrorCode, reason: String, phase: Phase) {
+        // Half a DATA frame on the wire is completed first (its bytes are
+        // still in the send buffer), so that the report can follow it;
+        // control frames already queued are whole and go next, with a last
+        // acknowledgement.
+        if let Some(frame) = conn.frame.take().filter(|frame| frame.started) {
+            let Some(rest) = self.frame_rest(&conn, &frame) else {
+                self.events.push_back(Event::ConnectionClosed { generation: conn.generation });
+                return;
+            };
+            let queued = conn.ctrl.split_off(conn.ctrl_sent.min(conn.ctrl.len()));
+            conn.ctrl = rest;
+            conn.ctrl.extend_from_slice(&queued);
+            conn.ctrl_sent = 0;
+        }
+        if phase == Phase::Connected {
+            conn.ack_now = true;
+            self.materialize_controls(&mut conn);
+        }
+        conn.queue(&Control::Error { code, reason });
+        conn.phase = Phase::Closing;
+        conn.deadline = Some(now + CLOSE_LINGER);
+        conn.last = None;
+        self.closing.push(conn);
     }
 
     /// The bytes of a started DATA frame not yet written (header and
@@ -1413,7 +1444,7 @@ impl Core {
         }
         if !frame_started && conn.ctrl_pending() {
             conn.last = Some(Last::Ctrl);
-            return Some(Transmit { parts: [&conn.ctrl[conn.ctrl_sent..], &[], &[]] });
+            return Some(Transmit { parts: [&conn.ctrl[conn.ctrl_sent..], &[], &[]], payload_seq: None });
         }
         if conn.phase != Phase::Connected {
             return None;
@@ -1429,7 +1460,7 @@ impl Core {
                 conn.ctrl_sent = 0;
                 conn.queue(&Control::EndOfStream(written));
                 conn.last = Some(Last::Ctrl);
-                return Some(Transmit { parts: [&conn.ctrl[..], &[], &[]] });
+                return Some(Transmit { parts: [&conn.ctrl[..], &[], &[]], payload_seq: None });
             }
         }
         let frame = conn.frame.as_ref()?;
@@ -1439,17 +1470,51 @@ impl Core {
         want -= a.len();
         let b = &b[..want.min(b.len())];
         conn.last = Some(Last::Frame);
-        Some(Transmit { parts: [&frame.header[frame.header_sent..], a, b] })
+        Some(Transmit { parts: [&frame.header[frame.header_sent..], a, b], payload_seq: Some(conn.tx_seq) })
     }
 
     fn materialize_controls(&self, conn: &mut Conn) {
         queue_controls(conn, self.recv_seq, self.eos_flag());
     }
 
+    /// Tells the core that what [`Core::poll_transmit`] last returned for
+    /// `generation` is being written by a caller that does not hold the
+    /// core meanwhile: other methods may be called before
+    /// [`Core::transmitted`] reports the count. A report that ends the
+    /// connection in between (a close, a protocol error) waits until then,
+    /// so that it follows exactly the bytes that were written.
+    pub fn lend_transmit(&mut self, generation: Generation) {
+        let conn = match &mut self.current {
+            Some(conn) if conn.generation == generation => conn,
+            _ => {
+                match self.pending.iter_mut().chain(self.closing.iter_mut()).find(|conn| conn.generation == generation)
+                {
+                    Some(conn) => conn,
+                    None => return,
+                }
+            }
+        };
+        if conn.last.is_some() {
+            conn.lent = true;
+        }
+    }
+
     /// `count` bytes of what [`Core::poll_transmit`] last returned for
     /// `generation` were written.
     pub fn transmitted(&mut self, now: Instant, generation: Generation, count: usize) {
-        let _ = now;
+        self.account_transmitted(generation, count);
+        let Some(index) =
+            self.closing.iter().position(|conn| conn.generation == generation && conn.deferred_report.is_some())
+        else {
+            return;
+        };
+        let mut conn = self.closing.remove(index);
+        if let Some((code, reason, phase)) = conn.deferred_report.take() {
+            self.queue_report(conn, now, code, reason, phase);
+        }
+    }
+
+    fn account_transmitted(&mut self, generation: Generation, count: usize) {
         let sent_high = self.sent_high;
         let conn = match &mut self.current {
             Some(conn) if conn.generation == generation => conn,
@@ -1461,6 +1526,7 @@ impl Core {
                 }
             }
         };
+        conn.lent = false;
         match conn.last {
             Some(Last::Ctrl) => {
                 conn.ctrl_sent = (conn.ctrl_sent + count).min(conn.ctrl.len());

@@ -87,6 +87,16 @@ pub enum Op {
         /// Which side.
         client: bool,
     },
+    /// One side writes its next transmit on the newest link without
+    /// holding its core (see [`Core::lend_transmit`]): meanwhile the link
+    /// delivers what is in flight to that side, or the side closes; then
+    /// the bytes go out (as far as the link takes them) and are reported.
+    LentTransmit {
+        /// Which side.
+        client: bool,
+        /// Close meanwhile (else deliver).
+        close: bool,
+    },
 }
 
 /// The simulation's parameters.
@@ -158,6 +168,35 @@ struct Link {
     eof_to_client: bool,
     /// The client closed its end: the server sees EOF after `c2s` drains.
     eof_to_server: bool,
+}
+
+impl Link {
+    /// Takes what one side writes, as far as there is room (all of it if
+    /// the link swallows bytes); returns how many bytes were taken.
+    fn carry(&mut self, client: bool, capacity: usize, parts: &[&[u8]]) -> usize {
+        let swallow = self.broken || self.blackholed;
+        let (queue, budget) =
+            if client { (&mut self.c2s, &mut self.c2s_cut_after) } else { (&mut self.s2c, &mut self.s2c_cut_after) };
+        let mut room = if swallow { usize::MAX } else { capacity.saturating_sub(queue.len()) };
+        if let Some(left) = budget {
+            room = room.min(usize::try_from(*left).unwrap_or(usize::MAX));
+        }
+        let mut taken = 0;
+        for part in parts {
+            let count = part.len().min(room - taken);
+            if !swallow {
+                queue.extend(&part[..count]);
+            }
+            taken += count;
+        }
+        if let Some(left) = budget {
+            *left -= taken as u64;
+            if *left == 0 {
+                self.broken = true;
+            }
+        }
+        taken
+    }
 }
 
 /// Two cores over simulated links.
@@ -290,6 +329,7 @@ impl Sim {
                 self.core(client).close(now);
                 self.apps[side(client)].closed = true;
             }
+            Op::LentTransmit { client, close } => self.lent_transmit(client, close),
         }
         self.check_invariants();
     }
@@ -457,31 +497,8 @@ impl Sim {
                 let core = if client { &mut self.client } else { &mut self.server };
                 loop {
                     let link = &mut self.links[index];
-                    let (queue, budget) = if client {
-                        (&mut link.c2s, &mut link.c2s_cut_after)
-                    } else {
-                        (&mut link.s2c, &mut link.s2c_cut_after)
-                    };
-                    let swallow = link.broken || link.blackholed;
                     let Some(transmit) = core.poll_transmit(generation) else { break };
-                    let mut room = if swallow { usize::MAX } else { capacity.saturating_sub(queue.len()) };
-                    if let Some(left) = budget {
-                        room = room.min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    }
-                    let mut taken = 0;
-                    for part in transmit.parts() {
-                        let count = part.len().min(room - taken);
-                        if !swallow {
-                            queue.extend(&part[..count]);
-                        }
-                        taken += count;
-                    }
-                    if let Some(left) = budget {
-                        *left -= taken as u64;
-                        if *left == 0 {
-                            link.broken = true;
-                        }
-                    }
+                    let taken = link.carry(client, capacity, transmit.parts());
                     core.transmitted(now, generation, taken);
                     if taken == 0 {
                         break;
@@ -489,6 +506,34 @@ impl Sim {
                 }
             }
         }
+    }
+
+    fn lent_transmit(&mut self, client: bool, close: bool) {
+        let now = self.now;
+        let Some(link) = self.links.last() else { return };
+        let (generation, open) =
+            if client { (link.client_gen, link.client_open) } else { (link.server_gen, link.server_open) };
+        if !open {
+            return;
+        }
+        let core = self.core(client);
+        let Some(transmit) = core.poll_transmit(generation) else { return };
+        let bytes = transmit.parts().concat();
+        core.lend_transmit(generation);
+        if close {
+            core.close(now);
+            self.apps[side(client)].closed = true;
+        } else {
+            self.deliver_all();
+        }
+        let capacity = self.link_capacity;
+        let link = self.links.iter_mut().find(|link| {
+            let (gen_of_side, open) =
+                if client { (link.client_gen, link.client_open) } else { (link.server_gen, link.server_open) };
+            open && gen_of_side == generation
+        });
+        let taken = link.map_or(0, |link| link.carry(client, capacity, &[&bytes]));
+        self.core(client).transmitted(now, generation, taken);
     }
 
     fn deliver_all(&mut self) -> bool {

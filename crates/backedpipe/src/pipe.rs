@@ -340,10 +340,73 @@ impl Wake for Readiness {
 
 // ----- shared state -----------------------------------------------------------------
 
-struct ConnIo<T> {
-    generation: Generation,
-    io: T,
+/// A connection's reading half.
+type ReadIo = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A connection's writing half, and whether it owes a flush.
+struct WriteSide {
+    io: Box<dyn AsyncWrite + Send + Unpin>,
     flush_pending: bool,
+}
+
+/// One connection, in two halves, each behind its own lock: reading and
+/// writing never wait for each other.
+struct ConnIo {
+    generation: Generation,
+    reader: Arc<Mutex<ReadIo>>,
+    writer: Arc<Mutex<WriteSide>>,
+}
+
+impl ConnIo {
+    fn new<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(generation: Generation, io: T) -> ConnIo {
+        let (read, write) = split_transport(io);
+        ConnIo {
+            generation,
+            reader: Arc::new(Mutex::new(read)),
+            writer: Arc::new(Mutex::new(WriteSide { io: write, flush_pending: false })),
+        }
+    }
+}
+
+/// Splits a transport into halves. Sockets split into halves that work
+/// independently; any other transport into halves that share one lock
+/// (taken only for each call), as `tokio::io::split` does.
+fn split_transport<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: T,
+) -> (ReadIo, Box<dyn AsyncWrite + Send + Unpin>) {
+    let io: Box<dyn std::any::Any> = Box::new(io);
+    let io = match io.downcast::<tokio::net::UnixStream>() {
+        Ok(stream) => {
+            let (read, write) = stream.into_split();
+            return (Box::new(read), Box::new(write));
+        }
+        Err(io) => io,
+    };
+    let io = match io.downcast::<tokio::net::TcpStream>() {
+        Ok(stream) => {
+            let (read, write) = stream.into_split();
+            return (Box::new(read), Box::new(write));
+        }
+        Err(io) => io,
+    };
+    let Ok(io) = io.downcast::<T>() else { unreachable!("the box holds a T") };
+    let (read, write) = tokio::io::split(*io);
+    (Box::new(read), Box::new(write))
+}
+
+/// Locks a connection half if no one else holds it.
+fn try_half<S: ?Sized>(half: &Mutex<S>) -> Option<MutexGuard<'_, S>> {
+    match half.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Locks a connection half, waiting for its holder (who holds it only for
+/// one system call and its bookkeeping).
+fn lock_half<S: ?Sized>(half: &Mutex<S>) -> MutexGuard<'_, S> {
+    half.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Reconnect bookkeeping of the dialling side.
@@ -369,7 +432,8 @@ struct Inner<T> {
     core: Core,
     config: Config,
     active: bool,
-    conns: Vec<ConnIo<T>>,
+    conns: Vec<ConnIo>,
+    _transport: std::marker::PhantomData<fn() -> T>,
     current: Option<Generation>,
     redial: Redial,
     failed_attempts: u64,
@@ -463,6 +527,27 @@ enum Party {
     Other,
 }
 
+/// Outcome of one write to a connection.
+enum Wrote {
+    /// Bytes went.
+    Bytes,
+    /// The transport would block (and will wake the waker given).
+    Blocked,
+    /// Writing failed; see [`Inner::write_failed`].
+    Failed,
+}
+
+/// Outcome of one read for the application.
+enum AppRead {
+    /// Bytes went into the application's buffer.
+    Data,
+    /// Something changed (frames read, the connection lost or replaced):
+    /// look at the state again.
+    Again,
+    /// Nothing to read now; the transport will wake the reader.
+    Blocked,
+}
+
 /// Outcome of one transport operation.
 enum Io {
     /// Bytes moved; the transport would now block (and will wake us).
@@ -483,35 +568,69 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
     /// Writes what the core has for `generation` until done or blocked.
     fn transmit(&mut self, now: Instant, generation: Generation, cx: &mut Context<'_>) -> Io {
         let Some(index) = self.conn_index(generation) else { return Io::Blocked };
-        let Inner { core, conns, .. } = self;
-        let conn = &mut conns[index];
+        let writer = Arc::clone(&self.conns[index].writer);
+        let Some(mut side) = try_half(&writer) else { return Io::Blocked };
+        self.transmit_on(now, generation, &mut side, cx)
+    }
+
+    /// [`Inner::transmit`] with the connection's write half already locked.
+    fn transmit_on(&mut self, now: Instant, generation: Generation, conn: &mut WriteSide, cx: &mut Context<'_>) -> Io {
         let mut progress = false;
-        while let Some(transmit) = core.poll_transmit(generation) {
+        while let Some(transmit) = self.core.poll_transmit(generation) {
             if transmit.is_empty() {
                 break;
             }
             let slices = transmit.io_slices();
-            match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices) {
-                Poll::Ready(Ok(0)) => {
-                    core.transmitted(now, generation, 0);
-                    return self.write_failed(now, generation);
-                }
-                Poll::Ready(Ok(count)) => {
-                    core.transmitted(now, generation, count);
-                    conn.flush_pending = true;
-                    progress = true;
-                }
-                Poll::Ready(Err(err)) => {
-                    core.transmitted(now, generation, 0);
-                    tracing::debug!(%generation, %err, "write failed");
-                    return self.write_failed(now, generation);
-                }
-                Poll::Pending => {
-                    core.transmitted(now, generation, 0);
-                    break;
-                }
+            let outcome = Pin::new(&mut conn.io).poll_write_vectored(cx, &slices);
+            match self.wrote(now, generation, conn, outcome) {
+                Wrote::Bytes => progress = true,
+                Wrote::Blocked => break,
+                Wrote::Failed => return Io::Progress,
             }
         }
+        self.finish_transmit(now, generation, conn, cx, progress)
+    }
+
+    /// Accounts for one write to `generation`.
+    fn wrote(
+        &mut self,
+        now: Instant,
+        generation: Generation,
+        conn: &mut WriteSide,
+        outcome: Poll<io::Result<usize>>,
+    ) -> Wrote {
+        let count = match &outcome {
+            Poll::Ready(Ok(count)) => *count,
+            _ => 0,
+        };
+        self.core.transmitted(now, generation, count);
+        match outcome {
+            Poll::Ready(Ok(0)) => {
+                self.write_failed(now, generation);
+                Wrote::Failed
+            }
+            Poll::Ready(Ok(_)) => {
+                conn.flush_pending = true;
+                Wrote::Bytes
+            }
+            Poll::Ready(Err(err)) => {
+                tracing::debug!(%generation, %err, "write failed");
+                self.write_failed(now, generation);
+                Wrote::Failed
+            }
+            Poll::Pending => Wrote::Blocked,
+        }
+    }
+
+    /// Flushes after writes to `generation`.
+    fn finish_transmit(
+        &mut self,
+        now: Instant,
+        generation: Generation,
+        conn: &mut WriteSide,
+        cx: &mut Context<'_>,
+        progress: bool,
+    ) -> Io {
         if conn.flush_pending {
             match Pin::new(&mut conn.io).poll_flush(cx) {
                 Poll::Ready(Ok(())) => conn.flush_pending = false,
@@ -536,8 +655,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
     fn receive(&mut self, now: Instant, generation: Generation, cx: &mut Context<'_>, for_app: bool) -> Io {
         let Some(index) = self.conn_index(generation) else { return Io::Blocked };
         let recv_limit = self.config.recv_buffer_bytes;
-        let Inner { core, conns, .. } = self;
-        let conn = &mut conns[index];
+        let reader = Arc::clone(&self.conns[index].reader);
+        let Some(mut io) = try_half(&reader) else { return Io::Blocked };
+        let core = &mut self.core;
         let mut progress = false;
         let mut stash = [MaybeUninit::<u8>::uninit(); STASH_BYTES];
         // Bounded so that one busy connection cannot starve the others.
@@ -552,7 +672,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
                 core.between_payloads(generation) && core.recv_buffered() < recv_limit.saturating_sub(STASH_BYTES);
             let outcome = if stashing {
                 let mut buf = ReadBuf::uninit(&mut stash);
-                let outcome = Pin::new(&mut conn.io).poll_read(cx, &mut buf);
+                let outcome = Pin::new(&mut *io).poll_read(cx, &mut buf);
                 if let Poll::Ready(Ok(())) = outcome
                     && !buf.filled().is_empty()
                 {
@@ -562,7 +682,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
             } else {
                 let Some(target) = core.recv_target(generation) else { break };
                 let mut buf = ReadBuf::new(target);
-                let outcome = Pin::new(&mut conn.io).poll_read(cx, &mut buf);
+                let outcome = Pin::new(&mut *io).poll_read(cx, &mut buf);
                 let count = buf.filled().len();
                 if let Poll::Ready(Ok(())) = outcome {
                     core.recv_done(now, generation, count);
@@ -714,6 +834,65 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         }
     }
 
+    /// Writes what the core has for `generation` until done or blocked, as
+    /// [`Inner::transmit`] does, except that the bytes of `window` (the
+    /// caller's buffer, which the send buffer now holds from sequence
+    /// number `window.0`) are written from the caller's buffer with the
+    /// state unlocked: the connection's write half is held instead, so
+    /// that no one else writes to it meanwhile, and the core is told the
+    /// write is out (see [`Core::lend_transmit`]). Others who find the
+    /// half taken leave their frames in the core; they are written here
+    /// before the half is let go, while the state is held.
+    fn write_out<'a>(
+        &'a self,
+        mut inner: StateGuard<'a, T>,
+        now: Instant,
+        generation: Generation,
+        window: Option<(u64, &[u8])>,
+    ) -> (StateGuard<'a, T>, Io) {
+        let Some(index) = inner.conn_index(generation) else { return (inner, Io::Blocked) };
+        let writer = Arc::clone(&inner.conns[index].writer);
+        let Some(mut conn) = try_half(&writer) else { return (inner, Io::Blocked) };
+        let mut cx = self.write_cx();
+        let mut progress = false;
+        while let Some(transmit) = inner.core.poll_transmit(generation) {
+            if transmit.is_empty() {
+                break;
+            }
+            let parts = transmit.parts();
+            let payload = parts[1].len() + parts[2].len();
+            let lendable = match (window, transmit.payload_seq()) {
+                (Some((start, bytes)), Some(seq)) if seq >= start && parts[0].len() <= proto::HEADER_LEN => {
+                    let offset = usize::try_from(seq - start).unwrap_or(usize::MAX);
+                    bytes.get(offset..offset.saturating_add(payload)).map(|payload| (parts[0], payload))
+                }
+                _ => None,
+            };
+            let outcome = if let Some((header, payload)) = lendable {
+                let mut head = [0u8; proto::HEADER_LEN];
+                head[..header.len()].copy_from_slice(header);
+                let head = &head[..header.len()];
+                inner.core.lend_transmit(generation);
+                drop(inner);
+                let outcome = Pin::new(&mut conn.io)
+                    .poll_write_vectored(&mut cx, &[io::IoSlice::new(head), io::IoSlice::new(payload)]);
+                inner = self.lock();
+                outcome
+            } else {
+                let slices = transmit.io_slices();
+                Pin::new(&mut conn.io).poll_write_vectored(&mut cx, &slices)
+            };
+            match inner.wrote(now, generation, &mut conn, outcome) {
+                Wrote::Bytes => progress = true,
+                Wrote::Blocked => break,
+                Wrote::Failed => return (inner, Io::Progress),
+            }
+        }
+        let io = inner.finish_transmit(now, generation, &mut conn, &mut cx, progress);
+        drop(conn);
+        (inner, io)
+    }
+
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
@@ -724,6 +903,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         self.hub.register_reader(cx.waker());
         let mut inner = self.lock();
         let now = now();
+        let mut rounds = 0;
         let result = loop {
             let was_full = inner.core.recv_buffered() >= inner.config.recv_buffer_bytes;
             match inner.core.read(buf.initialize_unfilled()) {
@@ -738,7 +918,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                     if buf.remaining() > 0
                         && let Some(generation) = inner.core.current_generation()
                     {
-                        let _ = self.read_direct(&mut inner, now, generation, buf);
+                        inner = self.read_io(inner, now, generation, buf, true).0;
                     }
                     break Poll::Ready(Ok(()));
                 }
@@ -750,28 +930,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
             if inner.conn_index(generation).is_none() {
                 break Poll::Pending;
             }
-            if let Some(outcome) = self.read_direct(&mut inner, now, generation, buf) {
-                match outcome {
-                    Poll::Ready(true) => break Poll::Ready(Ok(())),
-                    Poll::Ready(false) => {}
-                    Poll::Pending => break Poll::Pending,
-                }
-            } else {
-                match inner.receive(now, generation, &mut self.read_cx(), true) {
-                    Io::Progress | Io::More => self.after_input(&mut inner, now),
-                    Io::Blocked => {
-                        if inner.core.recv_target(generation).is_none() && inner.core.recv_buffered() == 0 {
-                            // Nothing to read into: only a closed
-                            // connection gets here; the driver handles it.
-                            self.hub.wake(false, false, true);
-                        }
-                        break Poll::Pending;
-                    }
-                    Io::Lost => {
-                        inner.core.connection_lost(now, generation);
-                        self.after_input(&mut inner, now);
-                    }
-                }
+            rounds += 1;
+            if rounds > 64 {
+                // Bounded so that a stream of control frames cannot keep
+                // this task (and its thread) to itself.
+                cx.waker().wake_by_ref();
+                break Poll::Pending;
+            }
+            let outcome;
+            (inner, outcome) = self.read_io(inner, now, generation, buf, false);
+            match outcome {
+                AppRead::Data => break Poll::Ready(Ok(())),
+                AppRead::Again => {}
+                AppRead::Blocked => break Poll::Pending,
             }
         };
         drop(inner);
@@ -783,39 +954,109 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         result
     }
 
-    /// Reads DATA payload of `generation` straight into `buf`, if the core
-    /// allows it now (`None` if not). `Ready(true)`: bytes arrived;
-    /// `Ready(false)`: the connection was lost; `Pending`: none yet.
-    fn read_direct(
-        &self,
-        inner: &mut Inner<T>,
+    /// One read from connection `generation` for the application: DATA
+    /// payload straight into `buf` if the core allows it now, otherwise the
+    /// next frames into the core (with `direct_only`, nothing then).
+    ///
+    /// The state is unlocked during the system call: the connection's read
+    /// half is held instead, so that no one else reads from it meanwhile,
+    /// and the core is told what was read before anyone else may read. A
+    /// connection the pipe gave up on meanwhile keeps what was read from it
+    /// (the next connection replays it).
+    fn read_io<'a>(
+        &'a self,
+        mut inner: StateGuard<'a, T>,
         now: Instant,
         generation: Generation,
         buf: &mut ReadBuf<'_>,
-    ) -> Option<Poll<bool>> {
+        direct_only: bool,
+    ) -> (StateGuard<'a, T>, AppRead) {
+        let Some(index) = inner.conn_index(generation) else { return (inner, AppRead::Blocked) };
+        let reader = Arc::clone(&inner.conns[index].reader);
+        let mut io = match try_half(&reader) {
+            Some(io) => io,
+            None => {
+                // The half is held only by one of the pipe's tasks in a
+                // system call; the order is always the half, then the state.
+                drop(inner);
+                let io = lock_half(&reader);
+                inner = self.lock();
+                if inner.core.current_generation() != Some(generation) || inner.core.recv_buffered() > 0 {
+                    return (inner, AppRead::Again);
+                }
+                io
+            }
+        };
         let direct = inner.core.direct_read_len(generation);
-        let index = inner.conn_index(generation)?;
-        if direct == 0 || buf.remaining() == 0 {
-            return None;
+        let stash = direct == 0
+            && !direct_only
+            && inner.core.between_payloads(generation)
+            && inner.core.recv_buffered() < inner.config.recv_buffer_bytes.saturating_sub(STASH_BYTES);
+        if direct == 0 && !stash {
+            drop(io);
+            if direct_only {
+                return (inner, AppRead::Blocked);
+            }
+            // The rest of a payload goes into the core's buffer (it holds
+            // bytes the application has not taken yet): under the lock.
+            let outcome = inner.receive(now, generation, &mut self.read_cx(), true);
+            let result = match outcome {
+                Io::Progress | Io::More => AppRead::Again,
+                Io::Blocked => {
+                    if inner.core.recv_target(generation).is_none() && inner.core.recv_buffered() == 0 {
+                        // Nothing to read into: only a closed connection
+                        // gets here; the driver handles it.
+                        self.hub.wake(false, false, true);
+                    }
+                    AppRead::Blocked
+                }
+                Io::Lost => {
+                    inner.core.connection_lost(now, generation);
+                    AppRead::Again
+                }
+            };
+            if !matches!(result, AppRead::Blocked) {
+                self.after_input(&mut inner, now);
+            }
+            return (inner, result);
         }
-        let unfilled = buf.initialize_unfilled();
-        let limit = direct.min(unfilled.len());
-        let mut direct_buf = ReadBuf::new(&mut unfilled[..limit]);
-        Some(match Pin::new(&mut inner.conns[index].io).poll_read(&mut self.read_cx(), &mut direct_buf) {
-            Poll::Ready(Ok(())) if !direct_buf.filled().is_empty() => {
-                let count = direct_buf.filled().len();
-                inner.core.direct_read_done(now, generation, count);
-                buf.advance(count);
-                self.after_input(inner, now);
-                Poll::Ready(true)
+        drop(inner);
+        let mut stash_buf = [MaybeUninit::<u8>::uninit(); STASH_BYTES];
+        let mut read_buf = if stash {
+            ReadBuf::uninit(&mut stash_buf)
+        } else {
+            let unfilled = buf.initialize_unfilled();
+            let limit = direct.min(unfilled.len());
+            ReadBuf::new(&mut unfilled[..limit])
+        };
+        let outcome = Pin::new(&mut **io).poll_read(&mut self.read_cx(), &mut read_buf);
+        let count = read_buf.filled().len();
+        let mut inner = self.lock();
+        let result = match outcome {
+            Poll::Ready(Ok(())) if count > 0 => {
+                if stash {
+                    inner.core.handle_read(now, generation, read_buf.filled());
+                    AppRead::Again
+                } else if inner.core.direct_read_len(generation) >= count {
+                    inner.core.direct_read_done(now, generation, count);
+                    buf.advance(count);
+                    AppRead::Data
+                } else {
+                    AppRead::Again
+                }
             }
             Poll::Ready(_) => {
                 inner.core.connection_lost(now, generation);
-                self.after_input(inner, now);
-                Poll::Ready(false)
+                AppRead::Again
             }
-            Poll::Pending => Poll::Pending,
-        })
+            Poll::Pending => AppRead::Blocked,
+        };
+        // The core knows what was read: others may read now.
+        drop(io);
+        if !matches!(result, AppRead::Blocked) {
+            self.after_input(&mut inner, now);
+        }
+        (inner, result)
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
@@ -841,6 +1082,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         let now = now();
         let mut result = Poll::Pending;
         for _ in 0..2 {
+            let start = inner.core.written_seq();
+            let mut window = None;
             match inner.core.write(data) {
                 Err(err) => {
                     result = Poll::Ready(Err(err.into()));
@@ -849,13 +1092,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 Ok(0) => {}
                 Ok(count) => {
                     result = Poll::Ready(Ok(count));
+                    window = Some((start, &data[..count]));
                 }
             }
             // Hand the bytes to the connection now (or, when the buffer
             // was full, make room by sending what waits), and take in
             // acknowledgements that arrived meanwhile.
             if let Some(generation) = inner.core.current_generation() {
-                let mut lost = matches!(inner.transmit(now, generation, &mut self.write_cx()), Io::Lost);
+                let transmitted;
+                (inner, transmitted) = self.write_out(inner, now, generation, window);
+                let mut lost = matches!(transmitted, Io::Lost);
                 // Readiness reaches the runtime only now and then while it
                 // is busy; a writer with more than an acknowledgement
                 // interval outstanding looks for them itself (cheap: a
@@ -918,7 +1164,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 None => !inner.config.flush_waits_for_connection,
                 Some(generation) => {
                     inner.core.all_transmitted()
-                        && inner.conn_index(generation).is_some_and(|i| !inner.conns[i].flush_pending)
+                        && inner
+                            .conn_index(generation)
+                            .is_some_and(|i| try_half(&inner.conns[i].writer).is_some_and(|side| !side.flush_pending))
                 }
             };
             if flushed { Poll::Ready(Ok(())) } else { Poll::Pending }
@@ -1030,7 +1278,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
                     Ok(io) if inner.core.state() != ConnectionState::Closed => {
                         match inner.core.connect(now, Nonce::random()) {
                             Ok(generation) => {
-                                inner.conns.push(ConnIo { generation, io, flush_pending: false });
+                                inner.conns.push(ConnIo::new(generation, io));
                                 inner.redial.attempt = Some(generation);
                             }
                             Err(_) => drop(io),
@@ -1352,6 +1600,7 @@ where
             config,
             active,
             conns: Vec::new(),
+            _transport: std::marker::PhantomData,
             current: None,
             redial: Redial {
                 failures: 0,
@@ -1559,7 +1808,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
             Some(hello) => inner.core.accept_with_hello(now, Nonce::random(), hello)?,
             None => inner.core.accept(now, Nonce::random())?,
         };
-        inner.conns.push(ConnIo { generation, io: conn, flush_pending: false });
+        inner.conns.push(ConnIo::new(generation, conn));
         inner.process_events(now, &shared.hub, Party::Other);
         drop(inner);
         shared.hub.wake(false, false, true);

@@ -421,6 +421,38 @@ fn simulated_one_sided_cut_skips_the_duplicates() {
     assert!(client.stats().bytes_sent > 3000, "expected a replay");
 }
 
+/// A close while a DATA frame is being written without the core (lent):
+/// the report waits until the count is known, then completes the frame
+/// (the link took only part of it) and follows it. Without the wait the
+/// report would follow a frame cut short, and the peer would see a
+/// protocol error instead of the close.
+#[test]
+fn a_close_during_a_lent_transmit_follows_exactly_the_bytes_written() {
+    for capacity in [700u16, 900, 1200] {
+        let setup =
+            Setup { send_buffer: 8192, max_payload: 1000, recv_buffer: 4096, secret: false, link_capacity: capacity };
+        let mut sim = Sim::new(&setup);
+        sim.apply(&Op::Run { rounds: 4 });
+        // Fills the link, part of the way into a frame.
+        sim.apply(&Op::Write { client: true, len: 2500 });
+        // The rest of that frame, lent while the link delivers: the link
+        // then holds only that rest.
+        sim.apply(&Op::LentTransmit { client: true, close: false });
+        // The next frame, lent while the pipe closes: it fits only in part.
+        sim.apply(&Op::LentTransmit { client: true, close: true });
+        for _ in 0..20 {
+            sim.apply(&Op::Run { rounds: 5 });
+            sim.apply(&Op::Read { client: false, len: 3000 });
+        }
+        sim.heal_and_check();
+        let (client, server) = sim.cores();
+        assert_eq!(client.state(), ConnectionState::Closed, "capacity {capacity}: the lent transmit closed it");
+        assert!(matches!(server.failure(), Some(Error::PeerClosed)), "capacity {capacity}: {:?}", server.failure());
+        // Every frame begun on the wire arrived whole (the last one lent).
+        assert!(server.recv_seq() >= 2000, "capacity {capacity}: {} bytes arrived", server.recv_seq());
+    }
+}
+
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (any::<bool>(), 0u16..3000).prop_map(|(client, len)| Op::Write { client, len }),
@@ -436,6 +468,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::ForceReconnect),
         1 => (0u8..4).prop_map(|count| Op::FailDials { count }),
         1 => any::<bool>().prop_map(|client| Op::Shutdown { client }),
+        2 => (any::<bool>(), any::<bool>()).prop_map(|(client, close)| Op::LentTransmit { client, close }),
     ]
 }
 
