@@ -5,14 +5,23 @@
 //!
 //! # How the work is shared
 //!
-//! All state lives in one mutex (the core, the transports, the reconnect
-//! bookkeeping); it is never held across an await. The application's own
-//! `poll_read`/`poll_write` do the I/O of the current connection inline: a
-//! write copies into the send buffer and hands the new frame to the
-//! transport with one vectored write; a read reads DATA payload straight
-//! from the transport into the caller's buffer. A driver task (one per pipe)
-//! handles everything else: dialling, handshakes, timers, and reading when
-//! no application read is waiting (acknowledgements, pings, end of stream).
+//! The state (the core, the list of connections, the reconnect
+//! bookkeeping) lives in one mutex, never held across an await. Each
+//! connection is split into a read half and a write half, each behind a
+//! lock of its own (sockets split into independent halves; other
+//! transports share one lock between their halves, as `tokio::io::split`
+//! does). The application's own `poll_read`/`poll_write` do the I/O of the
+//! current connection inline: a write copies into the send buffer and
+//! hands the new frame to the transport with one vectored write, from the
+//! caller's buffer, with only the write half held; a read reads DATA
+//! payload straight from the transport into the caller's buffer with only
+//! the read half held. So a pipe's reading and writing never wait for
+//! each other's system calls. Locks are taken half first, then state;
+//! whoever holds the state only ever tries a half, and leaves what it
+//! cannot send in the core for the half's holder, who sends it before
+//! letting go. A driver task (one per pipe) handles everything else:
+//! dialling, handshakes, timers, and reading when no application read is
+//! waiting (acknowledgements, pings, end of stream).
 //!
 //! Readiness of a transport wakes the application task that waits for it,
 //! or the driver when none does. Work that arrives while an application
