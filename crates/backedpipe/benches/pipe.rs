@@ -145,7 +145,9 @@ fn one_way_group(c: &mut Criterion, name: &str, bytes: u64, cuts: bool) {
     group.finish();
     if cuts {
         let (client, _) = pair.as_ref().expect("pipes");
-        assert!(client.stats().reconnects > 0, "the cut group did not cut");
+        // Unless a filter left the group out: then nothing was written.
+        let ran = client.stats().bytes_sent > 0;
+        assert!(!ran || client.stats().reconnects > 0, "the cut group did not cut");
     }
 }
 
