@@ -84,7 +84,10 @@
 //!   `AsyncRead + AsyncWrite + Unpin + Send`. One driver task per pipe; the
 //!   application's reads and writes do the current connection's I/O inline,
 //!   so a payload byte is copied once into the send buffer and otherwise
-//!   moves straight between the transport and the caller's buffer.
+//!   moves straight between the transport and the caller's buffer. Reading
+//!   and writing run at once: `tokio::net::UnixStream` and `TcpStream` are
+//!   split into independent halves; other transports into halves that
+//!   share one lock per call, as with `tokio::io::split`.
 //! - [`proto`]: the wire format's encoders and decoders.
 //! - [`server`] and [`dial`]: the many-session server and the ready-made
 //!   dialers, built on the public API of the layers above.
