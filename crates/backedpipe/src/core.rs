@@ -1484,15 +1484,8 @@ impl Core {
     /// connection in between (a close, a protocol error) waits until then,
     /// so that it follows exactly the bytes that were written.
     pub fn lend_transmit(&mut self, generation: Generation) {
-        let conn = match &mut self.current {
-            Some(conn) if conn.generation == generation => conn,
-            _ => {
-                match self.pending.iter_mut().chain(self.closing.iter_mut()).find(|conn| conn.generation == generation)
-                {
-                    Some(conn) => conn,
-                    None => return,
-                }
-            }
+        let Some(conn) = find_conn(&mut self.current, &mut self.pending, &mut self.closing, generation) else {
+            return;
         };
         if conn.last.is_some() {
             conn.lent = true;
@@ -1516,15 +1509,8 @@ impl Core {
 
     fn account_transmitted(&mut self, generation: Generation, count: usize) {
         let sent_high = self.sent_high;
-        let conn = match &mut self.current {
-            Some(conn) if conn.generation == generation => conn,
-            _ => {
-                match self.pending.iter_mut().chain(self.closing.iter_mut()).find(|conn| conn.generation == generation)
-                {
-                    Some(conn) => conn,
-                    None => return,
-                }
-            }
+        let Some(conn) = find_conn(&mut self.current, &mut self.pending, &mut self.closing, generation) else {
+            return;
         };
         conn.lent = false;
         match conn.last {
@@ -1664,6 +1650,19 @@ fn queue_controls(conn: &mut Conn, recv_seq: u64, eos_flag: u8) {
     }
     if std::mem::take(&mut conn.want_ping) {
         conn.queue(&Control::Ping(recv_seq));
+    }
+}
+
+/// The connection `generation`, whichever of the core's lists holds it.
+fn find_conn<'a>(
+    current: &'a mut Option<Conn>,
+    pending: &'a mut [Conn],
+    closing: &'a mut [Conn],
+    generation: Generation,
+) -> Option<&'a mut Conn> {
+    match current {
+        Some(conn) if conn.generation == generation => Some(conn),
+        _ => pending.iter_mut().chain(closing.iter_mut()).find(|conn| conn.generation == generation),
     }
 }
 
