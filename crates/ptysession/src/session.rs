@@ -599,6 +599,12 @@ async fn read_output(shared: Arc<Shared>, master: Arc<AsyncFd<OwnedFd>>, mut exi
         if ended {
             break;
         }
+        // Waiting for readiness costs no budget, so while the command
+        // writes faster than this reads, nothing here would ever yield: a
+        // client woken on this worker (in its slot that the other worker
+        // cannot steal from) would fall behind by its whole queue. Take
+        // part in the budget, as tokio's own readers do.
+        tokio::task::coop::consume_budget().await;
     }
 }
 
