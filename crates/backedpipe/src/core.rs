@@ -63,6 +63,12 @@
 //! would block (reporting each write with [`Core::transmitted`]), then arm a
 //! timer for [`Core::poll_timeout`].
 //!
+//! Between [`Core::poll_transmit`] and [`Core::transmitted`] for one
+//! connection, nothing else is called, unless the caller first lends the
+//! transmit with [`Core::lend_transmit`]: it may then write without holding
+//! the core (from its own copy of the bytes, say) while other inputs go on;
+//! only one transmit per connection is out at a time.
+//!
 //! # Time
 //!
 //! Time is an input: every method that needs it takes `now`. The caller
