@@ -474,9 +474,10 @@ fn now() -> Instant {
 }
 
 impl<T> Shared<T> {
-    /// Locks the state. The holder is at most inside one non-blocking
-    /// system call, so the wait is short (as for a socket shared by a
-    /// reading and a writing task); it is never held across an await.
+    /// Locks the state. It is never held across an await; the application's
+    /// reads and writes make their system calls without it, so the wait is
+    /// short (the driver and control paths may be inside one non-blocking
+    /// system call while holding it).
     fn lock(&self) -> StateGuard<'_, T> {
         StateGuard { guard: Some(self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())), shared: self }
     }
