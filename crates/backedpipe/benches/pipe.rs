@@ -19,11 +19,11 @@ mod links;
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backedpipe::{Config, Secret};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use links::{Cutter, cut, unix_pipes};
+use links::{Cutter, cut, timed_resume, unix_pipes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::runtime::Runtime;
@@ -237,17 +237,8 @@ fn reconnect(c: &mut Criterion) {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
-                let mut byte = [0u8; 1];
                 for _ in 0..iters {
-                    let before = client.stats().reconnects;
-                    cut(&current);
-                    let started = Instant::now();
-                    client.write_all(b"x").await.expect("write");
-                    server.read_exact(&mut byte).await.expect("read");
-                    total += started.elapsed();
-                    while client.stats().reconnects == before {
-                        tokio::task::yield_now().await;
-                    }
+                    total += timed_resume(&mut client, &mut server, &current).await;
                 }
                 total
             })

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use backedpipe::server::{Listener, ServerConfig};
 use backedpipe::{BackedPipe, Config, Secret};
 use criterion::{Criterion, criterion_group, criterion_main};
-use links::{CuttableDialer, cut};
+use links::{CuttableDialer, timed_resume};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
@@ -73,18 +73,8 @@ fn reconnect_through_server(c: &mut Criterion) {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
-                let mut byte = [0u8; 1];
                 for _ in 0..iters {
-                    let (before, session_before) = (client.stats().reconnects, session.stats().reconnects);
-                    cut(&current);
-                    let started = Instant::now();
-                    client.write_all(b"x").await.expect("write");
-                    session.read_exact(&mut byte).await.expect("read");
-                    total += started.elapsed();
-                    // Both sides finish the handshake before the next cut.
-                    while client.stats().reconnects == before || session.stats().reconnects == session_before {
-                        tokio::task::yield_now().await;
-                    }
+                    total += timed_resume(&mut client, &mut session, &current).await;
                 }
                 total
             })

@@ -18,7 +18,7 @@ mod links;
 use std::time::{Duration, Instant};
 
 use backedpipe::{BackedPipe, Config};
-use links::{Cutter, cut, unix_pipes};
+use links::{Cutter, cut, timed_resume, unix_pipes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -72,10 +72,6 @@ impl Pipes {
         let (client, server, current) = unix_pipes(config).await;
         Pipes { client, server, current }
     }
-
-    fn cut(&self) {
-        cut(&self.current);
-    }
 }
 
 async fn raw_one_way(bytes: u64) -> Duration {
@@ -91,11 +87,7 @@ async fn raw_one_way(bytes: u64) -> Duration {
 async fn pipe_one_way(bytes: u64, cut_every: u64) -> Duration {
     let pipes = Pipes::new().await;
     let Pipes { mut client, mut server, current } = pipes;
-    let cutter = move || {
-        if let Some(fd) = current.lock().unwrap().as_ref() {
-            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
-        }
-    };
+    let cutter = move || cut(&current);
     let started = Instant::now();
     let writer = tokio::spawn(async move {
         write_n(&mut client, bytes, cut_every, &cutter).await;
@@ -177,21 +169,10 @@ async fn pipe_both_ways(bytes: u64) -> Duration {
 async fn reconnect_latency(rounds: usize) -> Vec<Duration> {
     let mut secure = Config::default();
     secure.secret = Some(backedpipe::Secret::new(b"benchmark shared secret".to_vec()));
-    let mut pipes = Pipes::with_config(secure).await;
+    let Pipes { mut client, mut server, current } = Pipes::with_config(secure).await;
     let mut samples = Vec::with_capacity(rounds);
-    let mut byte = [0u8; 1];
     for _ in 0..rounds {
-        let before = pipes.client.stats().reconnects;
-        pipes.cut();
-        let started = Instant::now();
-        pipes.client.write_all(b"x").await.expect("write");
-        pipes.server.read_exact(&mut byte).await.expect("read");
-        samples.push(started.elapsed());
-        // Let the server notice the old connection ended before the next
-        // round, so each round measures one whole reconnect.
-        while pipes.client.stats().reconnects == before {
-            tokio::task::yield_now().await;
-        }
+        samples.push(timed_resume(&mut client, &mut server, &current).await);
     }
     samples.sort();
     samples

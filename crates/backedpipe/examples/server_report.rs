@@ -15,13 +15,12 @@ mod links;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backedpipe::dial::TcpDialer;
 use backedpipe::server::{Listener, ServerConfig};
 use backedpipe::{BackedPipe, Config, Secret};
-use links::{CuttableDialer, cut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use links::{CuttableDialer, timed_resume};
 use tokio::net::TcpListener;
 
 const SESSIONS: usize = 1000;
@@ -66,17 +65,8 @@ async fn reconnect_latency() {
     client.connected().await.expect("connected");
     let mut session = listener.accept().await.expect("session");
     let mut samples = Vec::with_capacity(SAMPLES);
-    let mut byte = [0u8; 1];
     for _ in 0..SAMPLES {
-        let (before, session_before) = (client.stats().reconnects, session.stats().reconnects);
-        cut(&current);
-        let started = Instant::now();
-        client.write_all(b"x").await.expect("write");
-        session.read_exact(&mut byte).await.expect("read");
-        samples.push(started.elapsed());
-        while client.stats().reconnects == before || session.stats().reconnects == session_before {
-            tokio::task::yield_now().await;
-        }
+        samples.push(timed_resume(&mut client, &mut session, &current).await);
     }
     samples.sort();
     println!(

@@ -6,8 +6,10 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use backedpipe::{BackedPipe, Config, Reconnector};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 /// The newest connection's socket, shared with whoever cuts it.
@@ -18,6 +20,32 @@ pub(crate) fn cut(current: &Mutex<Option<OwnedFd>>) {
     if let Some(fd) = current.lock().unwrap().as_ref() {
         let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
     }
+}
+
+/// One resume, timed: cuts the newest connection, writes one byte on
+/// `client` and returns how long until `peer` has read it. Then waits
+/// (untimed) until both sides have finished the new handshake, so that
+/// each call measures one whole reconnect.
+pub(crate) async fn timed_resume<C, P>(
+    client: &mut BackedPipe<C>,
+    peer: &mut BackedPipe<P>,
+    current: &Mutex<Option<OwnedFd>>,
+) -> Duration
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    P: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (before, peer_before) = (client.stats().reconnects, peer.stats().reconnects);
+    cut(current);
+    let started = Instant::now();
+    client.write_all(b"x").await.expect("write");
+    let mut byte = [0u8; 1];
+    peer.read_exact(&mut byte).await.expect("read");
+    let elapsed = started.elapsed();
+    while client.stats().reconnects == before || peer.stats().reconnects == peer_before {
+        tokio::task::yield_now().await;
+    }
+    elapsed
 }
 
 /// A connected pair of pipes; every dial makes a new Unix socket pair and
