@@ -250,6 +250,7 @@ async fn a_close_while_a_write_is_on_the_wire_ends_the_peer_cleanly() {
         });
         // A reader slower than the writer keeps the socket full, so that
         // writes often go out in part.
+        let (progress, mut read_so_far) = tokio::sync::watch::channel(0u64);
         let reading = tokio::spawn(async move {
             let mut buf = vec![0u8; 4 << 10];
             let mut got = 0u64;
@@ -261,12 +262,16 @@ async fn a_close_while_a_write_is_on_the_wire_ends_the_peer_cleanly() {
                             assert_eq!(*byte, pattern(got + i as u64), "byte {} is wrong", got + i as u64);
                         }
                         got += count as u64;
+                        progress.send_replace(got);
                     }
                     Err(err) => return (got, err),
                 }
             }
         });
-        tokio::time::sleep(Duration::from_micros(200 + 500 * (round % 7))).await;
+        // Close once the stream is well under way, at a different point
+        // in each round.
+        let close_after = (1 + round % 7) * 100_000;
+        within(10, "the stream flows", read_so_far.wait_for(|got| *got >= close_after)).await.unwrap();
         control.close();
         let (got, err) = within(10, &format!("the server sees the close, round {round}"), reading).await.unwrap();
         assert!(matches!(Error::from_io(&err), Some(Error::PeerClosed)), "round {round}: {err:?}");
