@@ -146,3 +146,8 @@ pub use queue::Event;
 pub use session::{Session, SessionInfo};
 pub use stats::Stats;
 pub use status::{CloseReason, DetachReason, ExitStatus, State};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

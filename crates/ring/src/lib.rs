@@ -511,3 +511,8 @@ fn zeroed(size: usize) -> Box<[u8]> {
 
 #[cfg(test)]
 mod tests;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,15 +1,18 @@
-//! Logging to a file in the runtime directory (never to the terminal), at
-//! the level named by `RPTY_LOG` (`error`, `warn`, `info`, `debug`,
-//! `trace`; default `info`).
+//! Logging to a file in the runtime directory (never to the terminal),
+//! filtered by `RPTY_LOG`: `RUST_LOG`-style directives, a level (`error`,
+//! `warn`, `info`, `debug`, `trace`) or per-crate ones such as
+//! `info,backedpipe=debug` (default `info`). Every line carries the spans
+//! it happened in (a pipe with its session id, a session, a child), so the
+//! lines of many sessions in one log can be told apart.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::EnvFilter;
 
-/// The environment variable that sets the log level.
+/// The environment variable that holds the log filter.
 const LOG_ENV: &str = "RPTY_LOG";
 
 /// A log file larger than this is started afresh when opened.
@@ -28,10 +31,41 @@ pub(crate) fn init(path: &Path, truncate: bool) {
         options.append(true);
     }
     let Ok(file) = options.open(path) else { return };
-    let level = std::env::var(LOG_ENV).ok().and_then(|level| level.parse::<LevelFilter>().ok());
-    let _ = tracing_subscriber::fmt()
-        .with_writer(Mutex::new(file))
-        .with_max_level(level.unwrap_or(LevelFilter::INFO))
-        .with_target(false)
-        .try_init();
+    let directives = std::env::var(LOG_ENV).unwrap_or_default();
+    let (filter, invalid) = filter(&directives);
+    if tracing_subscriber::fmt().with_writer(Mutex::new(file)).with_env_filter(filter).try_init().is_ok()
+        && let Some(error) = invalid
+    {
+        tracing::warn!("{LOG_ENV}={directives:?} is not a valid filter ({error}); logging at info");
+    }
+}
+
+/// The filter `directives` describe (`info` when empty), or `info` and the
+/// reason they were refused.
+fn filter(directives: &str) -> (EnvFilter, Option<String>) {
+    let directives = directives.trim();
+    if directives.is_empty() {
+        return (EnvFilter::new("info"), None);
+    }
+    match EnvFilter::try_new(directives) {
+        Ok(filter) => (filter, None),
+        Err(error) => (EnvFilter::new("info"), Some(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter;
+
+    #[test]
+    fn directives_are_read_like_rust_log_and_bad_ones_fall_back_to_info() {
+        assert_eq!(filter("").0.to_string(), "info");
+        assert_eq!(filter("debug").0.to_string(), "debug");
+        let (per_crate, error) = filter("warn,backedpipe=debug");
+        assert!(error.is_none());
+        assert!(per_crate.to_string().contains("backedpipe=debug"), "{per_crate}");
+        let (fallback, error) = filter("backedpipe=loud");
+        assert_eq!(fallback.to_string(), "info");
+        assert!(error.is_some());
+    }
 }
