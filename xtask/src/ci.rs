@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::run::{self, Tally};
-use crate::tools;
+use crate::{readme, tools};
 
 /// Seconds each fuzz target runs in CI's smoke run.
 const CI_FUZZ_SECONDS: u64 = 20;
@@ -24,6 +24,23 @@ const STEPS: &[Step] = &[
         command.env("RUSTDOCFLAGS", "-D warnings");
         run::status(&mut command)
     }),
+    ("alone", |_| alone()),
+    ("release", |_| run::status(&mut run::cargo(&["build", "--release", "--package", "rpty", "--locked"]))),
+    ("readme", |_| readme::quick_start()),
+    ("package", |_| {
+        // Each product crate as crates.io would get it. The workspace's
+        // unpublished crates resolve to the ones packaged in the same run.
+        run::status(&mut run::cargo(&[
+            "package",
+            "--workspace",
+            "--exclude",
+            "faultproxy",
+            "--exclude",
+            "xtask",
+            "--no-verify",
+            "--locked",
+        ]))
+    }),
     ("deny", |_| deny()),
     ("fuzz", |_| {
         tools::ensure_cargo_fuzz()?;
@@ -35,13 +52,19 @@ const STEPS: &[Step] = &[
     ("bench-build", |_| run::status(&mut run::cargo(&["bench", "--workspace", "--no-run", "--locked"]))),
 ];
 
-/// Runs every step; prints durations and, last, the test tally.
-pub(crate) fn ci() -> ExitCode {
+/// Runs every step, or only those named in `only` (in CI's order); prints
+/// durations and, last, the test tally.
+pub(crate) fn ci(only: &[String]) -> ExitCode {
+    if let Some(unknown) = only.iter().find(|name| !STEPS.iter().any(|(step, _)| step == name)) {
+        let names: Vec<&str> = STEPS.iter().map(|(name, _)| *name).collect();
+        eprintln!("xtask: no CI step named {unknown:?}; the steps are {}", names.join(", "));
+        return ExitCode::FAILURE;
+    }
     let started = Instant::now();
     let mut tally = Tally::default();
     let mut timings: Vec<(&str, Duration)> = Vec::new();
     let mut failure = None;
-    for (name, step) in STEPS {
+    for (name, step) in STEPS.iter().filter(|(name, _)| only.is_empty() || only.iter().any(|wanted| wanted == name)) {
         println!("\nxtask ci: ==> {name}");
         let step_started = Instant::now();
         let result = step(&mut tally);
@@ -69,6 +92,24 @@ pub(crate) fn ci() -> ExitCode {
     };
     println!("{} passed, {} failed", tally.passed, tally.failed);
     code
+}
+
+/// Every package checked by itself, as a dependent or `cargo install`
+/// builds it: without dev-dependencies, with its default features, with
+/// none, and with each feature alone. Nothing a sibling or a test switches
+/// on can hide a feature a library forgot to declare.
+fn alone() -> Result<(), String> {
+    tools::ensure_cargo_hack()?;
+    run::status(&mut run::cargo(&[
+        "hack",
+        "check",
+        "--workspace",
+        "--exclude",
+        "xtask",
+        "--each-feature",
+        "--no-dev-deps",
+        "--keep-going",
+    ]))
 }
 
 /// `cargo deny`: the checks that work offline always, advisories only when

@@ -1,7 +1,8 @@
 //! Project automation, run as `cargo xtask <task>`.
 //!
-//! - `ci`: everything continuous integration checks, in order, stopping at
-//!   the first failing step; its last line is the test tally.
+//! - `ci [STEP...]`: everything continuous integration checks, in order,
+//!   stopping at the first failing step (or only the steps named); its last
+//!   line is the test tally.
 //! - `fuzz [TARGET] [--seconds N]`: run one or every cargo-fuzz target.
 //! - `bench [CRATE]`: run the criterion benches of one crate or all.
 //! - `model [--cases N]`: run the proptest model tests with many cases.
@@ -12,6 +13,7 @@
 //! that has the Rust toolchain, and installs the cargo tools it needs itself.
 
 mod ci;
+mod readme;
 mod run;
 mod tidy;
 mod tools;
@@ -22,7 +24,8 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  ci                           fmt, clippy, tests, docs, cargo-deny, fuzz smoke, bench build
+  ci [STEP...]                 everything CI runs, or only the steps named:
+                               fmt clippy test doc alone release readme package deny fuzz bench-build
   fuzz [TARGET] [--seconds N]  run one fuzz target, or all of them, for N seconds each (default 60)
   bench [CRATE]                run the criterion benches of one crate, or of the workspace
   model [--cases N]            run the proptest model tests with N cases (default 100000)
@@ -32,7 +35,7 @@ tasks:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("ci") => return ci::ci(),
+        Some("ci") => return ci::ci(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("model") => model(&args[1..]),

@@ -6,6 +6,8 @@ use crate::run;
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// cargo-deny, pinned: newer versions change configuration keys.
 const CARGO_DENY_VERSION: &str = "0.20.2";
+/// cargo-hack, pinned: its feature walk is part of our CI.
+const CARGO_HACK_VERSION: &str = "0.6.46";
 
 /// Installs cargo-fuzz unless the pinned version is already present.
 pub(crate) fn ensure_cargo_fuzz() -> Result<(), String> {
@@ -15,6 +17,18 @@ pub(crate) fn ensure_cargo_fuzz() -> Result<(), String> {
 /// Installs cargo-deny unless the pinned version is already present.
 pub(crate) fn ensure_cargo_deny() -> Result<(), String> {
     ensure("cargo-deny", "deny", CARGO_DENY_VERSION)
+}
+
+/// Installs cargo-hack unless the pinned version is already present.
+pub(crate) fn ensure_cargo_hack() -> Result<(), String> {
+    ensure("cargo-hack", "hack", CARGO_HACK_VERSION)
+}
+
+/// Installs a Debian package with apt-get, as CI's machines run as root.
+pub(crate) fn ensure_debian_package(package: &str) -> Result<(), String> {
+    println!("xtask: installing the Debian package {package}");
+    run::status(std::process::Command::new("apt-get").args(["update", "-qq"]))?;
+    run::status(std::process::Command::new("apt-get").args(["install", "-y", "-qq", package]))
 }
 
 fn ensure(crate_name: &str, subcommand: &str, version: &str) -> Result<(), String> {
