@@ -85,3 +85,8 @@ pub use childproc::{ExitStatus, Signal};
 pub use error::Error;
 pub use options::Options;
 pub use stream::{Handle, ReadHalf, Stream, WriteHalf};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
