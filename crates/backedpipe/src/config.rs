@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::reconnect::Backoff;
+use crate::backoff::Backoff;
 
 /// A pre-shared secret for authenticating handshakes (HMAC-SHA256).
 ///

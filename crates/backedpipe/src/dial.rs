@@ -1,5 +1,5 @@
 //! Ready-made [`Reconnector`]s: a TCP dialer, a Unix socket dialer, and
-//! (with the default `child-stdio` feature) a dialer that starts a child
+//! (with the `child-stdio` feature) a dialer that starts a child
 //! process and uses its stdin/stdout as the transport, for `ssh host
 //! agent`-style connections.
 //!
@@ -146,6 +146,7 @@ mod child {
     /// # }
     /// ```
     #[derive(Clone)]
+    #[cfg_attr(docsrs, doc(cfg(feature = "child-stdio")))]
     pub struct ChildDialer {
         command: Arc<MakeCommand>,
         options: Arc<MakeOptions>,

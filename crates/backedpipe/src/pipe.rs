@@ -75,6 +75,7 @@ const STASH_BYTES: usize = 4096;
 /// The state a pipe reports through [`BackedPipe::watch_status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub enum PipeState {
     /// No connection; waiting to dial again (backoff) or, on the passive
     /// side, for the next connection to be handed over.
@@ -90,6 +91,7 @@ pub enum PipeState {
 /// The pipe's state and the generation of its newest connection attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct Status {
     /// Connected, disconnected, reconnecting or closed.
     pub state: PipeState,
@@ -100,6 +102,7 @@ pub struct Status {
 /// Counters of a pipe; see [`BackedPipe::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct Stats {
     /// Application bytes transmitted, replays included.
     pub bytes_sent: u64,
@@ -1539,6 +1542,7 @@ impl<T> Drop for Handle<T> {
 ///
 /// The constructors spawn the pipe's driver task, so they must be called
 /// within a tokio runtime.
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct BackedPipe<T> {
     handle: Arc<Handle<T>>,
 }
@@ -1767,6 +1771,7 @@ where
 
 /// Status, statistics and control of a pipe, from any task; see
 /// [`BackedPipe::control`].
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct PipeControl<T> {
     shared: Arc<Shared<T>>,
 }
@@ -2026,11 +2031,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for BackedPi
 }
 
 /// The reading half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct OwnedReadHalf<T> {
     handle: Arc<Handle<T>>,
 }
 
 /// The writing half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct OwnedWriteHalf<T> {
     handle: Arc<Handle<T>>,
 }
@@ -2095,6 +2102,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for OwnedWri
 ///
 /// Not cancel safe: bytes read before cancellation are lost. Wrap it in a
 /// timeout and drop the connection when it fires.
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub async fn read_hello<R: AsyncRead + Unpin>(conn: &mut R) -> Result<Hello, Error> {
     let io_error = |err: io::Error| Error::Io(Arc::new(err));
     let mut frame = [0u8; proto::HEADER_LEN + proto::MAX_HANDSHAKE_LEN];

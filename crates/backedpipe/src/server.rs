@@ -264,6 +264,7 @@ where
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct ServerConfig {
     /// The configuration of every session's pipe, including the secret
     /// every handshake must prove (`pipe.secret`) and the handshake timeout
@@ -438,6 +439,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// Dropping the listener stops accepting (as [`Listener::shutdown`] does)
 /// but leaves the sessions already handed out to the application: they
 /// work while connected and can no longer be resumed.
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct Listener<T> {
     router: Arc<Router<T>>,
     accepted: tokio::sync::Mutex<mpsc::Receiver<BackedPipe<T>>>,
