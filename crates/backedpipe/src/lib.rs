@@ -21,7 +21,7 @@
 //! - The handshake is versioned, carries a 128-bit session id, and with a
 //!   shared [`Secret`] both sides prove knowledge of it (HMAC-SHA256 over
 //!   fresh nonces) before anything is replayed. The wire format is
-//!   specified in `docs/protocol.md`.
+//!   specified in [`spec`].
 //!
 //! One side is *active*: it dials through a [`Reconnector`] (which only
 //! opens transports; [`dial`] has ready-made ones for TCP, Unix sockets and
@@ -107,9 +107,9 @@ assert_eq!(client.stats().reconnects, 1);
 //!   [`PipeControl`], [`read_hello`], [`Reconnector`], the [`server`]
 //!   ([`Listener`]) and the [`dial`] modules. Without it the crate is the
 //!   sans-IO [`core`], the wire format ([`proto`]), the configuration
-//!   ([`Options`], [`Secret`], [`Backoff`]) and [`Error`], and depends on
+//!   ([`Config`], [`Secret`], [`Backoff`]) and [`Error`], and depends on
 //!   no async runtime.
-//! - `child-stdio`: [`dial::ChildDialer`], a child process's stdin/stdout
+//! - `child-stdio`: `dial::ChildDialer`, a child process's stdin/stdout
 //!   as the transport (through `transport-stream`). Implies `tokio`.
 //!
 //! # Caveats
@@ -121,7 +121,7 @@ assert_eq!(client.stats().reconnects, 1);
 //!   session id can take the session over; without TLS underneath, the
 //!   bytes travel in the clear, and after the handshake they are not
 //!   authenticated either: an active attacker on the path can change them.
-//!   Authentication never encrypts. docs/protocol.md §11 lists what the
+//!   Authentication never encrypts. [`spec`] §11 lists what the
 //!   protocol does not protect against.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -142,6 +142,13 @@ mod recv_buffer;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod server;
+
+/// The wire protocol's specification, `docs/protocol.md` in the package.
+///
+/// An empty module that carries the document, so that it is part of the
+/// crate's documentation.
+#[doc = include_str!("../docs/protocol.md")]
+pub mod spec {}
 
 pub use crate::backoff::Backoff;
 pub use crate::config::{Config, Secret};
