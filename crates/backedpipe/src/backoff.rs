@@ -16,33 +16,29 @@ use std::time::Duration;
 /// use std::time::Duration;
 /// use backedpipe::Backoff;
 ///
-/// let mut backoff = Backoff::default();
-/// backoff.jitter = 0.0;
+/// let backoff = Backoff::new()
+///     .initial_delay(Duration::from_millis(10))
+///     .max_delay(Duration::from_secs(1))
+///     .jitter(0.0)
+///     .give_up_after(Some(Duration::from_secs(60)));
 /// assert_eq!(backoff.delay(0, 0.3), Duration::ZERO);
-/// assert_eq!(backoff.delay(1, 0.3), backoff.initial_delay);
-/// assert_eq!(backoff.delay(2, 0.3), backoff.initial_delay * 2);
-/// assert_eq!(backoff.delay(100, 0.3), backoff.max_delay);
+/// assert_eq!(backoff.delay(1, 0.3), Duration::from_millis(10));
+/// assert_eq!(backoff.delay(2, 0.3), Duration::from_millis(20));
+/// assert_eq!(backoff.delay(100, 0.3), Duration::from_secs(1));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct Backoff {
-    /// The wait after the first failure (default 10 ms).
-    pub initial_delay: Duration,
-    /// Growth per further failure (default 2.0).
-    pub factor: f64,
-    /// The longest wait (default 5 s).
-    pub max_delay: Duration,
-    /// The largest fraction removed at random from each wait, 0.0..=1.0
-    /// (default 0.5).
-    pub jitter: f64,
-    /// Give up (the pipe fails with [`Error::GaveUp`](crate::Error::GaveUp))
-    /// when no handshake succeeded for this long after the connection was
-    /// lost (default: never).
-    pub give_up_after: Option<Duration>,
+    pub(crate) initial_delay: Duration,
+    pub(crate) factor: f64,
+    pub(crate) max_delay: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) give_up_after: Option<Duration>,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
+impl Backoff {
+    /// The defaults: 10 ms after the first failure, doubling up to 5 s,
+    /// up to half of each wait removed at random, never giving up.
+    pub fn new() -> Self {
         Backoff {
             initial_delay: Duration::from_millis(10),
             factor: 2.0,
@@ -50,6 +46,47 @@ impl Default for Backoff {
             jitter: 0.5,
             give_up_after: None,
         }
+    }
+
+    /// The wait after the first failure (default 10 ms).
+    pub fn initial_delay(mut self, delay: Duration) -> Self {
+        self.initial_delay = delay;
+        self
+    }
+
+    /// Growth of the wait per further failure (default 2.0; below 1.0, or
+    /// not finite, counts as 1.0).
+    pub fn factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// The longest wait (default 5 s).
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.max_delay = delay;
+        self
+    }
+
+    /// The largest fraction removed at random from each wait, 0.0..=1.0
+    /// (default 0.5; out of range values are clamped, not finite ones
+    /// count as 0.0).
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Give up (the pipe fails with [`Error::GaveUp`](crate::Error::GaveUp))
+    /// when no handshake succeeded for this long after the connection was
+    /// lost (default `None`: never).
+    pub fn give_up_after(mut self, limit: Option<Duration>) -> Self {
+        self.give_up_after = limit;
+        self
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
     }
 }
 
@@ -79,7 +116,7 @@ mod tests {
 
     #[test]
     fn delays_grow_are_capped_and_jitter_stays_in_range() {
-        let backoff = Backoff::default();
+        let backoff = Backoff::new();
         // Draws across the whole unit range, both ends included.
         let draws = (0..=20).map(|step| f64::from(step) / 20.0);
         let mut previous_cap = Duration::ZERO;
@@ -99,9 +136,9 @@ mod tests {
 
     #[test]
     fn nonsense_settings_do_not_panic() {
-        let backoff = Backoff { factor: f64::NAN, jitter: f64::INFINITY, ..Backoff::default() };
+        let backoff = Backoff::new().factor(f64::NAN).jitter(f64::INFINITY);
         assert_eq!(backoff.delay(u32::MAX, 0.3), backoff.initial_delay);
-        let huge = Backoff { factor: 1e300, max_delay: Duration::MAX, jitter: 0.0, ..Backoff::default() };
+        let huge = Backoff::new().factor(1e300).max_delay(Duration::MAX).jitter(0.0);
         assert!(huge.delay(1000, 0.7) > Duration::from_secs(1));
     }
 }

@@ -45,13 +45,13 @@ one end to the passive side. A forced reconnect in the middle changes
 nothing for the application.
 
 ```
-use backedpipe::{BackedPipe, Config};
+use backedpipe::{BackedPipe, Options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 # #[tokio::main(flavor = "current_thread")]
 # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-let mut server = BackedPipe::<UnixStream>::passive(Config::default());
+let mut server = BackedPipe::<UnixStream>::passive(Options::new());
 let accept = server.control();
 let dial = move || {
     let accept = accept.clone();
@@ -61,7 +61,7 @@ let dial = move || {
         Ok(ours)
     }
 };
-let mut client = BackedPipe::connect(dial, Config::default());
+let mut client = BackedPipe::connect(dial, Options::new());
 
 client.write_all(b"hello").await?; // taken before any connection exists
 client.connected().await?;
@@ -107,7 +107,7 @@ assert_eq!(client.stats().reconnects, 1);
 //!   [`PipeControl`], [`read_hello`], [`Reconnector`], the [`server`]
 //!   ([`Listener`]) and the [`dial`] modules. Without it the crate is the
 //!   sans-IO [`core`], the wire format ([`proto`]), the configuration
-//!   ([`Config`], [`Secret`], [`Backoff`]) and [`Error`], and depends on
+//!   ([`Options`], [`Secret`], [`Backoff`]) and [`Error`], and depends on
 //!   no async runtime.
 //! - `child-stdio`: `dial::ChildDialer`, a child process's stdin/stdout
 //!   as the transport (through `transport-stream`). Implies `tokio`.
@@ -127,12 +127,12 @@ assert_eq!(client.stats().reconnects, 1);
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
-mod config;
 pub mod core;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod dial;
 mod error;
+mod options;
 #[cfg(feature = "tokio")]
 mod pipe;
 pub mod proto;
@@ -151,15 +151,15 @@ pub mod server;
 pub mod spec {}
 
 pub use crate::backoff::Backoff;
-pub use crate::config::{Config, Secret};
 pub use crate::core::Generation;
 pub use crate::error::Error;
+pub use crate::options::{Options, Secret};
 #[cfg(feature = "tokio")]
 pub use crate::pipe::{BackedPipe, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Stats, Status, read_hello};
 #[cfg(feature = "tokio")]
 pub use crate::reconnect::Reconnector;
 #[cfg(feature = "tokio")]
-pub use crate::server::{Listener, ServerConfig};
+pub use crate::server::{Listener, ServerOptions};
 
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]

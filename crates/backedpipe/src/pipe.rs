@@ -58,9 +58,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-use crate::config::Config;
 use crate::core::{ConnectionState, Core, Event, Generation, ReadOutcome};
 use crate::error::Error;
+use crate::options::Options;
 use crate::proto::{self, DecodeError, Hello, Nonce, SessionId};
 use crate::reconnect::Reconnector;
 
@@ -442,7 +442,7 @@ type ForceResult = Option<Result<Generation, Error>>;
 
 struct Inner<T> {
     core: Core,
-    config: Config,
+    options: Options,
     active: bool,
     conns: Vec<ConnIo>,
     _transport: std::marker::PhantomData<fn() -> T>,
@@ -667,7 +667,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
     /// the application's buffer.
     fn receive(&mut self, now: Instant, generation: Generation, cx: &mut Context<'_>, for_app: bool) -> Io {
         let Some(index) = self.conn_index(generation) else { return Io::Blocked };
-        let recv_limit = self.config.recv_buffer_bytes;
+        let recv_limit = self.options.recv_buffer_bytes;
         let reader = Arc::clone(&self.conns[index].reader);
         let Some(mut io) = try_half(&reader) else { return Io::Blocked };
         let core = &mut self.core;
@@ -784,7 +784,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
     fn attempt_failed(&mut self, now: Instant) {
         self.failed_attempts += 1;
         self.redial.failures = self.redial.failures.saturating_add(1);
-        let delay = self.config.backoff.delay(self.redial.failures, self.redial.rng.f64());
+        let delay = self.options.backoff.delay(self.redial.failures, self.redial.rng.f64());
         self.redial.not_before = Some(now + delay);
         self.redial.disconnected_since.get_or_insert(now);
         self.complete_force(Err(handshake_failed()));
@@ -918,7 +918,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         let now = now();
         let mut rounds = 0;
         let result = loop {
-            let was_full = inner.core.recv_buffered() >= inner.config.recv_buffer_bytes;
+            let was_full = inner.core.recv_buffered() >= inner.options.recv_buffer_bytes;
             match inner.core.read(buf.initialize_unfilled()) {
                 ReadOutcome::Data(count) => {
                     buf.advance(count);
@@ -1004,7 +1004,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         let stash = direct == 0
             && !direct_only
             && inner.core.between_payloads(generation)
-            && inner.core.recv_buffered() < inner.config.recv_buffer_bytes.saturating_sub(STASH_BYTES);
+            && inner.core.recv_buffered() < inner.options.recv_buffer_bytes.saturating_sub(STASH_BYTES);
         if direct == 0 && !stash {
             drop(io);
             if direct_only {
@@ -1121,7 +1121,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 // transport not known to be readable is not even asked).
                 // Acknowledgements taken in late let the send buffer grow,
                 // and with it the memory each copy into it walks through.
-                let ack_overdue = inner.core.unacked_bytes() as u64 > inner.config.ack_interval_bytes;
+                let ack_overdue = inner.core.unacked_bytes() as u64 > inner.options.ack_interval_bytes;
                 let read_ready = !self.hub.reader_busy() && self.hub.read_ready.swap(false, Ordering::Acquire);
                 if !lost && (read_ready || ack_overdue) && !self.hub.reader_waiting() {
                     self.hub.lock().unclaimed_read = None;
@@ -1143,7 +1143,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 break;
             }
         }
-        let needs_acks = result.is_pending() && inner.core.unacked_bytes() >= inner.config.send_buffer_bytes;
+        let needs_acks = result.is_pending() && inner.core.unacked_bytes() >= inner.options.send_buffer_bytes;
         drop(inner);
         if result.is_ready() {
             coop.made_progress();
@@ -1174,7 +1174,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
             // the next one (they are replayed then): unless configured to
             // wait for it, there is nothing to wait for.
             let flushed = match inner.core.current_generation() {
-                None => !inner.config.flush_waits_for_connection,
+                None => !inner.options.flush_waits_for_connection,
                 Some(generation) => {
                     inner.core.all_transmitted()
                         && inner
@@ -1378,7 +1378,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
             let mut dial_at = None;
             if this.dialer.is_some() && this.dial.is_none() && inner.core.state() == ConnectionState::Disconnected {
                 let since = *inner.redial.disconnected_since.get_or_insert(now);
-                let give_up = inner.config.backoff.give_up_after.is_some_and(|limit| now >= since + limit);
+                let give_up = inner.options.backoff.give_up_after.is_some_and(|limit| now >= since + limit);
                 if give_up && inner.redial.failures > 0 {
                     let error = Error::GaveUp {
                         attempts: u64::from(inner.redial.failures),
@@ -1509,7 +1509,7 @@ impl<T> Drop for Handle<T> {
 ///
 /// `poll_flush` completes when every written byte has been handed to the
 /// current connection; while there is none it waits for the next one, or,
-/// with [`Config::flush_waits_for_connection`] off, completes at once (the
+/// with [`Options::flush_waits_for_connection`] off, completes at once (the
 /// bytes wait in the send buffer and are replayed to the next connection,
 /// so a server can queue output for a client that is away). It never
 /// means the peer has the bytes: [`PipeControl::acknowledged`] does.
@@ -1559,15 +1559,15 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     /// An active pipe: it dials through `reconnector` at once and again
-    /// whenever the connection is lost, with the backoff in `config`.
+    /// whenever the connection is lost, with the backoff in `options`.
     /// Writes are accepted before the first connection exists.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// use backedpipe::{BackedPipe, Config};
+    /// use backedpipe::{BackedPipe, Options};
     ///
-    /// let pipe = BackedPipe::connect(|| tokio::net::TcpStream::connect("127.0.0.1:1"), Config::default());
+    /// let pipe = BackedPipe::connect(|| tokio::net::TcpStream::connect("127.0.0.1:1"), Options::new());
     /// assert_eq!(pipe.status().state, backedpipe::PipeState::Reconnecting);
     /// pipe.close();
     /// # }
@@ -1576,13 +1576,13 @@ where
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn connect<R: Reconnector<T>>(reconnector: R, config: Config) -> BackedPipe<T> {
+    pub fn connect<R: Reconnector<T>>(reconnector: R, options: Options) -> BackedPipe<T> {
         let reconnector = Arc::new(reconnector);
         let dialer: Box<dyn Fn() -> DialFuture<T> + Send + Sync> = Box::new(move || {
             let reconnector = Arc::clone(&reconnector);
             Box::pin(async move { reconnector.reconnect().await })
         });
-        BackedPipe::start(Core::active(config.clone()), config, Some(dialer))
+        BackedPipe::start(Core::active(options.clone()), options, Some(dialer))
     }
 
     /// A passive pipe for a new session with a random id: it waits for
@@ -1591,8 +1591,8 @@ where
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn passive(config: Config) -> BackedPipe<T> {
-        BackedPipe::passive_with_session(config, SessionId::random())
+    pub fn passive(options: Options) -> BackedPipe<T> {
+        BackedPipe::passive_with_session(options, SessionId::random())
     }
 
     /// A passive pipe for the session `session_id`.
@@ -1600,18 +1600,18 @@ where
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn passive_with_session(config: Config, session_id: SessionId) -> BackedPipe<T> {
-        BackedPipe::start(Core::passive(config.clone(), session_id), config, None)
+    pub fn passive_with_session(options: Options, session_id: SessionId) -> BackedPipe<T> {
+        BackedPipe::start(Core::passive(options.clone(), session_id), options, None)
     }
 
-    fn start(core: Core, config: Config, dialer: Dialer<T>) -> BackedPipe<T> {
+    fn start(core: Core, options: Options, dialer: Dialer<T>) -> BackedPipe<T> {
         let hub = Arc::new(Hub::default());
         let read_waker = Waker::from(Arc::new(Readiness { hub: Arc::clone(&hub), read: true }));
         let write_waker = Waker::from(Arc::new(Readiness { hub: Arc::clone(&hub), read: false }));
         let active = dialer.is_some();
         let inner = Inner {
             core,
-            config,
+            options,
             active,
             conns: Vec::new(),
             _transport: std::marker::PhantomData,

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use backedpipe::dial::ChildDialer;
-use backedpipe::server::{Listener, ServerConfig};
+use backedpipe::server::{Listener, ServerOptions};
 use backedpipe::{BackedPipe, PipeState};
 use common::net::{TempDir, expect_pattern, send_pattern};
 use common::within;
@@ -22,9 +22,8 @@ use tokio::net::UnixListener;
 async fn a_pipe_over_a_child_process_survives_killing_the_child() {
     let dir = TempDir::new("stdio");
     let path = dir.0.join("server.sock");
-    let mut config = ServerConfig::default();
-    config.pipe = common::config();
-    let listener = Listener::unix(UnixListener::bind(&path).unwrap(), config);
+    let options = ServerOptions::new().pipe(common::options());
+    let listener = Listener::unix(UnixListener::bind(&path).unwrap(), options);
 
     let bridge = env!("CARGO_BIN_EXE_backedpipe-bridge-probe");
     let socket = path.clone();
@@ -33,7 +32,7 @@ async fn a_pipe_over_a_child_process_survives_killing_the_child() {
         command.arg(&socket);
         command
     });
-    let client = BackedPipe::connect(dialer.clone(), common::config());
+    let client = BackedPipe::connect(dialer.clone(), common::options());
     within(20, "first connection", client.connected()).await.expect("connected through the child");
     let session = within(10, "accept", listener.accept()).await.unwrap();
 
