@@ -19,19 +19,27 @@
 //!
 //! # Example
 //!
-//! Two cores joined by an in-memory "connection", all driven by hand:
+//! Two cores joined by hand, with no runtime, no socket and no task: an
+//! active and a passive core, connected by moving each one's transmits
+//! into the other. A driver does the same with a transport in between
+//! (and calls [`Core::handle_timeout`] as [`Core::poll_timeout`] says).
+//! This builds without the crate's `tokio` feature.
 //!
 //! ```
 //! use std::time::Instant;
 //! use backedpipe::Options;
-//! use backedpipe::core::{Core, Generation, ReadOutcome};
+//! use backedpipe::core::{ConnectionState, Core, Event, Generation, ReadOutcome};
 //! use backedpipe::proto::{Nonce, SessionId};
 //!
-//! /// Moves what `from` wants to send on `g` into `to`'s connection `h`.
-//! fn deliver(now: Instant, from: &mut Core, g: Generation, to: &mut Core, h: Generation) -> usize {
+//! /// Moves what `from` wants to send on its connection `g` into `to`'s
+//! /// connection `h`, as a transport would; returns the bytes moved.
+//! fn shuttle(now: Instant, from: &mut Core, g: Generation, to: &mut Core, h: Generation) -> usize {
 //!     let mut moved = 0;
 //!     while let Some(transmit) = from.poll_transmit(g) {
-//!         let bytes = transmit.parts().concat();
+//!         if transmit.is_empty() {
+//!             break;
+//!         }
+//!         let bytes = transmit.parts().concat(); // a transport takes `io_slices()`
 //!         from.transmitted(now, g, bytes.len());
 //!         to.handle_read(now, h, &bytes);
 //!         moved += bytes.len();
@@ -39,19 +47,38 @@
 //!     moved
 //! }
 //!
-//! let now = Instant::now();
+//! let now = Instant::now(); // the caller's clock: the core reads none
 //! let mut client = Core::active(Options::new());
 //! let mut server = Core::passive(Options::new(), SessionId::random());
-//! client.write(b"hello")?; // accepted before any connection exists
+//! client.write(b"hello")?; // taken before any connection exists
 //!
 //! let g = client.connect(now, Nonce::random())?; // queues HELLO
 //! let h = server.accept(now, Nonce::random())?; // waits for HELLO
-//! while deliver(now, &mut client, g, &mut server, h) + deliver(now, &mut server, h, &mut client, g) > 0 {}
+//! // HELLO, WELCOME and PROOF, then the bytes: until nothing moves.
+//! while shuttle(now, &mut client, g, &mut server, h) + shuttle(now, &mut server, h, &mut client, g) > 0 {}
+//!
+//! for core in [&mut client, &mut server] {
+//!     assert_eq!(core.state(), ConnectionState::Connected);
+//!     assert!(matches!(core.poll_event(), Some(Event::Connected { resumed: false, .. })));
+//! }
+//! assert_eq!(client.session_id(), server.session_id());
 //!
 //! let mut buf = [0; 16];
 //! assert!(matches!(server.read(&mut buf), ReadOutcome::Data(5)));
 //! assert_eq!(&buf[..5], b"hello");
-//! assert_eq!(client.session_id(), server.session_id());
+//!
+//! // And back the other way, over the same connection.
+//! server.write(b"world")?;
+//! while shuttle(now, &mut server, h, &mut client, g) + shuttle(now, &mut client, g, &mut server, h) > 0 {}
+//! assert!(matches!(client.read(&mut buf), ReadOutcome::Data(5)));
+//! assert_eq!(&buf[..5], b"world");
+//!
+//! // The client acknowledges within its ack delay: time is an input too.
+//! assert_eq!(server.acked_seq(), 0);
+//! let later = client.poll_timeout().expect("an acknowledgement is due");
+//! client.handle_timeout(later);
+//! shuttle(later, &mut client, g, &mut server, h);
+//! assert_eq!(server.acked_seq(), 5);
 //! # Ok::<(), backedpipe::Error>(())
 //! ```
 //!
