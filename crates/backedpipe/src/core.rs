@@ -1162,7 +1162,7 @@ impl Core {
         self.current = Some(conn);
         self.stats.handshakes += 1;
         self.writable = true;
-        tracing::debug!(%generation, resumed, peer_reader, "connected");
+        tracing::debug!(%generation, session = %self.session_id, resumed, peer_reader, "connected");
         self.events.push_back(Event::Connected { generation, resumed });
     }
 

@@ -45,6 +45,15 @@
 //! A failed write does not end a connection at once: it is read on (for
 //! a short while) until it ends, so that an ERROR frame the peer sent
 //! before it closed is still seen (see [`Core::write_failed`]).
+//!
+//! # Logs
+//!
+//! Every pipe has a `pipe` span with its side (`active` or `passive`) and
+//! its session id (known from the start on the passive side, recorded at
+//! the first handshake on the active side), a child of the span current
+//! where the pipe was made. The driver task runs in it, and the
+//! application's calls enter it, so every line the pipe and its core log
+//! says which pipe it is about.
 
 use std::future::Future;
 use std::io;
@@ -57,8 +66,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
+use tracing::Instrument;
 
-use crate::core::{ConnectionState, Core, Event, Generation, ReadOutcome};
+use crate::core::{ConnectionState, Core, Event, Generation, ReadOutcome, Role};
 use crate::error::Error;
 use crate::options::Options;
 use crate::proto::{self, DecodeError, Hello, Nonce, SessionId};
@@ -460,6 +470,11 @@ struct Inner<T> {
     /// A change not yet sent to the watch channel, with its number: it is
     /// sent once the state's lock is released (see [`StateGuard`]).
     unpublished: Option<(u64, Status)>,
+    /// The pipe's span (as [`Shared::span`]), to record the session id in
+    /// at the first handshake.
+    span: tracing::Span,
+    /// Whether the span has the session id yet.
+    span_has_session: bool,
 }
 
 struct Shared<T> {
@@ -470,6 +485,9 @@ struct Shared<T> {
     status: watch::Sender<Status>,
     /// The number of the newest change sent to `status`.
     status_sent: AtomicU64,
+    /// The pipe's span (see the module's "Logs"): the driver runs in it,
+    /// and the application's calls into the pipe enter it.
+    span: tracing::Span,
 }
 
 fn now() -> Instant {
@@ -732,6 +750,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::Connected { generation, .. } => {
+                    // The active side learns its session id here.
+                    if !std::mem::replace(&mut self.span_has_session, true) {
+                        self.span.record("session", tracing::field::display(self.core.session_id()));
+                    }
                     self.current = Some(generation);
                     if self.redial.attempt == Some(generation) {
                         self.redial.attempt = None;
@@ -907,6 +929,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let _span = self.span.enter();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
@@ -1073,6 +1096,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let _span = self.span.enter();
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -1156,6 +1180,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _span = self.span.enter();
         self.hub.register_writer(cx.waker(), false, false);
         let mut inner = self.lock();
         let now = now();
@@ -1192,6 +1217,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _span = self.span.enter();
         self.hub.register_writer(cx.waker(), true, false);
         let mut inner = self.lock();
         let now = now();
@@ -1217,6 +1243,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn close(&self) {
+        let _span = self.span.enter();
         let mut inner = self.lock();
         let now = now();
         inner.core.close(now);
@@ -1605,6 +1632,10 @@ where
     }
 
     fn start(core: Core, options: Options, dialer: Dialer<T>) -> BackedPipe<T> {
+        let span = match core.role() {
+            Role::Active => tracing::info_span!("pipe", side = %"active", session = tracing::field::Empty),
+            Role::Passive => tracing::info_span!("pipe", side = %"passive", session = %core.session_id()),
+        };
         let hub = Arc::new(Hub::default());
         let read_waker = Waker::from(Arc::new(Readiness { hub: Arc::clone(&hub), read: true }));
         let write_waker = Waker::from(Arc::new(Readiness { hub: Arc::clone(&hub), read: false }));
@@ -1632,6 +1663,8 @@ where
             published: None,
             status_changes: 0,
             unpublished: None,
+            span: span.clone(),
+            span_has_session: !active,
         };
         let initial = Status {
             state: if active { PipeState::Reconnecting } else { PipeState::Disconnected },
@@ -1645,6 +1678,7 @@ where
             write_waker,
             status,
             status_sent: AtomicU64::new(0),
+            span: span.clone(),
         });
         let driver = Driver {
             shared: Arc::clone(&shared),
@@ -1654,7 +1688,7 @@ where
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             claim_deadline: None,
         };
-        tokio::spawn(driver);
+        tokio::spawn(driver.instrument(span));
         BackedPipe { handle: Arc::new(Handle { shared, close: Shared::close }) }
     }
 
@@ -1817,6 +1851,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
 
     fn resume_inner(&self, conn: T, hello: Option<Hello>) -> Result<Generation, Error> {
         let shared = &self.shared;
+        let _span = shared.span.enter();
         let mut inner = shared.lock();
         let now = now();
         let generation = match hello {

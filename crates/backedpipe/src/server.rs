@@ -37,6 +37,15 @@
 //! most 261 bytes (header included), sessions away for longer than
 //! [`session_expiry`](ServerOptions::session_expiry) forgotten. A session's
 //! memory follows what its buffers hold: an idle one costs a few KiB.
+//!
+//! # Logs
+//!
+//! Every accepted connection is served in a `connection` span whose
+//! `session` field names the session it resumes, or the one it starts,
+//! once its HELLO is read. Every session has a `session` span with its
+//! `id`: its expiry watcher runs in it, and its pipe's own `pipe` span is
+//! its child. Both are children of the span current where the listener
+//! was made. So the lines of many sessions in one log can be told apart.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,6 +59,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::error::Error;
 use crate::options::Options;
@@ -415,6 +425,9 @@ struct Table<T> {
 
 struct Router<T> {
     options: ServerOptions,
+    /// The span current where the listener was made: the parent of the
+    /// spans of its connections and sessions (see the module's "Logs").
+    span: tracing::Span,
     table: Mutex<Table<T>>,
     handshakes: Arc<Semaphore>,
     accepted: mpsc::Sender<BackedPipe<T>>,
@@ -538,6 +551,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
         let router = Router {
             handshakes: Arc::new(Semaphore::new(options.max_handshakes.max(1))),
             options,
+            span: tracing::Span::current(),
             table: Mutex::new(Table { sessions: HashMap::new(), reserved: 0 }),
             accepted: tx,
             stopping: watch::Sender::new(false),
@@ -557,33 +571,42 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
     pub fn listen<A: Accept<Conn = T>>(&self, mut source: A) {
         let router = Arc::clone(&self.router);
         let mut stopping = router.stopping.subscribe();
-        let task = tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    accepted = source.accept() => accepted,
-                    _ = stopping.wait_for(|stop| *stop) => return,
-                };
-                match accepted {
-                    Ok(Some(accepted)) => {
-                        bump(&router.counters.connections);
-                        match Arc::clone(&router.handshakes).try_acquire_owned() {
-                            Ok(permit) => {
-                                tokio::spawn(Arc::clone(&router).serve(accepted, permit));
-                            }
-                            Err(_) => {
-                                bump(&router.counters.refused_busy);
-                                tracing::warn!("too many handshakes under way; closed a new connection");
+        let span = router.span.clone();
+        let task = tokio::spawn(
+            async move {
+                loop {
+                    let accepted = tokio::select! {
+                        accepted = source.accept() => accepted,
+                        _ = stopping.wait_for(|stop| *stop) => return,
+                    };
+                    match accepted {
+                        Ok(Some(accepted)) => {
+                            bump(&router.counters.connections);
+                            match Arc::clone(&router.handshakes).try_acquire_owned() {
+                                Ok(permit) => {
+                                    let span = tracing::info_span!(
+                                        parent: &router.span,
+                                        "connection",
+                                        session = tracing::field::Empty
+                                    );
+                                    tokio::spawn(Arc::clone(&router).serve(accepted, permit).instrument(span));
+                                }
+                                Err(_) => {
+                                    bump(&router.counters.refused_busy);
+                                    tracing::warn!("too many handshakes under way; closed a new connection");
+                                }
                             }
                         }
-                    }
-                    Ok(None) => return,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "accepting a connection failed");
-                        tokio::time::sleep(ACCEPT_RETRY).await;
+                        Ok(None) => return,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "accepting a connection failed");
+                            tokio::time::sleep(ACCEPT_RETRY).await;
+                        }
                     }
                 }
             }
-        });
+            .instrument(span),
+        );
         let mut sources = lock(&self.sources);
         sources.retain(|task| !task.is_finished());
         sources.push(task);
@@ -721,6 +744,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
 
     async fn resume(&self, conn: T, hello: Hello) {
         let id = hello.session_id();
+        // The session it names, whether or not it proves to belong there.
+        tracing::Span::current().record("session", tracing::field::display(id));
         let control = lock(&self.table).sessions.get(&id).map(|entry| entry.control.clone());
         let Some(control) = control.filter(|control| control.status().state != PipeState::Closed) else {
             bump(&self.counters.refused_unknown_session);
@@ -779,7 +804,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
             tracing::info!(session = %control.session_id(), "evicted the session disconnected longest");
             control.close();
         }
-        let pipe = BackedPipe::passive(self.options.pipe.clone());
+        let id = SessionId::random();
+        tracing::Span::current().record("session", tracing::field::display(id));
+        let span = tracing::info_span!(parent: &self.span, "session", id = %id);
+        let pipe = span.in_scope(|| BackedPipe::passive_with_session(self.options.pipe.clone(), id));
         let control = pipe.control();
         let mut status = pipe.watch_status();
         let connected = match pipe.resume_with_hello(conn, hello) {
@@ -796,7 +824,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
             }
             Err(_) => false,
         };
-        let id = pipe.session_id();
         {
             let mut table = lock(&self.table);
             table.reserved -= 1;
@@ -805,7 +832,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
             } else {
                 drop(table);
                 bump(&self.counters.failed_new_handshakes);
-                tracing::info!("a new client's first handshake failed");
+                tracing::info!(parent: &span, "a new client's first handshake failed");
                 // Dropping the pipe still lets its refusal (ERROR frame)
                 // reach the client.
                 return;
@@ -813,12 +840,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
         }
         drop(permit);
         bump(&self.counters.sessions_created);
-        tracing::debug!(session = %id, "new session");
-        tokio::spawn(watch_session(Arc::downgrade(&self), id, control, self.options.session_expiry));
+        tracing::debug!(parent: &span, "new session");
+        let watch = watch_session(Arc::downgrade(&self), id, control, self.options.session_expiry);
+        tokio::spawn(watch.instrument(span.clone()));
         let mut stopping = self.stopping.subscribe();
         tokio::select! {
             sent = self.accepted.send(pipe) => if sent.is_err() {
-                tracing::debug!("a new session arrived as the server shut down");
+                tracing::debug!(parent: &span, "a new session arrived as the server shut down");
             },
             _ = stopping.wait_for(|stop| *stop) => {}
         }
@@ -860,7 +888,7 @@ where
                         if let Some(strong) = router.upgrade() {
                             bump(&strong.counters.sessions_expired);
                         }
-                        tracing::info!(session = %id, "session expired");
+                        tracing::info!("session expired");
                         control.close();
                         break;
                     }

@@ -397,3 +397,64 @@ async fn a_disconnected_session_holds_only_what_it_buffers() {
     within(10, "resume", client.connected()).await.unwrap();
     within(10, "the held bytes arrive", expect_pattern(&mut client, 8, 1 << 20)).await.unwrap();
 }
+
+/// Log lines, written by the test's own subscriber.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn lines_with(&self, pattern: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines().filter(|line| line.contains(pattern)).count()
+    }
+}
+
+#[test]
+fn log_lines_name_their_session_and_side() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_target(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    // One thread: every task logs to the subscriber set here.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ids = runtime.block_on(async {
+        let (listener, addr) = tcp_server(server_options()).await;
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let mut client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
+            within(10, "connect", client.connected()).await.unwrap();
+            let mut session = within(10, "accept", listener.accept()).await.expect("session");
+            within(10, "resume", client.force_reconnect()).await.unwrap();
+            client.write_all(b"x").await.unwrap();
+            within(10, "read", session.read_exact(&mut [0])).await.unwrap();
+            ids.push(client.session_id().to_string());
+            client.close_gracefully(Duration::from_secs(1)).await;
+        }
+        listener.shutdown(Duration::ZERO).await;
+        ids
+    });
+    assert_ne!(ids[0], ids[1]);
+    for id in &ids {
+        // Each side's pipe, the server's session and the connection that
+        // resumed it say which session they are about.
+        assert!(logs.lines_with(&format!("pipe{{side=active session={id}}}")) > 0, "the client's pipe, {id}");
+        assert!(logs.lines_with(&format!("session{{id={id}}}:pipe{{side=passive session={id}}}")) > 0, "{id}");
+        assert!(logs.lines_with(&format!("connection{{session={id}}}: connection routed")) == 1, "{id}");
+    }
+}
