@@ -30,7 +30,10 @@ const STEPS: &[Step] = &[
         run::status(&mut run::cargo(
             &[&["clippy", "--all-targets"], &no_shell[..], &["--", "-D", "warnings"]].concat(),
         ))?;
-        run::tests(&mut run::cargo(&[&["test"], &no_shell[..]].concat()), tally)
+        run::tests(&mut run::cargo(&[&["test"], &no_shell[..]].concat()), tally)?;
+        let mut doc = run::cargo(&[&["doc", "--no-deps"], &no_shell[..]].concat());
+        doc.env("RUSTDOCFLAGS", "-D warnings");
+        run::status(&mut doc)
     }),
     ("doc", |_| {
         let mut command = run::cargo(&["doc", "--workspace", "--all-features", "--no-deps", "--locked"]);
