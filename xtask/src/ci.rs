@@ -15,12 +15,28 @@ type Step = (&'static str, fn(&mut Tally) -> Result<(), String>);
 
 const STEPS: &[Step] = &[
     ("fmt", |_| run::status(&mut run::cargo(&["fmt", "--all", "--check"]))),
+    // Every feature on, so that opt-in code (backedpipe's `child-stdio`)
+    // is linted, tested and documented too.
     ("clippy", |_| {
-        run::status(&mut run::cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))
+        let args = ["clippy", "--workspace", "--all-targets", "--all-features", "--locked", "--", "-D", "warnings"];
+        run::status(&mut run::cargo(&args))
     }),
-    ("test", |tally| run::tests(&mut run::cargo(&["test", "--workspace", "--locked", "--no-fail-fast"]), tally)),
+    ("test", |tally| {
+        run::tests(&mut run::cargo(&["test", "--workspace", "--all-features", "--locked", "--no-fail-fast"]), tally)
+    }),
+    // backedpipe's sans-IO core, with its tokio shell switched off.
+    ("core-only", |tally| {
+        let no_shell = ["-p", "backedpipe", "--no-default-features", "--locked"];
+        run::status(&mut run::cargo(
+            &[&["clippy", "--all-targets"], &no_shell[..], &["--", "-D", "warnings"]].concat(),
+        ))?;
+        run::tests(&mut run::cargo(&[&["test"], &no_shell[..]].concat()), tally)?;
+        let mut doc = run::cargo(&[&["doc", "--no-deps"], &no_shell[..]].concat());
+        doc.env("RUSTDOCFLAGS", "-D warnings");
+        run::status(&mut doc)
+    }),
     ("doc", |_| {
-        let mut command = run::cargo(&["doc", "--workspace", "--no-deps", "--locked"]);
+        let mut command = run::cargo(&["doc", "--workspace", "--all-features", "--no-deps", "--locked"]);
         command.env("RUSTDOCFLAGS", "-D warnings");
         run::status(&mut command)
     }),

@@ -21,7 +21,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backedpipe::{Config, Secret};
+use backedpipe::{Options, Secret};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use links::{Cutter, cut, timed_resume, unix_pipes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -123,7 +123,7 @@ fn one_way_group(c: &mut Criterion, name: &str, bytes: u64, cuts: bool) {
         });
     }
 
-    let (client, server, current) = rt.block_on(unix_pipes(Config::default()));
+    let (client, server, current) = rt.block_on(unix_pipes(Options::new()));
     let mut pair = Some((client, server));
     group.bench_function("backedpipe", |b| {
         b.iter(|| {
@@ -195,7 +195,7 @@ fn both_ways(c: &mut Criterion) {
         })
     });
 
-    let (client, server, _) = rt.block_on(unix_pipes(Config::default()));
+    let (client, server, _) = rt.block_on(unix_pipes(Options::new()));
     let mut halves = Some((client.into_split(), server.into_split()));
     group.bench_function("backedpipe", |b| {
         b.iter(|| {
@@ -228,9 +228,8 @@ fn both_ways(c: &mut Criterion) {
 
 fn reconnect(c: &mut Criterion) {
     let rt = runtime();
-    let mut config = Config::default();
-    config.secret = Some(Secret::new(b"benchmark shared secret".to_vec()));
-    let (mut client, mut server, current) = rt.block_on(unix_pipes(config));
+    let options = Options::new().secret(Some(Secret::new(b"benchmark shared secret".to_vec())));
+    let (mut client, mut server, current) = rt.block_on(unix_pipes(options));
     let mut group = c.benchmark_group("reconnect");
     group.sample_size(100);
     group.bench_function("cut_write_1_byte_until_read_hmac", |b| {

@@ -16,8 +16,8 @@ mod links;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backedpipe::server::{Listener, ServerConfig};
-use backedpipe::{BackedPipe, Config, Secret};
+use backedpipe::server::{Listener, ServerOptions};
+use backedpipe::{BackedPipe, Options, Secret};
 use criterion::{Criterion, criterion_group, criterion_main};
 use links::{CuttableDialer, timed_resume};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,16 +31,14 @@ fn runtime() -> Runtime {
 fn reconnect_through_server(c: &mut Criterion) {
     let rt = runtime();
     let secret = Secret::new(b"benchmark shared secret".to_vec());
-    let mut server_config = ServerConfig::default();
-    server_config.pipe.secret = Some(secret.clone());
-    let mut client_config = Config::default();
-    client_config.secret = Some(secret);
+    let client_options = Options::new().secret(Some(secret));
+    let server_options = ServerOptions::new().pipe(client_options.clone());
     let current = Arc::new(Mutex::new(None));
     let (listener, mut client, mut session, raw_listener) = rt.block_on(async {
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tcp.local_addr().expect("addr");
-        let listener = Listener::tcp(tcp, server_config).expect("listener");
-        let client = BackedPipe::connect(CuttableDialer { addr, current: Arc::clone(&current) }, client_config);
+        let listener = Listener::tcp(tcp, server_options).expect("listener");
+        let client = BackedPipe::connect(CuttableDialer { addr, current: Arc::clone(&current) }, client_options);
         client.connected().await.expect("connected");
         let session = listener.accept().await.expect("session");
         let raw = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -17,7 +17,7 @@ mod links;
 
 use std::time::{Duration, Instant};
 
-use backedpipe::{BackedPipe, Config};
+use backedpipe::{BackedPipe, Options};
 use links::{Cutter, cut, timed_resume, unix_pipes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -65,11 +65,11 @@ struct Pipes {
 
 impl Pipes {
     async fn new() -> Pipes {
-        Pipes::with_config(Config::default()).await
+        Pipes::with_options(Options::new()).await
     }
 
-    async fn with_config(config: Config) -> Pipes {
-        let (client, server, current) = unix_pipes(config).await;
+    async fn with_options(options: Options) -> Pipes {
+        let (client, server, current) = unix_pipes(options).await;
         Pipes { client, server, current }
     }
 }
@@ -167,9 +167,8 @@ async fn pipe_both_ways(bytes: u64) -> Duration {
 }
 
 async fn reconnect_latency(rounds: usize) -> Vec<Duration> {
-    let mut secure = Config::default();
-    secure.secret = Some(backedpipe::Secret::new(b"benchmark shared secret".to_vec()));
-    let Pipes { mut client, mut server, current } = Pipes::with_config(secure).await;
+    let secure = Options::new().secret(Some(backedpipe::Secret::new(b"benchmark shared secret".to_vec())));
+    let Pipes { mut client, mut server, current } = Pipes::with_options(secure).await;
     let mut samples = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         samples.push(timed_resume(&mut client, &mut server, &current).await);

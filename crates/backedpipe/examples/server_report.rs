@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backedpipe::dial::TcpDialer;
-use backedpipe::server::{Listener, ServerConfig};
-use backedpipe::{BackedPipe, Config, Secret};
+use backedpipe::server::{Listener, ServerOptions};
+use backedpipe::{BackedPipe, Options, Secret};
 use links::{CuttableDialer, timed_resume};
 use tokio::net::TcpListener;
 
@@ -30,17 +30,12 @@ fn secret() -> Secret {
     Secret::new(b"benchmark shared secret".to_vec())
 }
 
-fn client_config() -> Config {
-    let mut config = Config::default();
-    config.secret = Some(secret());
-    config
+fn client_options() -> Options {
+    Options::new().secret(Some(secret()))
 }
 
-fn server_config() -> ServerConfig {
-    let mut config = ServerConfig::default();
-    config.pipe.secret = Some(secret());
-    config.max_sessions = SESSIONS + 10;
-    config
+fn server_options() -> ServerOptions {
+    ServerOptions::new().pipe(client_options()).max_sessions(SESSIONS + 10)
 }
 
 fn rss_kib() -> u64 {
@@ -59,9 +54,9 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 async fn reconnect_latency() {
     let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = tcp.local_addr().expect("addr");
-    let listener = Listener::tcp(tcp, server_config()).expect("listener");
+    let listener = Listener::tcp(tcp, server_options()).expect("listener");
     let current = Arc::new(Mutex::new(None));
-    let mut client = BackedPipe::connect(CuttableDialer { addr, current: Arc::clone(&current) }, client_config());
+    let mut client = BackedPipe::connect(CuttableDialer { addr, current: Arc::clone(&current) }, client_options());
     client.connected().await.expect("connected");
     let mut session = listener.accept().await.expect("session");
     let mut samples = Vec::with_capacity(SAMPLES);
@@ -82,10 +77,10 @@ async fn reconnect_latency() {
 async fn idle_sessions_memory() {
     let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = tcp.local_addr().expect("addr");
-    let listener = Listener::tcp(tcp, server_config()).expect("listener");
+    let listener = Listener::tcp(tcp, server_options()).expect("listener");
     // One session first, so that the runtime and the listener's own
     // allocations are in the baseline.
-    let warm = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_config());
+    let warm = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
     warm.connected().await.expect("warm-up client");
     let mut sessions = vec![listener.accept().await.expect("session")];
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -125,7 +120,7 @@ fn run_clients(addr: String, count: usize) {
     rt.block_on(async {
         let mut clients = Vec::with_capacity(count);
         for _ in 0..count {
-            let client = BackedPipe::connect(TcpDialer::new(addr.clone()), client_config());
+            let client = BackedPipe::connect(TcpDialer::new(addr.clone()), client_options());
             client.connected().await.expect("client connected");
             clients.push(client);
         }

@@ -19,19 +19,27 @@
 //!
 //! # Example
 //!
-//! Two cores joined by an in-memory "connection", all driven by hand:
+//! Two cores joined by hand, with no runtime, no socket and no task: an
+//! active and a passive core, connected by moving each one's transmits
+//! into the other. A driver does the same with a transport in between
+//! (and calls [`Core::handle_timeout`] as [`Core::poll_timeout`] says).
+//! This builds without the crate's `tokio` feature.
 //!
 //! ```
 //! use std::time::Instant;
-//! use backedpipe::Config;
-//! use backedpipe::core::{Core, Generation, ReadOutcome};
+//! use backedpipe::Options;
+//! use backedpipe::core::{ConnectionState, Core, Event, Generation, ReadOutcome};
 //! use backedpipe::proto::{Nonce, SessionId};
 //!
-//! /// Moves what `from` wants to send on `g` into `to`'s connection `h`.
-//! fn deliver(now: Instant, from: &mut Core, g: Generation, to: &mut Core, h: Generation) -> usize {
+//! /// Moves what `from` wants to send on its connection `g` into `to`'s
+//! /// connection `h`, as a transport would; returns the bytes moved.
+//! fn shuttle(now: Instant, from: &mut Core, g: Generation, to: &mut Core, h: Generation) -> usize {
 //!     let mut moved = 0;
 //!     while let Some(transmit) = from.poll_transmit(g) {
-//!         let bytes = transmit.parts().concat();
+//!         if transmit.is_empty() {
+//!             break;
+//!         }
+//!         let bytes = transmit.parts().concat(); // a transport takes `io_slices()`
 //!         from.transmitted(now, g, bytes.len());
 //!         to.handle_read(now, h, &bytes);
 //!         moved += bytes.len();
@@ -39,19 +47,38 @@
 //!     moved
 //! }
 //!
-//! let now = Instant::now();
-//! let mut client = Core::active(Config::default());
-//! let mut server = Core::passive(Config::default(), SessionId::random());
-//! client.write(b"hello")?; // accepted before any connection exists
+//! let now = Instant::now(); // the caller's clock: the core reads none
+//! let mut client = Core::active(Options::new());
+//! let mut server = Core::passive(Options::new(), SessionId::random());
+//! client.write(b"hello")?; // taken before any connection exists
 //!
 //! let g = client.connect(now, Nonce::random())?; // queues HELLO
 //! let h = server.accept(now, Nonce::random())?; // waits for HELLO
-//! while deliver(now, &mut client, g, &mut server, h) + deliver(now, &mut server, h, &mut client, g) > 0 {}
+//! // HELLO, WELCOME and PROOF, then the bytes: until nothing moves.
+//! while shuttle(now, &mut client, g, &mut server, h) + shuttle(now, &mut server, h, &mut client, g) > 0 {}
+//!
+//! for core in [&mut client, &mut server] {
+//!     assert_eq!(core.state(), ConnectionState::Connected);
+//!     assert!(matches!(core.poll_event(), Some(Event::Connected { resumed: false, .. })));
+//! }
+//! assert_eq!(client.session_id(), server.session_id());
 //!
 //! let mut buf = [0; 16];
 //! assert!(matches!(server.read(&mut buf), ReadOutcome::Data(5)));
 //! assert_eq!(&buf[..5], b"hello");
-//! assert_eq!(client.session_id(), server.session_id());
+//!
+//! // And back the other way, over the same connection.
+//! server.write(b"world")?;
+//! while shuttle(now, &mut server, h, &mut client, g) + shuttle(now, &mut client, g, &mut server, h) > 0 {}
+//! assert!(matches!(client.read(&mut buf), ReadOutcome::Data(5)));
+//! assert_eq!(&buf[..5], b"world");
+//!
+//! // The client acknowledges within its ack delay: time is an input too.
+//! assert_eq!(server.acked_seq(), 0);
+//! let later = client.poll_timeout().expect("an acknowledgement is due");
+//! client.handle_timeout(later);
+//! shuttle(later, &mut client, g, &mut server, h);
+//! assert_eq!(server.acked_seq(), 5);
 //! # Ok::<(), backedpipe::Error>(())
 //! ```
 //!
@@ -86,8 +113,8 @@ use hmac::{Hmac, Mac};
 use seqring::Ring;
 use sha2::Sha256;
 
-use crate::config::{Config, Secret};
 use crate::error::Error;
+use crate::options::{Options, Secret};
 use crate::proto::{
     self, AuthMethod, Control, DecodeError, ErrorCode, FLAG_EOS_RECEIVED, FrameHeader, FrameKind, HEADER_LEN, Hello,
     MAX_HANDSHAKE_LEN, Nonce, SessionId, Welcome,
@@ -400,7 +427,7 @@ struct Shutdown {
 /// One end of a pipe, without I/O. See the [module documentation](self).
 pub struct Core {
     role: Role,
-    config: Config,
+    options: Options,
     auth: AuthMethod,
     session_id: SessionId,
     established: bool,
@@ -446,12 +473,12 @@ impl Core {
     ///
     /// ```
     /// use backedpipe::core::{ConnectionState, Core};
-    /// let core = Core::active(backedpipe::Config::default());
+    /// let core = Core::active(backedpipe::Options::new());
     /// assert_eq!(core.state(), ConnectionState::Disconnected);
     /// assert!(core.session_id().is_new());
     /// ```
-    pub fn active(config: Config) -> Core {
-        Core::new(Role::Active, config, SessionId::NEW)
+    pub fn active(options: Options) -> Core {
+        Core::new(Role::Active, options, SessionId::NEW)
     }
 
     /// The passive side of a session with the given id (assigned by the
@@ -461,21 +488,21 @@ impl Core {
     /// use backedpipe::core::Core;
     /// use backedpipe::proto::SessionId;
     /// let id = SessionId::random();
-    /// assert_eq!(Core::passive(backedpipe::Config::default(), id).session_id(), id);
+    /// assert_eq!(Core::passive(backedpipe::Options::new(), id).session_id(), id);
     /// ```
-    pub fn passive(config: Config, session_id: SessionId) -> Core {
-        Core::new(Role::Passive, config, session_id)
+    pub fn passive(options: Options, session_id: SessionId) -> Core {
+        Core::new(Role::Passive, options, session_id)
     }
 
-    fn new(role: Role, mut config: Config, session_id: SessionId) -> Core {
-        config.max_payload_bytes = config.max_payload_bytes.clamp(1, proto::MAX_PAYLOAD_LIMIT);
-        config.recv_buffer_bytes = config.recv_buffer_bytes.max(1);
-        config.ack_interval_bytes = config.ack_interval_bytes.max(1);
-        let auth = if config.secret.is_some() { AuthMethod::HmacSha256 } else { AuthMethod::None };
+    fn new(role: Role, mut options: Options, session_id: SessionId) -> Core {
+        options.max_payload_bytes = options.max_payload_bytes.clamp(1, proto::MAX_PAYLOAD_LIMIT);
+        options.recv_buffer_bytes = options.recv_buffer_bytes.max(1);
+        options.ack_interval_bytes = options.ack_interval_bytes.max(1);
+        let auth = if options.secret.is_some() { AuthMethod::HmacSha256 } else { AuthMethod::None };
         Core {
             role,
-            send: Ring::with_capacity(config.send_buffer_bytes),
-            config,
+            send: Ring::with_capacity(options.send_buffer_bytes),
+            options,
             auth,
             session_id,
             established: false,
@@ -645,7 +672,7 @@ impl Core {
         match &self.current {
             Some(conn) if conn.phase == Phase::Connected => {
                 let unsent = usize::try_from(self.send.end() - conn.tx_seq).unwrap_or(usize::MAX);
-                room.min(self.config.max_unsent_bytes.saturating_sub(unsent))
+                room.min(self.options.max_unsent_bytes.saturating_sub(unsent))
             }
             _ => room,
         }
@@ -757,11 +784,11 @@ impl Core {
             self.stats.failed_handshakes += 1;
         }
         let generation = self.new_generation();
-        let mut conn = Conn::new(generation, Phase::AwaitWelcome, now, nonce, now + self.config.handshake_timeout);
+        let mut conn = Conn::new(generation, Phase::AwaitWelcome, now, nonce, now + self.options.handshake_timeout);
         let hello = Hello::new(self.auth, self.session_id, self.recv_seq, nonce)
             .with_attempt(generation.0)
             .with_flags(self.eos_flag())
-            .with_limits(self.config.send_buffer_bytes as u64, self.config.max_payload_bytes);
+            .with_limits(self.options.send_buffer_bytes as u64, self.options.max_payload_bytes);
         proto::encode_handshake(&mut conn.ctrl, FrameKind::Hello, hello.payload());
         conn.announced_recv = self.recv_seq;
         conn.hello = Some(hello);
@@ -784,7 +811,7 @@ impl Core {
             self.drop_conn(oldest, now, Drop::Quiet);
         }
         let generation = self.new_generation();
-        let conn = Conn::new(generation, Phase::AwaitHello, now, nonce, now + self.config.handshake_timeout);
+        let conn = Conn::new(generation, Phase::AwaitHello, now, nonce, now + self.options.handshake_timeout);
         self.pending.push(conn);
         Ok(generation)
     }
@@ -989,12 +1016,12 @@ impl Core {
             self.eos_flag(),
             self.session_id,
             self.recv_seq,
-            self.config.send_buffer_bytes as u64,
-            self.config.max_payload_bytes,
+            self.options.send_buffer_bytes as u64,
+            self.options.max_payload_bytes,
             &conn.nonce,
         );
         let mut payload = signed.clone();
-        if let Some(secret) = &self.config.secret {
+        if let Some(secret) = &self.options.secret {
             payload.extend_from_slice(&make_proof(secret, SERVER_LABEL, hello.payload(), &signed));
         }
         proto::encode_handshake(&mut conn.ctrl, FrameKind::Welcome, &payload);
@@ -1016,7 +1043,7 @@ impl Core {
             let report = Some((ErrorCode::UnsupportedVersion, reason));
             return self.fail(now, Error::UnsupportedVersion { version: welcome.version }, generation, report);
         }
-        let authentic = match (&self.config.secret, welcome.auth) {
+        let authentic = match (&self.options.secret, welcome.auth) {
             (None, AuthMethod::None) => true,
             (Some(secret), AuthMethod::HmacSha256) => {
                 verify_proof(secret, SERVER_LABEL, hello.payload(), &welcome.signed, &welcome.proof)
@@ -1035,7 +1062,7 @@ impl Core {
         }
         self.session_id = welcome.session_id;
         let mut proof = Vec::new();
-        if let Some(secret) = &self.config.secret {
+        if let Some(secret) = &self.options.secret {
             proof = make_proof(secret, CLIENT_LABEL, hello.payload(), &welcome.signed);
         }
         // The proof goes first even when the sequence check fails, so that
@@ -1054,7 +1081,7 @@ impl Core {
         let Some(hello) = conn.hello.as_ref() else {
             return self.drop_conn(conn, now, Drop::Quiet);
         };
-        let authentic = match &self.config.secret {
+        let authentic = match &self.options.secret {
             None => proof.is_empty(),
             Some(secret) => verify_proof(secret, CLIENT_LABEL, hello.payload(), &conn.welcome_signed, proof),
         };
@@ -1123,8 +1150,8 @@ impl Core {
         }
         conn.tx_seq = peer_reader;
         conn.rx_skip = self.recv_seq - conn.announced_recv;
-        conn.max_payload_out = peer_payload.clamp(1, self.config.max_payload_bytes);
-        conn.ack_every = self.config.ack_interval_bytes.min((peer_buffer / 4).max(1));
+        conn.max_payload_out = peer_payload.clamp(1, self.options.max_payload_bytes);
+        conn.ack_every = self.options.ack_interval_bytes.min((peer_buffer / 4).max(1));
         conn.last_ack_sent = conn.announced_recv;
         conn.ack_eos_sent = self.eos_flag() != 0;
         conn.last_rx = now;
@@ -1135,7 +1162,7 @@ impl Core {
         self.current = Some(conn);
         self.stats.handshakes += 1;
         self.writable = true;
-        tracing::debug!(%generation, resumed, peer_reader, "connected");
+        tracing::debug!(%generation, session = %self.session_id, resumed, peer_reader, "connected");
         self.events.push_back(Event::Connected { generation, resumed });
     }
 
@@ -1171,7 +1198,7 @@ impl Core {
     }
 
     fn recv_target_inner(&mut self, generation: Generation, unbounded: bool) -> Option<&mut [u8]> {
-        let limit = if unbounded { usize::MAX } else { self.config.recv_buffer_bytes };
+        let limit = if unbounded { usize::MAX } else { self.options.recv_buffer_bytes };
         let conn = match &mut self.current {
             Some(conn) if conn.generation == generation => conn,
             _ => self.pending.iter_mut().find(|conn| conn.generation == generation)?,
@@ -1223,7 +1250,7 @@ impl Core {
                     conn.rx = RxState::Header { have };
                     return self.put_conn(conn, was_current);
                 }
-                let header = match FrameHeader::decode(conn.header_buf, self.config.max_payload_bytes) {
+                let header = match FrameHeader::decode(conn.header_buf, self.options.max_payload_bytes) {
                     Ok(header) => header,
                     Err(error) => return self.protocol_error(conn, was_current, now, error),
                 };
@@ -1312,7 +1339,7 @@ impl Core {
         if self.recv_seq - conn.last_ack_sent >= conn.ack_every {
             conn.ack_now = true;
         } else if conn.ack_deadline.is_none() {
-            conn.ack_deadline = Some(now + self.config.ack_delay);
+            conn.ack_deadline = Some(now + self.options.ack_delay);
         }
     }
 
@@ -1571,9 +1598,9 @@ impl Core {
             consider(conn.deadline);
             consider(conn.ack_deadline);
             if !conn.ping_sent {
-                consider(Some(conn.last_rx + self.config.keepalive_interval));
+                consider(Some(conn.last_rx + self.options.keepalive_interval));
             }
-            consider(Some(conn.last_rx + self.config.idle_timeout));
+            consider(Some(conn.last_rx + self.options.idle_timeout));
         }
         earliest
     }
@@ -1601,7 +1628,7 @@ impl Core {
             self.abandoned_reports += 1;
             self.connection_lost(now, generation);
         }
-        let recv_full = self.recv.len() >= self.config.recv_buffer_bytes;
+        let recv_full = self.recv.len() >= self.options.recv_buffer_bytes;
         let mut dead = None;
         if let Some(conn) = &mut self.current {
             if recv_full {
@@ -1612,9 +1639,9 @@ impl Core {
             if conn.deadline.is_some_and(|deadline| deadline <= now) {
                 tracing::debug!(generation = %conn.generation, "writing failed and nothing more came");
                 dead = Some(conn.generation);
-            } else if silent >= self.config.idle_timeout {
+            } else if silent >= self.options.idle_timeout {
                 dead = Some(conn.generation);
-            } else if silent >= self.config.keepalive_interval && !conn.ping_sent {
+            } else if silent >= self.options.keepalive_interval && !conn.ping_sent {
                 conn.want_ping = true;
                 conn.ping_sent = true;
             }

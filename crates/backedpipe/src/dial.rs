@@ -1,9 +1,9 @@
 //! Ready-made [`Reconnector`]s: a TCP dialer, a Unix socket dialer, and
-//! (with the default `child-stdio` feature) a dialer that starts a child
+//! (with the `child-stdio` feature) a dialer that starts a child
 //! process and uses its stdin/stdout as the transport, for `ssh host
 //! agent`-style connections.
 //!
-//! The secret, when there is one, goes in the pipe's [`Config`](crate::Config):
+//! The secret, when there is one, goes in the pipe's [`Options`](crate::Options):
 //! a dialer only opens transports.
 
 use std::io;
@@ -25,14 +25,13 @@ fn timed_out(what: &str) -> io::Error {
 /// with `TCP_NODELAY` set.
 ///
 /// ```
-/// use backedpipe::{BackedPipe, Config, Secret};
+/// use backedpipe::{BackedPipe, Options, Secret};
 /// use backedpipe::dial::TcpDialer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let mut config = Config::default();
-/// config.secret = Some(Secret::new(b"sixteen or more bytes".to_vec()));
-/// let pipe = BackedPipe::connect(TcpDialer::new("127.0.0.1:1"), config);
+/// let options = Options::new().secret(Some(Secret::new(b"sixteen or more bytes".to_vec())));
+/// let pipe = BackedPipe::connect(TcpDialer::new("127.0.0.1:1"), options);
 /// pipe.close();
 /// # }
 /// ```
@@ -69,12 +68,12 @@ impl Reconnector<TcpStream> for TcpDialer {
 /// Dials a Unix socket by path.
 ///
 /// ```
-/// use backedpipe::{BackedPipe, Config};
+/// use backedpipe::{BackedPipe, Options};
 /// use backedpipe::dial::UnixDialer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let pipe = BackedPipe::connect(UnixDialer::new("/nonexistent/socket"), Config::default());
+/// let pipe = BackedPipe::connect(UnixDialer::new("/nonexistent/socket"), Options::new());
 /// pipe.close();
 /// # }
 /// ```
@@ -131,7 +130,7 @@ mod child {
     ///
     /// ```
     /// use std::process::Command;
-    /// use backedpipe::{BackedPipe, Config};
+    /// use backedpipe::{BackedPipe, Options};
     /// use backedpipe::dial::ChildDialer;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -141,11 +140,12 @@ mod child {
     ///     command.args(["example.invalid", "agent"]);
     ///     command
     /// });
-    /// let pipe = BackedPipe::connect(dialer.clone(), Config::default());
+    /// let pipe = BackedPipe::connect(dialer.clone(), Options::new());
     /// pipe.close();
     /// # }
     /// ```
     #[derive(Clone)]
+    #[cfg_attr(docsrs, doc(cfg(feature = "child-stdio")))]
     pub struct ChildDialer {
         command: Arc<MakeCommand>,
         options: Arc<MakeOptions>,

@@ -18,6 +18,11 @@ use crate::proto::{DecodeError, ErrorCode};
 ///
 /// `Error` is `Clone` so that the one result of a shared reconnect attempt
 /// can be handed to every caller waiting on it.
+///
+/// A variant that carries another error either says it in its message or
+/// returns it from [`source`](std::error::Error::source), never both, so
+/// that a report of the whole chain (`anyhow`'s `{:#}`, say) names each
+/// cause once.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -59,9 +64,10 @@ pub enum Error {
         /// The version the peer offered or chose.
         version: u16,
     },
-    /// The peer broke the protocol in a way that ends the pipe.
+    /// The peer broke the protocol in a way that ends the pipe. The
+    /// message says how; [`source`](std::error::Error::source) is `None`.
     #[error("protocol violation: {0}")]
-    Protocol(#[from] DecodeError),
+    Protocol(DecodeError),
     /// The peer ended the pipe with an error frame.
     #[error("the peer reported {code}: {reason}")]
     Remote {
@@ -71,7 +77,8 @@ pub enum Error {
         reason: String,
     },
     /// Reconnecting was given up: the configured deadline passed without a
-    /// successful handshake.
+    /// successful handshake. The last dial error, if any, is the
+    /// [`source`](std::error::Error::source), not part of the message.
     #[error("gave up reconnecting after {attempts} failed attempts")]
     GaveUp {
         /// Failed attempts since the connection was lost.
@@ -81,9 +88,10 @@ pub enum Error {
         last_error: Option<Arc<io::Error>>,
     },
     /// An I/O error outside any one connection (e.g. from a `Reconnector`
-    /// used by a forced reconnect).
-    #[error("I/O error: {0}")]
-    Io(#[source] Arc<io::Error>),
+    /// used by a forced reconnect). Message and source are the I/O
+    /// error's own.
+    #[error(transparent)]
+    Io(Arc<io::Error>),
 }
 
 impl Error {
@@ -136,8 +144,104 @@ impl Error {
     }
 }
 
+impl From<DecodeError> for Error {
+    fn from(err: DecodeError) -> Self {
+        Error::Protocol(err)
+    }
+}
+
 impl From<Error> for io::Error {
     fn from(err: Error) -> Self {
         io::Error::new(err.io_kind(), err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// Whether the variant carries another error; a new variant must be
+    /// added here (and to `with_inner_errors` if it carries one).
+    fn carries_an_error(err: &Error) -> bool {
+        match err {
+            Error::Protocol(_) | Error::GaveUp { .. } | Error::Io(_) => true,
+            Error::Closed
+            | Error::PeerClosed
+            | Error::WriteAfterShutdown
+            | Error::InvalidSequence { .. }
+            | Error::DataLoss { .. }
+            | Error::AuthenticationFailed
+            | Error::UnsupportedVersion { .. }
+            | Error::Remote { .. } => false,
+        }
+    }
+
+    /// An error that has a source of its own, as some I/O errors do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("the dialer's command failed")]
+    struct Wrapper(#[source] io::Error);
+
+    fn with_inner_errors() -> Vec<Error> {
+        let refused = || Arc::new(io::Error::new(io::ErrorKind::ConnectionRefused, "nobody home"));
+        let mut errors = vec![
+            Error::GaveUp { attempts: 3, last_error: Some(refused()) },
+            Error::GaveUp { attempts: 3, last_error: None },
+            Error::Io(refused()),
+            Error::Io(Arc::new(io::Error::other(Wrapper(io::Error::from(io::ErrorKind::NotFound))))),
+        ];
+        let decode_errors = [
+            DecodeError::Incomplete { needed: 5 },
+            DecodeError::UnknownFrameType(0x99),
+            DecodeError::BadLength { kind: crate::proto::FrameKind::Hello, len: 1 << 20 },
+            DecodeError::BadMagic,
+            DecodeError::UnknownAuthMethod(7),
+            DecodeError::Unexpected { kind: crate::proto::FrameKind::Data, context: "after end of stream" },
+            DecodeError::BadValue("session id"),
+        ];
+        errors.extend(decode_errors.into_iter().map(Error::Protocol));
+        errors
+    }
+
+    /// The messages of `err` and its sources, outermost first.
+    fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut messages = vec![err.to_string()];
+        let mut current = err;
+        while let Some(source) = current.source() {
+            messages.push(source.to_string());
+            current = source;
+        }
+        messages
+    }
+
+    #[test]
+    fn no_message_repeats_its_source() {
+        for err in with_inner_errors() {
+            assert!(carries_an_error(&err));
+            let as_io = io::Error::from(err.clone());
+            for messages in [chain(&err), chain(&as_io)] {
+                for pair in messages.windows(2) {
+                    assert!(!pair[0].contains(&pair[1]), "{:?} repeats its source {:?}", pair[0], pair[1]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_inner_error_is_reported_once() {
+        let decode = DecodeError::UnknownFrameType(0x99);
+        let err = Error::Protocol(decode.clone());
+        assert!(err.source().is_none());
+        assert_eq!(err.to_string(), format!("protocol violation: {decode}"));
+
+        let last = io::Error::new(io::ErrorKind::ConnectionRefused, "nobody home");
+        let err = Error::GaveUp { attempts: 3, last_error: Some(Arc::new(last)) };
+        assert_eq!(chain(&err), ["gave up reconnecting after 3 failed attempts", "nobody home"]);
+
+        let wrapped = io::Error::other(Wrapper(io::Error::from(io::ErrorKind::NotFound)));
+        let err = Error::Io(Arc::new(wrapped));
+        assert_eq!(chain(&err), ["the dialer's command failed", "entity not found"]);
+        assert_eq!(err.io_kind(), io::ErrorKind::Other);
     }
 }

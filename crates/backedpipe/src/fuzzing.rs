@@ -9,9 +9,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Secret};
 use crate::core::{ConnectionState, Core, Event, Generation, ReadOutcome};
 use crate::error::Error;
+use crate::options::{Options, Secret};
 use crate::proto::{self, FrameHeader, Hello, Nonce, SessionId};
 
 /// One step of a simulation.
@@ -116,21 +116,19 @@ pub struct Setup {
 }
 
 impl Setup {
-    fn config(&self) -> Config {
+    fn options(&self) -> Options {
         let send_buffer_bytes = usize::from(self.send_buffer).clamp(64, 65536);
-        Config {
-            send_buffer_bytes,
-            max_payload_bytes: u32::from(self.max_payload).clamp(1, 2048),
-            recv_buffer_bytes: usize::from(self.recv_buffer).clamp(1, 8192),
-            max_unsent_bytes: send_buffer_bytes / 2 + 1,
-            ack_interval_bytes: (send_buffer_bytes / 8).max(1) as u64,
-            ack_delay: Duration::from_millis(5),
-            keepalive_interval: Duration::from_millis(500),
-            idle_timeout: Duration::from_millis(1500),
-            handshake_timeout: Duration::from_millis(1000),
-            secret: self.secret.then(|| Secret::new(b"simulated shared secret".to_vec())),
-            ..Config::default()
-        }
+        Options::new()
+            .send_buffer_bytes(send_buffer_bytes)
+            .max_payload_bytes(u32::from(self.max_payload).clamp(1, 2048))
+            .recv_buffer_bytes(usize::from(self.recv_buffer).clamp(1, 8192))
+            .max_unsent_bytes(send_buffer_bytes / 2 + 1)
+            .ack_interval_bytes((send_buffer_bytes / 8).max(1) as u64)
+            .ack_delay(Duration::from_millis(5))
+            .keepalive_interval(Duration::from_millis(500))
+            .idle_timeout(Duration::from_millis(1500))
+            .handshake_timeout(Duration::from_millis(1000))
+            .secret(self.secret.then(|| Secret::new(b"simulated shared secret".to_vec())))
     }
 }
 
@@ -221,11 +219,11 @@ impl Sim {
     /// A client and a server, disconnected; the client dials on the first
     /// step.
     pub fn new(setup: &Setup) -> Sim {
-        let config = setup.config();
+        let options = setup.options();
         Sim {
             now: Instant::now(),
-            client: Core::active(config.clone()),
-            server: Core::passive(config, SessionId::from_bytes([0x42; 16])),
+            client: Core::active(options.clone()),
+            server: Core::passive(options, SessionId::from_bytes([0x42; 16])),
             links: Vec::new(),
             apps: [App::default(), App::default()],
             link_capacity: usize::from(setup.link_capacity).clamp(1, 16384),
@@ -765,18 +763,18 @@ pub fn decode_garbage(data: &[u8]) {
     let (first, second) = data.split_at(split);
     for secret in [false, true] {
         let setup = Setup { send_buffer: 4096, max_payload: 512, recv_buffer: 1024, secret, link_capacity: 4096 };
-        let config = setup.config();
+        let options = setup.options();
         let now = Instant::now();
         let nonce = Nonce::from_bytes([1; 32]);
         // A server fed garbage as a client's first bytes.
-        let mut server = Core::passive(config.clone(), SessionId::from_bytes([7; 16]));
+        let mut server = Core::passive(options.clone(), SessionId::from_bytes([7; 16]));
         if let Ok(generation) = server.accept(now, nonce) {
             server.handle_read(now, generation, first);
             server.handle_read(now, generation, second);
             drain(&mut server, generation);
         }
         // A client fed garbage as the server's answer.
-        let mut client = Core::active(config.clone());
+        let mut client = Core::active(options.clone());
         if let Ok(generation) = client.connect(now, nonce) {
             client.handle_read(now, generation, data);
             drain(&mut client, generation);

@@ -21,7 +21,7 @@
 //! - The handshake is versioned, carries a 128-bit session id, and with a
 //!   shared [`Secret`] both sides prove knowledge of it (HMAC-SHA256 over
 //!   fresh nonces) before anything is replayed. The wire format is
-//!   specified in `docs/protocol.md`.
+//!   specified in [`spec`].
 //!
 //! One side is *active*: it dials through a [`Reconnector`] (which only
 //! opens transports; [`dial`] has ready-made ones for TCP, Unix sockets and
@@ -37,42 +37,51 @@
 //!
 //! # Example
 //!
-//! Two pipes over Unix socket pairs; every dial makes a new pair and hands
-//! one end to the passive side. A forced reconnect in the middle changes
-//! nothing for the application.
-//!
-//! ```
-//! use backedpipe::{BackedPipe, Config};
-//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! use tokio::net::UnixStream;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut server = BackedPipe::<UnixStream>::passive(Config::default());
-//! let accept = server.control();
-//! let dial = move || {
-//!     let accept = accept.clone();
-//!     async move {
-//!         let (ours, theirs) = UnixStream::pair()?;
-//!         accept.resume(theirs)?;
-//!         Ok(ours)
-//!     }
-//! };
-//! let mut client = BackedPipe::connect(dial, Config::default());
-//!
-//! client.write_all(b"hello").await?; // taken before any connection exists
-//! client.connected().await?;
-//! client.force_reconnect().await?; // a new connection; nothing is lost
-//! client.write_all(b", world").await?;
-//! client.shutdown().await?; // end of stream, acknowledged by the peer
-//!
-//! let mut text = String::new();
-//! server.read_to_string(&mut text).await?;
-//! assert_eq!(text, "hello, world");
-//! assert_eq!(client.stats().reconnects, 1);
-//! # Ok(())
-//! # }
-//! ```
+#![cfg_attr(
+    feature = "tokio",
+    doc = r##"
+Two pipes over Unix socket pairs; every dial makes a new pair and hands
+one end to the passive side. A forced reconnect in the middle changes
+nothing for the application.
+
+```
+use backedpipe::{BackedPipe, Options};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+# #[tokio::main(flavor = "current_thread")]
+# async fn main() -> Result<(), Box<dyn std::error::Error>> {
+let mut server = BackedPipe::<UnixStream>::passive(Options::new());
+let accept = server.control();
+let dial = move || {
+    let accept = accept.clone();
+    async move {
+        let (ours, theirs) = UnixStream::pair()?;
+        accept.resume(theirs)?;
+        Ok(ours)
+    }
+};
+let mut client = BackedPipe::connect(dial, Options::new());
+
+client.write_all(b"hello").await?; // taken before any connection exists
+client.connected().await?;
+client.force_reconnect().await?; // a new connection; nothing is lost
+client.write_all(b", world").await?;
+client.shutdown().await?; // end of stream, acknowledged by the peer
+
+let mut text = String::new();
+server.read_to_string(&mut text).await?;
+assert_eq!(text, "hello, world");
+assert_eq!(client.stats().reconnects, 1);
+# Ok(())
+# }
+```
+"##
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "Without the `tokio` feature, see the example in [`core`]: two cores driven by hand."
+)]
 //!
 //! # Layers
 //!
@@ -94,8 +103,14 @@
 //!
 //! # Features
 //!
-//! - `child-stdio` (default): [`dial::ChildDialer`], a child process's
-//!   stdin/stdout as the transport (through `transport-stream`).
+//! - `tokio` (default): the tokio shell: [`BackedPipe`] and its halves,
+//!   [`PipeControl`], [`read_hello`], [`Reconnector`], the [`server`]
+//!   ([`Listener`]) and the [`dial`] modules. Without it the crate is the
+//!   sans-IO [`core`], the wire format ([`proto`]), the configuration
+//!   ([`Options`], [`Secret`], [`Backoff`]) and [`Error`], and depends on
+//!   no async runtime.
+//! - `child-stdio`: `dial::ChildDialer`, a child process's stdin/stdout
+//!   as the transport (through `transport-stream`). Implies `tokio`.
 //!
 //! # Caveats
 //!
@@ -106,25 +121,49 @@
 //!   session id can take the session over; without TLS underneath, the
 //!   bytes travel in the clear, and after the handshake they are not
 //!   authenticated either: an active attacker on the path can change them.
-//!   Authentication never encrypts. docs/protocol.md §11 lists what the
+//!   Authentication never encrypts. [`spec`] §11 lists what the
 //!   protocol does not protect against.
 
-mod config;
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Without the shell, the documentation's links to it (the pipe, the
+// server, the dialers) have nothing to point at and show as plain text.
+// Every other link is checked by the build with the shell.
+#![cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
+
+mod backoff;
 pub mod core;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod dial;
 mod error;
+mod options;
+#[cfg(feature = "tokio")]
 mod pipe;
 pub mod proto;
+#[cfg(feature = "tokio")]
 mod reconnect;
 mod recv_buffer;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod server;
 
-pub use crate::config::{Config, Secret};
+/// The wire protocol's specification, `docs/protocol.md` in the package.
+///
+/// An empty module that carries the document, so that it is part of the
+/// crate's documentation.
+#[doc = include_str!("../docs/protocol.md")]
+pub mod spec {}
+
+pub use crate::backoff::Backoff;
 pub use crate::core::Generation;
 pub use crate::error::Error;
+pub use crate::options::{Options, Secret};
+#[cfg(feature = "tokio")]
 pub use crate::pipe::{BackedPipe, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Stats, Status, read_hello};
-pub use crate::reconnect::{Backoff, Reconnector};
-pub use crate::server::{Listener, ServerConfig};
+#[cfg(feature = "tokio")]
+pub use crate::reconnect::Reconnector;
+#[cfg(feature = "tokio")]
+pub use crate::server::{Listener, ServerOptions};
 
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]

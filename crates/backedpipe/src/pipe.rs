@@ -45,6 +45,15 @@
 //! A failed write does not end a connection at once: it is read on (for
 //! a short while) until it ends, so that an ERROR frame the peer sent
 //! before it closed is still seen (see [`Core::write_failed`]).
+//!
+//! # Logs
+//!
+//! Every pipe has a `pipe` span with its side (`active` or `passive`) and
+//! its session id (known from the start on the passive side, recorded at
+//! the first handshake on the active side), a child of the span current
+//! where the pipe was made. The driver task runs in it, and the
+//! application's calls enter it, so every line the pipe and its core log
+//! says which pipe it is about.
 
 use std::future::Future;
 use std::io;
@@ -57,10 +66,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
+use tracing::Instrument;
 
-use crate::config::Config;
-use crate::core::{ConnectionState, Core, Event, Generation, ReadOutcome};
+use crate::core::{ConnectionState, Core, Event, Generation, ReadOutcome, Role};
 use crate::error::Error;
+use crate::options::Options;
 use crate::proto::{self, DecodeError, Hello, Nonce, SessionId};
 use crate::reconnect::Reconnector;
 
@@ -75,6 +85,7 @@ const STASH_BYTES: usize = 4096;
 /// The state a pipe reports through [`BackedPipe::watch_status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub enum PipeState {
     /// No connection; waiting to dial again (backoff) or, on the passive
     /// side, for the next connection to be handed over.
@@ -90,6 +101,7 @@ pub enum PipeState {
 /// The pipe's state and the generation of its newest connection attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct Status {
     /// Connected, disconnected, reconnecting or closed.
     pub state: PipeState,
@@ -100,6 +112,7 @@ pub struct Status {
 /// Counters of a pipe; see [`BackedPipe::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct Stats {
     /// Application bytes transmitted, replays included.
     pub bytes_sent: u64,
@@ -439,7 +452,7 @@ type ForceResult = Option<Result<Generation, Error>>;
 
 struct Inner<T> {
     core: Core,
-    config: Config,
+    options: Options,
     active: bool,
     conns: Vec<ConnIo>,
     _transport: std::marker::PhantomData<fn() -> T>,
@@ -457,6 +470,11 @@ struct Inner<T> {
     /// A change not yet sent to the watch channel, with its number: it is
     /// sent once the state's lock is released (see [`StateGuard`]).
     unpublished: Option<(u64, Status)>,
+    /// The pipe's span (as [`Shared::span`]), to record the session id in
+    /// at the first handshake.
+    span: tracing::Span,
+    /// Whether the span has the session id yet.
+    span_has_session: bool,
 }
 
 struct Shared<T> {
@@ -467,6 +485,9 @@ struct Shared<T> {
     status: watch::Sender<Status>,
     /// The number of the newest change sent to `status`.
     status_sent: AtomicU64,
+    /// The pipe's span (see the module's "Logs"): the driver runs in it,
+    /// and the application's calls into the pipe enter it.
+    span: tracing::Span,
 }
 
 fn now() -> Instant {
@@ -664,7 +685,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
     /// the application's buffer.
     fn receive(&mut self, now: Instant, generation: Generation, cx: &mut Context<'_>, for_app: bool) -> Io {
         let Some(index) = self.conn_index(generation) else { return Io::Blocked };
-        let recv_limit = self.config.recv_buffer_bytes;
+        let recv_limit = self.options.recv_buffer_bytes;
         let reader = Arc::clone(&self.conns[index].reader);
         let Some(mut io) = try_half(&reader) else { return Io::Blocked };
         let core = &mut self.core;
@@ -729,6 +750,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::Connected { generation, .. } => {
+                    // The active side learns its session id here.
+                    if !std::mem::replace(&mut self.span_has_session, true) {
+                        self.span.record("session", tracing::field::display(self.core.session_id()));
+                    }
                     self.current = Some(generation);
                     if self.redial.attempt == Some(generation) {
                         self.redial.attempt = None;
@@ -781,7 +806,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
     fn attempt_failed(&mut self, now: Instant) {
         self.failed_attempts += 1;
         self.redial.failures = self.redial.failures.saturating_add(1);
-        let delay = self.config.backoff.delay(self.redial.failures, self.redial.rng.f64());
+        let delay = self.options.backoff.delay(self.redial.failures, self.redial.rng.f64());
         self.redial.not_before = Some(now + delay);
         self.redial.disconnected_since.get_or_insert(now);
         self.complete_force(Err(handshake_failed()));
@@ -904,6 +929,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let _span = self.span.enter();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
@@ -915,7 +941,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         let now = now();
         let mut rounds = 0;
         let result = loop {
-            let was_full = inner.core.recv_buffered() >= inner.config.recv_buffer_bytes;
+            let was_full = inner.core.recv_buffered() >= inner.options.recv_buffer_bytes;
             match inner.core.read(buf.initialize_unfilled()) {
                 ReadOutcome::Data(count) => {
                     buf.advance(count);
@@ -1001,7 +1027,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
         let stash = direct == 0
             && !direct_only
             && inner.core.between_payloads(generation)
-            && inner.core.recv_buffered() < inner.config.recv_buffer_bytes.saturating_sub(STASH_BYTES);
+            && inner.core.recv_buffered() < inner.options.recv_buffer_bytes.saturating_sub(STASH_BYTES);
         if direct == 0 && !stash {
             drop(io);
             if direct_only {
@@ -1070,6 +1096,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let _span = self.span.enter();
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -1118,7 +1145,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 // transport not known to be readable is not even asked).
                 // Acknowledgements taken in late let the send buffer grow,
                 // and with it the memory each copy into it walks through.
-                let ack_overdue = inner.core.unacked_bytes() as u64 > inner.config.ack_interval_bytes;
+                let ack_overdue = inner.core.unacked_bytes() as u64 > inner.options.ack_interval_bytes;
                 let read_ready = !self.hub.reader_busy() && self.hub.read_ready.swap(false, Ordering::Acquire);
                 if !lost && (read_ready || ack_overdue) && !self.hub.reader_waiting() {
                     self.hub.lock().unclaimed_read = None;
@@ -1140,7 +1167,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
                 break;
             }
         }
-        let needs_acks = result.is_pending() && inner.core.unacked_bytes() >= inner.config.send_buffer_bytes;
+        let needs_acks = result.is_pending() && inner.core.unacked_bytes() >= inner.options.send_buffer_bytes;
         drop(inner);
         if result.is_ready() {
             coop.made_progress();
@@ -1153,6 +1180,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _span = self.span.enter();
         self.hub.register_writer(cx.waker(), false, false);
         let mut inner = self.lock();
         let now = now();
@@ -1171,7 +1199,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
             // the next one (they are replayed then): unless configured to
             // wait for it, there is nothing to wait for.
             let flushed = match inner.core.current_generation() {
-                None => !inner.config.flush_waits_for_connection,
+                None => !inner.options.flush_waits_for_connection,
                 Some(generation) => {
                     inner.core.all_transmitted()
                         && inner
@@ -1189,6 +1217,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let _span = self.span.enter();
         self.hub.register_writer(cx.waker(), true, false);
         let mut inner = self.lock();
         let now = now();
@@ -1214,6 +1243,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     }
 
     fn close(&self) {
+        let _span = self.span.enter();
         let mut inner = self.lock();
         let now = now();
         inner.core.close(now);
@@ -1375,7 +1405,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
             let mut dial_at = None;
             if this.dialer.is_some() && this.dial.is_none() && inner.core.state() == ConnectionState::Disconnected {
                 let since = *inner.redial.disconnected_since.get_or_insert(now);
-                let give_up = inner.config.backoff.give_up_after.is_some_and(|limit| now >= since + limit);
+                let give_up = inner.options.backoff.give_up_after.is_some_and(|limit| now >= since + limit);
                 if give_up && inner.redial.failures > 0 {
                     let error = Error::GaveUp {
                         attempts: u64::from(inner.redial.failures),
@@ -1506,7 +1536,7 @@ impl<T> Drop for Handle<T> {
 ///
 /// `poll_flush` completes when every written byte has been handed to the
 /// current connection; while there is none it waits for the next one, or,
-/// with [`Config::flush_waits_for_connection`] off, completes at once (the
+/// with [`Options::flush_waits_for_connection`] off, completes at once (the
 /// bytes wait in the send buffer and are replayed to the next connection,
 /// so a server can queue output for a client that is away). It never
 /// means the peer has the bytes: [`PipeControl::acknowledged`] does.
@@ -1539,6 +1569,7 @@ impl<T> Drop for Handle<T> {
 ///
 /// The constructors spawn the pipe's driver task, so they must be called
 /// within a tokio runtime.
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct BackedPipe<T> {
     handle: Arc<Handle<T>>,
 }
@@ -1555,15 +1586,15 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     /// An active pipe: it dials through `reconnector` at once and again
-    /// whenever the connection is lost, with the backoff in `config`.
+    /// whenever the connection is lost, with the backoff in `options`.
     /// Writes are accepted before the first connection exists.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// use backedpipe::{BackedPipe, Config};
+    /// use backedpipe::{BackedPipe, Options};
     ///
-    /// let pipe = BackedPipe::connect(|| tokio::net::TcpStream::connect("127.0.0.1:1"), Config::default());
+    /// let pipe = BackedPipe::connect(|| tokio::net::TcpStream::connect("127.0.0.1:1"), Options::new());
     /// assert_eq!(pipe.status().state, backedpipe::PipeState::Reconnecting);
     /// pipe.close();
     /// # }
@@ -1572,13 +1603,13 @@ where
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn connect<R: Reconnector<T>>(reconnector: R, config: Config) -> BackedPipe<T> {
+    pub fn connect<R: Reconnector<T>>(reconnector: R, options: Options) -> BackedPipe<T> {
         let reconnector = Arc::new(reconnector);
         let dialer: Box<dyn Fn() -> DialFuture<T> + Send + Sync> = Box::new(move || {
             let reconnector = Arc::clone(&reconnector);
             Box::pin(async move { reconnector.reconnect().await })
         });
-        BackedPipe::start(Core::active(config.clone()), config, Some(dialer))
+        BackedPipe::start(Core::active(options.clone()), options, Some(dialer))
     }
 
     /// A passive pipe for a new session with a random id: it waits for
@@ -1587,8 +1618,8 @@ where
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn passive(config: Config) -> BackedPipe<T> {
-        BackedPipe::passive_with_session(config, SessionId::random())
+    pub fn passive(options: Options) -> BackedPipe<T> {
+        BackedPipe::passive_with_session(options, SessionId::random())
     }
 
     /// A passive pipe for the session `session_id`.
@@ -1596,18 +1627,22 @@ where
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn passive_with_session(config: Config, session_id: SessionId) -> BackedPipe<T> {
-        BackedPipe::start(Core::passive(config.clone(), session_id), config, None)
+    pub fn passive_with_session(options: Options, session_id: SessionId) -> BackedPipe<T> {
+        BackedPipe::start(Core::passive(options.clone(), session_id), options, None)
     }
 
-    fn start(core: Core, config: Config, dialer: Dialer<T>) -> BackedPipe<T> {
+    fn start(core: Core, options: Options, dialer: Dialer<T>) -> BackedPipe<T> {
+        let span = match core.role() {
+            Role::Active => tracing::info_span!("pipe", side = %"active", session = tracing::field::Empty),
+            Role::Passive => tracing::info_span!("pipe", side = %"passive", session = %core.session_id()),
+        };
         let hub = Arc::new(Hub::default());
         let read_waker = Waker::from(Arc::new(Readiness { hub: Arc::clone(&hub), read: true }));
         let write_waker = Waker::from(Arc::new(Readiness { hub: Arc::clone(&hub), read: false }));
         let active = dialer.is_some();
         let inner = Inner {
             core,
-            config,
+            options,
             active,
             conns: Vec::new(),
             _transport: std::marker::PhantomData,
@@ -1628,6 +1663,8 @@ where
             published: None,
             status_changes: 0,
             unpublished: None,
+            span: span.clone(),
+            span_has_session: !active,
         };
         let initial = Status {
             state: if active { PipeState::Reconnecting } else { PipeState::Disconnected },
@@ -1641,6 +1678,7 @@ where
             write_waker,
             status,
             status_sent: AtomicU64::new(0),
+            span: span.clone(),
         });
         let driver = Driver {
             shared: Arc::clone(&shared),
@@ -1650,7 +1688,7 @@ where
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             claim_deadline: None,
         };
-        tokio::spawn(driver);
+        tokio::spawn(driver.instrument(span));
         BackedPipe { handle: Arc::new(Handle { shared, close: Shared::close }) }
     }
 
@@ -1767,6 +1805,7 @@ where
 
 /// Status, statistics and control of a pipe, from any task; see
 /// [`BackedPipe::control`].
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct PipeControl<T> {
     shared: Arc<Shared<T>>,
 }
@@ -1812,6 +1851,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
 
     fn resume_inner(&self, conn: T, hello: Option<Hello>) -> Result<Generation, Error> {
         let shared = &self.shared;
+        let _span = shared.span.enter();
         let mut inner = shared.lock();
         let now = now();
         let generation = match hello {
@@ -2026,11 +2066,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for BackedPi
 }
 
 /// The reading half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct OwnedReadHalf<T> {
     handle: Arc<Handle<T>>,
 }
 
 /// The writing half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct OwnedWriteHalf<T> {
     handle: Arc<Handle<T>>,
 }
@@ -2095,6 +2137,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for OwnedWri
 ///
 /// Not cancel safe: bytes read before cancellation are lost. Wrap it in a
 /// timeout and drop the connection when it fires.
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub async fn read_hello<R: AsyncRead + Unpin>(conn: &mut R) -> Result<Hello, Error> {
     let io_error = |err: io::Error| Error::Io(Arc::new(err));
     let mut frame = [0u8; proto::HEADER_LEN + proto::MAX_HANDSHAKE_LEN];

@@ -1,7 +1,8 @@
 //! The wire format (version 1): frame headers, the three handshake messages
 //! and the frames that follow them, with their encoders and decoders.
 //!
-//! docs/protocol.md is the normative description; this module is its code.
+//! The [specification](crate::spec) is the normative description; this
+//! module is its code.
 //! Every decoder checks lengths before it looks at a byte, never allocates
 //! more than [`MAX_HANDSHAKE_LEN`] bytes for a message, and never panics:
 //! malformed input is a [`DecodeError`].
@@ -338,7 +339,7 @@ pub enum AuthMethod {
     /// No authentication; proofs are empty.
     None,
     /// HMAC-SHA256 over the handshake transcript, keyed with a pre-shared
-    /// secret (see docs/protocol.md).
+    /// secret (see the [specification](crate::spec), "Proofs").
     HmacSha256,
 }
 

@@ -1,10 +1,9 @@
-//! Dialling: the [`Reconnector`] trait (it only opens a transport; the pipe
-//! runs the resume handshake over it) and the [`Backoff`] policy between
-//! failed attempts.
+//! Dialling: the [`Reconnector`] trait. It only opens a transport; the
+//! pipe runs the resume handshake over it, and waits between failed
+//! attempts as its [`Backoff`](crate::Backoff) says.
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
 
 /// Opens a new transport to the peer. That is all it does: the pipe runs
 /// the resume handshake over what it returns, replays what is missing, and
@@ -44,6 +43,7 @@ use std::time::Duration;
 /// The future may be dropped at any await point (the pipe was closed, or a
 /// forced reconnect superseded it); a half-opened transport it holds is
 /// dropped with it.
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub trait Reconnector<T>: Send + Sync + 'static {
     /// Opens a new transport.
     fn reconnect(&self) -> impl Future<Output = io::Result<T>> + Send;
@@ -56,107 +56,5 @@ where
 {
     fn reconnect(&self) -> impl Future<Output = io::Result<T>> + Send {
         self()
-    }
-}
-
-/// When to try again after a failed attempt: exponential growth with
-/// jitter, a cap, and an optional deadline after which the pipe gives up.
-///
-/// The first attempt after a connection is lost is immediate; the `n`-th
-/// consecutive failure waits `initial_delay * factor^(n-1)`, at most
-/// `max_delay`, reduced by a random fraction of up to `jitter` so that many
-/// clients cut at once do not come back in lockstep.
-///
-/// ```
-/// use std::time::Duration;
-/// use backedpipe::Backoff;
-///
-/// let mut backoff = Backoff::default();
-/// backoff.jitter = 0.0;
-/// assert_eq!(backoff.delay(0, 0.3), Duration::ZERO);
-/// assert_eq!(backoff.delay(1, 0.3), backoff.initial_delay);
-/// assert_eq!(backoff.delay(2, 0.3), backoff.initial_delay * 2);
-/// assert_eq!(backoff.delay(100, 0.3), backoff.max_delay);
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Backoff {
-    /// The wait after the first failure (default 10 ms).
-    pub initial_delay: Duration,
-    /// Growth per further failure (default 2.0).
-    pub factor: f64,
-    /// The longest wait (default 5 s).
-    pub max_delay: Duration,
-    /// The largest fraction removed at random from each wait, 0.0..=1.0
-    /// (default 0.5).
-    pub jitter: f64,
-    /// Give up (the pipe fails with [`Error::GaveUp`](crate::Error::GaveUp))
-    /// when no handshake succeeded for this long after the connection was
-    /// lost (default: never).
-    pub give_up_after: Option<Duration>,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial_delay: Duration::from_millis(10),
-            factor: 2.0,
-            max_delay: Duration::from_secs(5),
-            jitter: 0.5,
-            give_up_after: None,
-        }
-    }
-}
-
-impl Backoff {
-    /// The wait before the next attempt after `failures` consecutive failed
-    /// attempts; `unit_random` (in `0.0..1.0`, drawn fresh each time) picks
-    /// the jitter.
-    pub fn delay(&self, failures: u32, unit_random: f64) -> Duration {
-        if failures == 0 {
-            return Duration::ZERO;
-        }
-        let exponent = i32::try_from(failures - 1).unwrap_or(i32::MAX);
-        let factor = if self.factor.is_finite() { self.factor.max(1.0) } else { 1.0 };
-        let max = self.max_delay.as_secs_f64();
-        let base = (self.initial_delay.as_secs_f64() * factor.powi(exponent)).min(max);
-        let base = if base.is_finite() { base } else { max };
-        let jitter = if self.jitter.is_finite() { self.jitter.clamp(0.0, 1.0) } else { 0.0 };
-        let unit_random = if unit_random.is_finite() { unit_random.clamp(0.0, 1.0) } else { 0.0 };
-        let scaled = base * (1.0 - jitter * unit_random);
-        Duration::try_from_secs_f64(scaled.max(0.0)).unwrap_or(self.max_delay)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delays_grow_are_capped_and_jitter_stays_in_range() {
-        let backoff = Backoff::default();
-        let mut rng = fastrand::Rng::with_seed(7);
-        let mut previous_cap = Duration::ZERO;
-        for failures in 1..40 {
-            let cap = (backoff.initial_delay.as_secs_f64() * 2f64.powi(failures as i32 - 1))
-                .min(backoff.max_delay.as_secs_f64());
-            for _ in 0..20 {
-                let delay = backoff.delay(failures, rng.f64()).as_secs_f64();
-                assert!(delay <= cap + 1e-9, "{delay} > {cap}");
-                assert!(delay >= cap * 0.5 - 1e-9, "{delay} < half of {cap}");
-            }
-            assert!(Duration::from_secs_f64(cap) >= previous_cap);
-            previous_cap = Duration::from_secs_f64(cap);
-        }
-        assert_eq!(previous_cap, backoff.max_delay);
-    }
-
-    #[test]
-    fn nonsense_settings_do_not_panic() {
-        let backoff = Backoff { factor: f64::NAN, jitter: f64::INFINITY, ..Backoff::default() };
-        let mut rng = fastrand::Rng::with_seed(1);
-        assert_eq!(backoff.delay(u32::MAX, rng.f64()), backoff.initial_delay);
-        let huge = Backoff { factor: 1e300, max_delay: Duration::MAX, jitter: 0.0, ..Backoff::default() };
-        assert!(huge.delay(1000, rng.f64()) > Duration::from_secs(1));
     }
 }

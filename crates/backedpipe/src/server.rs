@@ -29,12 +29,23 @@
 //!
 //! # Limits
 //!
-//! See [`ServerConfig`]: sessions at most `max_sessions` (the one
-//! disconnected longest is evicted for a new client), handshakes under way
-//! at most `max_handshakes`, HELLO within `pipe.handshake_timeout` and at
+//! See [`ServerOptions`]: sessions at most
+//! [`max_sessions`](ServerOptions::max_sessions) (the one disconnected
+//! longest is evicted for a new client), handshakes under way at most
+//! [`max_handshakes`](ServerOptions::max_handshakes), HELLO within the
+//! pipe's [`handshake_timeout`](crate::Options::handshake_timeout) and at
 //! most 261 bytes (header included), sessions away for longer than
-//! `session_expiry` forgotten. A session's memory follows what its buffers
-//! hold: an idle one costs a few KiB.
+//! [`session_expiry`](ServerOptions::session_expiry) forgotten. A session's
+//! memory follows what its buffers hold: an idle one costs a few KiB.
+//!
+//! # Logs
+//!
+//! Every accepted connection is served in a `connection` span whose
+//! `session` field names the session it resumes, or the one it starts,
+//! once its HELLO is read. Every session has a `session` span with its
+//! `id`: its expiry watcher runs in it, and its pipe's own `pipe` span is
+//! its child. Both are children of the span current where the listener
+//! was made. So the lines of many sessions in one log can be told apart.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,9 +59,10 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use crate::config::Config;
 use crate::error::Error;
+use crate::options::Options;
 use crate::pipe::{BackedPipe, PipeControl, PipeState, read_hello};
 use crate::proto::{ErrorCode, Hello, SessionId, error_frame};
 
@@ -138,14 +150,14 @@ impl<C> Accepted<C> {
 /// connections (for transports accepted elsewhere, e.g. websockets).
 ///
 /// ```
-/// use backedpipe::server::{Accept, Listener, ServerConfig};
+/// use backedpipe::server::{Accept, Listener, ServerOptions};
 /// use tokio::net::UnixStream;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// // Connections accepted elsewhere, handed over through a channel.
 /// let (tx, rx) = tokio::sync::mpsc::channel::<UnixStream>(8);
-/// let listener = Listener::new(ServerConfig::default());
+/// let listener = Listener::new(ServerOptions::new());
 /// listener.listen(rx);
 /// # drop(tx);
 /// # }
@@ -168,7 +180,7 @@ pub trait Accept: Send + 'static {
     /// to serve several transports with one [`Listener`]).
     ///
     /// ```
-    /// use backedpipe::server::{Accept, Listener, ServerConfig};
+    /// use backedpipe::server::{Accept, Listener, ServerOptions};
     /// use tokio::io::{AsyncRead, AsyncWrite};
     ///
     /// trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -177,7 +189,7 @@ pub trait Accept: Send + 'static {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::io::Result<()> {
     /// let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    /// let listener: Listener<Box<dyn Io>> = Listener::new(ServerConfig::default());
+    /// let listener: Listener<Box<dyn Io>> = Listener::new(ServerOptions::new());
     /// listener.listen(tcp.map_conn(|conn| Box::new(conn) as Box<dyn Io>));
     /// # Ok(())
     /// # }
@@ -250,57 +262,99 @@ where
     }
 }
 
-/// How a [`Listener`] behaves. Start from [`ServerConfig::default`].
+/// How a [`Listener`] behaves. Built with chained setters from
+/// [`ServerOptions::new`], which holds the defaults.
 ///
 /// ```
 /// use std::time::Duration;
-/// use backedpipe::Secret;
-/// use backedpipe::server::ServerConfig;
+/// use backedpipe::server::ServerOptions;
+/// use backedpipe::{Options, Secret};
 ///
-/// let mut config = ServerConfig::default();
-/// config.pipe.secret = Some(Secret::new(b"a shared secret of 16+ bytes".to_vec()));
-/// config.max_sessions = 100;
-/// config.session_expiry = Duration::from_secs(60);
+/// let secret = Secret::new(b"a shared secret of 16+ bytes".to_vec());
+/// let options = ServerOptions::new()
+///     .pipe(Options::new().secret(Some(secret)))
+///     .max_sessions(100)
+///     .session_expiry(Duration::from_secs(60));
+/// # drop(options);
 /// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// The configuration of every session's pipe, including the secret
-    /// every handshake must prove (`pipe.secret`) and the handshake timeout
-    /// (`pipe.handshake_timeout`), which also bounds the wait for a new
-    /// connection's HELLO.
-    pub pipe: Config,
-    /// Which peers are admitted by uid where the transport tells (default:
-    /// the server's own user).
-    pub peer_uid: PeerUid,
-    /// The most sessions held at once (default 1024). When a new client
-    /// arrives and the server is full, the session disconnected for the
-    /// longest time is evicted; when every session is connected, the new
-    /// client is refused with ERROR `ServerFull`.
-    pub max_sessions: usize,
-    /// A session whose client has been disconnected for this long is
-    /// closed and forgotten (default 10 minutes); its client then gets
-    /// "session gone".
-    pub session_expiry: Duration,
-    /// The most connections between accept and routing at once (default
-    /// 256): reading their HELLO, or finishing a new session's first
-    /// handshake. Connections beyond it are closed at once.
-    pub max_handshakes: usize,
-    /// New sessions that may wait for [`Listener::accept`] (default 64);
-    /// handshakes of further new clients wait meanwhile.
-    pub accept_backlog: usize,
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub struct ServerOptions {
+    pub(crate) pipe: Options,
+    pub(crate) peer_uid: PeerUid,
+    pub(crate) max_sessions: usize,
+    pub(crate) session_expiry: Duration,
+    pub(crate) max_handshakes: usize,
+    pub(crate) accept_backlog: usize,
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            pipe: Config::default(),
+impl ServerOptions {
+    /// The defaults: every session's pipe with [`Options::new`], only the
+    /// server's own user admitted on Unix sockets, at most 1024 sessions
+    /// forgotten after 10 minutes away, at most 256 handshakes under way
+    /// and 64 new sessions waiting for [`Listener::accept`].
+    pub fn new() -> Self {
+        ServerOptions {
+            pipe: Options::new(),
             peer_uid: PeerUid::default(),
             max_sessions: 1024,
             session_expiry: Duration::from_secs(600),
             max_handshakes: 256,
             accept_backlog: 64,
         }
+    }
+
+    /// The options of every session's pipe (default [`Options::new`]),
+    /// including the secret every handshake must prove and the handshake
+    /// timeout, which also bounds the wait for a new connection's HELLO.
+    pub fn pipe(mut self, options: Options) -> Self {
+        self.pipe = options;
+        self
+    }
+
+    /// Which peers are admitted by uid where the transport tells (default
+    /// [`PeerUid::SameAsServer`]).
+    pub fn peer_uid(mut self, peer_uid: PeerUid) -> Self {
+        self.peer_uid = peer_uid;
+        self
+    }
+
+    /// The most sessions held at once (default 1024). When a new client
+    /// arrives and the server is full, the session disconnected for the
+    /// longest time is evicted; when every session is connected, the new
+    /// client is refused with ERROR `ServerFull`.
+    pub fn max_sessions(mut self, count: usize) -> Self {
+        self.max_sessions = count;
+        self
+    }
+
+    /// A session whose client has been disconnected for this long is
+    /// closed and forgotten (default 10 minutes); its client then gets
+    /// "session gone".
+    pub fn session_expiry(mut self, expiry: Duration) -> Self {
+        self.session_expiry = expiry;
+        self
+    }
+
+    /// The most connections between accept and routing at once (default
+    /// 256): reading their HELLO, or finishing a new session's first
+    /// handshake. Connections beyond it are closed at once.
+    pub fn max_handshakes(mut self, count: usize) -> Self {
+        self.max_handshakes = count;
+        self
+    }
+
+    /// New sessions that may wait for [`Listener::accept`] (default 64);
+    /// handshakes of further new clients wait meanwhile.
+    pub fn accept_backlog(mut self, count: usize) -> Self {
+        self.accept_backlog = count;
+        self
+    }
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions::new()
     }
 }
 
@@ -370,7 +424,10 @@ struct Table<T> {
 }
 
 struct Router<T> {
-    config: ServerConfig,
+    options: ServerOptions,
+    /// The span current where the listener was made: the parent of the
+    /// spans of its connections and sessions (see the module's "Logs").
+    span: tracing::Span,
     table: Mutex<Table<T>>,
     handshakes: Arc<Semaphore>,
     accepted: mpsc::Sender<BackedPipe<T>>,
@@ -396,20 +453,20 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 ///
 /// ```
 /// use backedpipe::dial::TcpDialer;
-/// use backedpipe::server::{Listener, ServerConfig};
-/// use backedpipe::{BackedPipe, Secret};
+/// use backedpipe::server::{Listener, ServerOptions};
+/// use backedpipe::{BackedPipe, Options, Secret};
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let secret = Secret::new(b"sixteen or more bytes".to_vec());
-/// let mut config = ServerConfig::default();
-/// config.pipe.secret = Some(secret.clone());
+/// let options = ServerOptions::new().pipe(Options::new().secret(Some(secret.clone())));
 /// let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// let addr = tcp.local_addr()?;
-/// let listener = Listener::tcp(tcp, config)?;
+/// let listener = Listener::tcp(tcp, options)?;
 ///
-/// let mut client = BackedPipe::connect(TcpDialer::new(addr.to_string()), config_with(secret));
+/// let client_options = Options::new().secret(Some(secret));
+/// let mut client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options);
 /// client.write_all(b"ping").await?;
 /// let mut session = listener.accept().await.expect("a session");
 /// let mut got = [0; 4];
@@ -426,11 +483,6 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// assert_eq!(client.read(&mut got).await?, 0); // end of stream from the server
 /// # Ok(())
 /// # }
-/// # fn config_with(secret: Secret) -> backedpipe::Config {
-/// #     let mut config = backedpipe::Config::default();
-/// #     config.secret = Some(secret);
-/// #     config
-/// # }
 /// ```
 ///
 /// # Drop
@@ -438,6 +490,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// Dropping the listener stops accepting (as [`Listener::shutdown`] does)
 /// but leaves the sessions already handed out to the application: they
 /// work while connected and can no longer be resumed.
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct Listener<T> {
     router: Arc<Router<T>>,
     accepted: tokio::sync::Mutex<mpsc::Receiver<BackedPipe<T>>>,
@@ -456,7 +509,7 @@ impl Listener<TcpStream> {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::InvalidInput`] when `config.pipe.secret` is `None`:
+    /// [`io::ErrorKind::InvalidInput`] when the pipe options have no secret:
     /// TCP has no peer credentials, so without a secret anyone who can
     /// reach the port and learn a session id could take the session over.
     /// Serve TCP without a secret through [`Listener::listen`] if another
@@ -465,11 +518,11 @@ impl Listener<TcpStream> {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn tcp(listener: TcpListener, config: ServerConfig) -> io::Result<Listener<TcpStream>> {
-        if config.pipe.secret.is_none() {
+    pub fn tcp(listener: TcpListener, options: ServerOptions) -> io::Result<Listener<TcpStream>> {
+        if options.pipe.secret.is_none() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a TCP listener requires a secret"));
         }
-        let server = Listener::new(config);
+        let server = Listener::new(options);
         server.listen(listener);
         Ok(server)
     }
@@ -477,14 +530,14 @@ impl Listener<TcpStream> {
 
 impl Listener<UnixStream> {
     /// A listener serving the connections of a Unix socket listener, with
-    /// the peer uid check of `config.peer_uid` (by default: the server's
+    /// the peer uid check of [`ServerOptions::peer_uid`] (by default: the server's
     /// own user only) and the secret, if one is configured.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn unix(listener: UnixListener, config: ServerConfig) -> Listener<UnixStream> {
-        let server = Listener::new(config);
+    pub fn unix(listener: UnixListener, options: ServerOptions) -> Listener<UnixStream> {
+        let server = Listener::new(options);
         server.listen(listener);
         server
     }
@@ -493,11 +546,12 @@ impl Listener<UnixStream> {
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
     /// A listener with no source yet; add sources with
     /// [`Listener::listen`].
-    pub fn new(config: ServerConfig) -> Listener<T> {
-        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
+    pub fn new(options: ServerOptions) -> Listener<T> {
+        let (tx, rx) = mpsc::channel(options.accept_backlog.max(1));
         let router = Router {
-            handshakes: Arc::new(Semaphore::new(config.max_handshakes.max(1))),
-            config,
+            handshakes: Arc::new(Semaphore::new(options.max_handshakes.max(1))),
+            options,
+            span: tracing::Span::current(),
             table: Mutex::new(Table { sessions: HashMap::new(), reserved: 0 }),
             accepted: tx,
             stopping: watch::Sender::new(false),
@@ -517,33 +571,42 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
     pub fn listen<A: Accept<Conn = T>>(&self, mut source: A) {
         let router = Arc::clone(&self.router);
         let mut stopping = router.stopping.subscribe();
-        let task = tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    accepted = source.accept() => accepted,
-                    _ = stopping.wait_for(|stop| *stop) => return,
-                };
-                match accepted {
-                    Ok(Some(accepted)) => {
-                        bump(&router.counters.connections);
-                        match Arc::clone(&router.handshakes).try_acquire_owned() {
-                            Ok(permit) => {
-                                tokio::spawn(Arc::clone(&router).serve(accepted, permit));
-                            }
-                            Err(_) => {
-                                bump(&router.counters.refused_busy);
-                                tracing::warn!("too many handshakes under way; closed a new connection");
+        let span = router.span.clone();
+        let task = tokio::spawn(
+            async move {
+                loop {
+                    let accepted = tokio::select! {
+                        accepted = source.accept() => accepted,
+                        _ = stopping.wait_for(|stop| *stop) => return,
+                    };
+                    match accepted {
+                        Ok(Some(accepted)) => {
+                            bump(&router.counters.connections);
+                            match Arc::clone(&router.handshakes).try_acquire_owned() {
+                                Ok(permit) => {
+                                    let span = tracing::info_span!(
+                                        parent: &router.span,
+                                        "connection",
+                                        session = tracing::field::Empty
+                                    );
+                                    tokio::spawn(Arc::clone(&router).serve(accepted, permit).instrument(span));
+                                }
+                                Err(_) => {
+                                    bump(&router.counters.refused_busy);
+                                    tracing::warn!("too many handshakes under way; closed a new connection");
+                                }
                             }
                         }
-                    }
-                    Ok(None) => return,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "accepting a connection failed");
-                        tokio::time::sleep(ACCEPT_RETRY).await;
+                        Ok(None) => return,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "accepting a connection failed");
+                            tokio::time::sleep(ACCEPT_RETRY).await;
+                        }
                     }
                 }
             }
-        });
+            .instrument(span),
+        );
         let mut sources = lock(&self.sources);
         sources.retain(|task| !task.is_finished());
         sources.push(task);
@@ -649,12 +712,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
     /// Admits, reads the HELLO of, and routes one new connection.
     async fn serve(self: Arc<Self>, accepted: Accepted<T>, permit: OwnedSemaphorePermit) {
         let Accepted { mut conn, credentials } = accepted;
-        if !self.config.peer_uid.admits(credentials) {
+        if !self.options.peer_uid.admits(credentials) {
             bump(&self.counters.refused_peer_uid);
             tracing::info!(?credentials, "refused a connection by its peer uid");
             return refuse(conn, ErrorCode::AuthenticationFailed, "peer uid not admitted").await;
         }
-        let hello = match tokio::time::timeout(self.config.pipe.handshake_timeout, read_hello(&mut conn)).await {
+        let hello = match tokio::time::timeout(self.options.pipe.handshake_timeout, read_hello(&mut conn)).await {
             Ok(Ok(hello)) => hello,
             Ok(Err(Error::Protocol(err))) => {
                 bump(&self.counters.refused_bad_hello);
@@ -681,6 +744,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
 
     async fn resume(&self, conn: T, hello: Hello) {
         let id = hello.session_id();
+        // The session it names, whether or not it proves to belong there.
+        tracing::Span::current().record("session", tracing::field::display(id));
         let control = lock(&self.table).sessions.get(&id).map(|entry| entry.control.clone());
         let Some(control) = control.filter(|control| control.status().state != PipeState::Closed) else {
             bump(&self.counters.refused_unknown_session);
@@ -705,7 +770,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
         }
         let admission = {
             let mut table = lock(&self.table);
-            if table.sessions.len() + table.reserved >= self.config.max_sessions.max(1) {
+            if table.sessions.len() + table.reserved >= self.options.max_sessions.max(1) {
                 let oldest = table
                     .sessions
                     .iter()
@@ -731,7 +796,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
         };
         let Ok(evicted) = admission else {
             bump(&self.counters.refused_full);
-            tracing::warn!(limit = self.config.max_sessions, "refused a new client: every session is in use");
+            tracing::warn!(limit = self.options.max_sessions, "refused a new client: every session is in use");
             return refuse(conn, ErrorCode::ServerFull, "too many sessions").await;
         };
         if let Some(control) = evicted {
@@ -739,14 +804,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
             tracing::info!(session = %control.session_id(), "evicted the session disconnected longest");
             control.close();
         }
-        let pipe = BackedPipe::passive(self.config.pipe.clone());
+        let id = SessionId::random();
+        tracing::Span::current().record("session", tracing::field::display(id));
+        let span = tracing::info_span!(parent: &self.span, "session", id = %id);
+        let pipe = span.in_scope(|| BackedPipe::passive_with_session(self.options.pipe.clone(), id));
         let control = pipe.control();
         let mut status = pipe.watch_status();
         let connected = match pipe.resume_with_hello(conn, hello) {
             Ok(_) => {
                 // The pipe's own handshake deadline ends a stalled attempt;
                 // the extra second only guards against a lost wake-up.
-                let limit = self.config.pipe.handshake_timeout + Duration::from_secs(1);
+                let limit = self.options.pipe.handshake_timeout + Duration::from_secs(1);
                 let settled = tokio::time::timeout(
                     limit,
                     status.wait_for(|status| status.generation.0 >= 1 && status.state != PipeState::Reconnecting),
@@ -756,7 +824,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
             }
             Err(_) => false,
         };
-        let id = pipe.session_id();
         {
             let mut table = lock(&self.table);
             table.reserved -= 1;
@@ -765,7 +832,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
             } else {
                 drop(table);
                 bump(&self.counters.failed_new_handshakes);
-                tracing::info!("a new client's first handshake failed");
+                tracing::info!(parent: &span, "a new client's first handshake failed");
                 // Dropping the pipe still lets its refusal (ERROR frame)
                 // reach the client.
                 return;
@@ -773,12 +840,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
         }
         drop(permit);
         bump(&self.counters.sessions_created);
-        tracing::debug!(session = %id, "new session");
-        tokio::spawn(watch_session(Arc::downgrade(&self), id, control, self.config.session_expiry));
+        tracing::debug!(parent: &span, "new session");
+        let watch = watch_session(Arc::downgrade(&self), id, control, self.options.session_expiry);
+        tokio::spawn(watch.instrument(span.clone()));
         let mut stopping = self.stopping.subscribe();
         tokio::select! {
             sent = self.accepted.send(pipe) => if sent.is_err() {
-                tracing::debug!("a new session arrived as the server shut down");
+                tracing::debug!(parent: &span, "a new session arrived as the server shut down");
             },
             _ = stopping.wait_for(|stop| *stop) => {}
         }
@@ -820,7 +888,7 @@ where
                         if let Some(strong) = router.upgrade() {
                             bump(&strong.counters.sessions_expired);
                         }
-                        tracing::info!(session = %id, "session expired");
+                        tracing::info!("session expired");
                         control.close();
                         break;
                     }

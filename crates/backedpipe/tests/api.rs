@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use backedpipe::proto::{AuthMethod, Hello, Nonce};
 use backedpipe::{BackedPipe, Error, PipeState, Secret};
-use common::{Pair, Transport, config, within};
+use common::{Pair, Transport, options, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -24,7 +24,7 @@ fn public_types_are_send_and_sync() {
     send_sync::<backedpipe::PipeControl<UnixStream>>();
     send_sync::<backedpipe::core::Core>();
     send_sync::<Error>();
-    send_sync::<backedpipe::Config>();
+    send_sync::<backedpipe::Options>();
     send_sync::<backedpipe::Stats>();
     send_sync::<backedpipe::Status>();
     send_sync::<Hello>();
@@ -39,7 +39,7 @@ async fn exchange_one(pair: &mut Pair, message: &[u8]) {
 
 #[tokio::test]
 async fn a_black_holed_connection_is_detected_and_replaced() {
-    let mut pair = Pair::new(config(), config());
+    let mut pair = Pair::new(options(), options());
     within(5, "connect", pair.client.connected()).await.unwrap();
     exchange_one(&mut pair, b"before").await;
     let hole = pair.newest.lock().unwrap().clone().unwrap();
@@ -49,7 +49,7 @@ async fn a_black_holed_connection_is_detected_and_replaced() {
     let mut buf = [0; 5];
     within(10, "read after the black hole", pair.server.read_exact(&mut buf)).await.unwrap();
     assert_eq!(&buf, b"after");
-    let idle = config().idle_timeout;
+    let idle = common::IDLE_TIMEOUT;
     assert!(started.elapsed() >= idle / 2, "recovered in {:?}: was it really black-holed?", started.elapsed());
     assert_eq!(pair.client.stats().reconnects, 1);
     assert_eq!(pair.dial_count(), 2);
@@ -57,10 +57,9 @@ async fn a_black_holed_connection_is_detected_and_replaced() {
 
 #[tokio::test]
 async fn the_pipe_gives_up_after_the_deadline() {
-    let mut config = config();
-    config.backoff.give_up_after = Some(Duration::from_millis(200));
+    let options = options().backoff(common::backoff().give_up_after(Some(Duration::from_millis(200))));
     let dial = || async { Err::<UnixStream, _>(io::Error::new(io::ErrorKind::ConnectionRefused, "nobody home")) };
-    let mut client = BackedPipe::connect(dial, config);
+    let mut client = BackedPipe::connect(dial, options);
     let failure = within(5, "give up", client.connected()).await.unwrap_err();
     let Error::GaveUp { attempts, last_error } = &failure else { panic!("{failure:?}") };
     assert!(*attempts >= 2);
@@ -72,7 +71,7 @@ async fn the_pipe_gives_up_after_the_deadline() {
 
 #[tokio::test]
 async fn status_follows_the_connection() {
-    let pair = Pair::new(config(), config());
+    let pair = Pair::new(options(), options());
     let mut status = pair.client.watch_status();
     let first = within(5, "connect", pair.client.connected()).await.unwrap();
     assert_eq!(status.borrow_and_update().state, PipeState::Connected);
@@ -95,7 +94,7 @@ fn a_status_watcher_may_call_into_the_pipe() {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let seen = runtime.block_on(async {
-            let pair = Pair::new(config(), config());
+            let pair = Pair::new(options(), options());
             within(5, "connect", pair.client.connected()).await.unwrap();
             let control = pair.client.control();
             let mut status = pair.client.watch_status();
@@ -153,8 +152,7 @@ fn expect_error_code(frame: Option<(u8, Vec<u8>)>, code: u16) {
 
 #[tokio::test]
 async fn attacks_on_a_live_session_are_refused_and_change_nothing() {
-    let mut secure = config();
-    secure.secret = Some(Secret::new(b"a sixteen-byte+ shared secret".to_vec()));
+    let secure = options().secret(Some(Secret::new(b"a sixteen-byte+ shared secret".to_vec())));
     let mut pair = Pair::new(secure.clone(), secure);
     let generation = within(5, "connect", pair.client.connected()).await.unwrap();
     exchange_one(&mut pair, b"first").await;
@@ -205,11 +203,9 @@ async fn attacks_on_a_live_session_are_refused_and_change_nothing() {
 
 #[tokio::test]
 async fn mismatched_secrets_fail_the_client_for_good() {
-    let mut server_config = config();
-    server_config.secret = Some(Secret::new(b"the server's secret".to_vec()));
-    let mut client_config = config();
-    client_config.secret = Some(Secret::new(b"not the same secret".to_vec()));
-    let pair = Pair::new(client_config, server_config);
+    let server_options = options().secret(Some(Secret::new(b"the server's secret".to_vec())));
+    let client_options = options().secret(Some(Secret::new(b"not the same secret".to_vec())));
+    let pair = Pair::new(client_options, server_options);
     let failure = within(5, "handshake", pair.client.connected()).await.unwrap_err();
     assert!(matches!(failure, Error::AuthenticationFailed), "{failure:?}");
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -219,7 +215,7 @@ async fn mismatched_secrets_fail_the_client_for_good() {
 
 #[tokio::test]
 async fn closing_one_side_ends_the_other_after_its_data() {
-    let mut pair = Pair::new(config(), config());
+    let mut pair = Pair::new(options(), options());
     within(5, "connect", pair.client.connected()).await.unwrap();
     within(5, "write", pair.client.write_all(b"last")).await.unwrap();
     within(5, "flush", pair.client.flush()).await.unwrap();
@@ -234,7 +230,7 @@ async fn closing_one_side_ends_the_other_after_its_data() {
 
 #[tokio::test]
 async fn an_idle_pipe_holds_no_buffers() {
-    let mut pair = Pair::new(config(), config());
+    let mut pair = Pair::new(options(), options());
     within(5, "connect", pair.client.connected()).await.unwrap();
     let data = vec![3; 8 << 20];
     let writer = async {
@@ -257,7 +253,7 @@ async fn an_idle_pipe_holds_no_buffers() {
 
 #[tokio::test]
 async fn a_passive_pipe_is_closed_when_dropped() {
-    let pair = Pair::new(config(), config());
+    let pair = Pair::new(options(), options());
     within(5, "connect", pair.client.connected()).await.unwrap();
     within(5, "server connected", pair.server.connected()).await.unwrap();
     let Pair { client, server, .. } = pair;

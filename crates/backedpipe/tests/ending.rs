@@ -14,7 +14,7 @@ use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 use backedpipe::{BackedPipe, Error, PipeState};
-use common::{Faulty, Pair, Transport, config, dialer, within};
+use common::{Faulty, Pair, Transport, dialer, options, within};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -51,7 +51,7 @@ fn is_end(err: &std::io::Error) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_shutdown_completes_when_the_peer_closes() {
     for round in 0..60usize {
-        let pair = Pair::new(config(), config());
+        let pair = Pair::new(options(), options());
         within(5, "connect", pair.client.connected()).await.unwrap();
         within(5, "server connected", pair.server.connected()).await.unwrap();
         let (mut client_read, mut client_write) = pair.client.into_split();
@@ -90,7 +90,7 @@ async fn a_pending_shutdown_completes_when_the_peer_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdowns_at_the_same_time_are_both_acknowledged() {
     for round in 0..40usize {
-        let pair = Pair::new(config(), config());
+        let pair = Pair::new(options(), options());
         within(5, "connect", pair.client.connected()).await.unwrap();
         let (mut client_read, mut client_write) = pair.client.into_split();
         let (mut server_read, mut server_write) = pair.server.into_split();
@@ -118,7 +118,7 @@ async fn shutdowns_at_the_same_time_are_both_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_end_of_stream_cut_in_flight_is_acknowledged_after_the_reconnect() {
     for round in 0..30u64 {
-        let mut pair = Pair::new(config(), config());
+        let mut pair = Pair::new(options(), options());
         within(5, "connect", pair.client.connected()).await.unwrap();
         within(5, "write", pair.client.write_all(b"last words")).await.unwrap();
         let cut_after = Duration::from_micros(round * 40);
@@ -152,7 +152,7 @@ async fn a_close_right_before_the_runtime_ends_reaches_the_peer() {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         theirs.set_nonblocking(true).unwrap();
-        let server = BackedPipe::<Transport>::passive(config());
+        let server = BackedPipe::<Transport>::passive(options());
         server.resume(Faulty::new(UnixStream::from_std(theirs).unwrap()).0).unwrap();
         let ours = Mutex::new(Some(ours));
         let dial = move || {
@@ -168,7 +168,7 @@ async fn a_close_right_before_the_runtime_ends_reaches_the_peer() {
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
-                let mut client = BackedPipe::connect(dial, config());
+                let mut client = BackedPipe::connect(dial, options());
                 within(5, "connect", client.connected()).await.unwrap();
                 let chunk = vec![7u8; 200 << 10];
                 // Large writes that the server reads slowly: a DATA frame is
@@ -222,7 +222,7 @@ fn pattern(at: u64) -> u8 {
 async fn a_close_while_a_write_is_on_the_wire_ends_the_peer_cleanly() {
     const CHUNK: usize = 64 << 10;
     for round in 0..100u64 {
-        let mut server = BackedPipe::<UnixStream>::passive(config());
+        let mut server = BackedPipe::<UnixStream>::passive(options());
         let accept = server.control();
         let dial = move || {
             let accept = accept.clone();
@@ -232,7 +232,7 @@ async fn a_close_while_a_write_is_on_the_wire_ends_the_peer_cleanly() {
                 Ok(ours)
             }
         };
-        let mut client = BackedPipe::connect(dial, config());
+        let mut client = BackedPipe::connect(dial, options());
         within(5, "connect", client.connected()).await.unwrap();
         let control = client.control();
         let writing = tokio::spawn(async move {
@@ -287,21 +287,20 @@ async fn a_close_while_a_write_is_on_the_wire_ends_the_peer_cleanly() {
 /// gets it when it connects. By default flush waits for a connection.
 #[tokio::test]
 async fn flush_can_complete_while_disconnected_and_the_bytes_follow() {
-    let mut waiting = BackedPipe::<Transport>::passive(config());
+    let mut waiting = BackedPipe::<Transport>::passive(options());
     within(5, "write", waiting.write_all(b"x")).await.unwrap();
     let flushed = tokio::time::timeout(Duration::from_millis(200), waiting.flush()).await;
     assert!(flushed.is_err(), "the default flush waits for a connection");
     waiting.close();
 
-    let mut queueing = config();
-    queueing.flush_waits_for_connection = false;
+    let queueing = options().flush_waits_for_connection(false);
     let mut server = BackedPipe::<Transport>::passive(queueing);
     assert_eq!(server.status().state, PipeState::Disconnected);
     within(5, "write while nobody is connected", server.write_all(b"queued for later")).await.unwrap();
     within(5, "flush while nobody is connected", server.flush()).await.unwrap();
     let dials = Arc::new(AtomicUsize::new(0));
     let dial = dialer(server.control(), Arc::clone(&dials), Arc::new(Mutex::new(None)));
-    let mut client = BackedPipe::connect(dial, config());
+    let mut client = BackedPipe::connect(dial, options());
     let mut got = [0u8; 16];
     within(5, "read after connecting", client.read_exact(&mut got)).await.unwrap();
     assert_eq!(&got, b"queued for later");
@@ -318,8 +317,7 @@ async fn flush_can_complete_while_disconnected_and_the_bytes_follow() {
 /// without connection, and fails when the pipe ends first.
 #[tokio::test]
 async fn acknowledged_waits_for_the_peer_and_ends_with_the_pipe() {
-    let mut queueing = config();
-    queueing.flush_waits_for_connection = false;
+    let queueing = options().flush_waits_for_connection(false);
     let mut server = BackedPipe::<Transport>::passive(queueing);
     within(5, "write", server.write_all(&vec![1u8; 100 << 10])).await.unwrap();
     let control = server.control();
@@ -327,7 +325,7 @@ async fn acknowledged_waits_for_the_peer_and_ends_with_the_pipe() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!acked.is_finished(), "acknowledged before any peer existed");
     let dial = dialer(server.control(), Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(None)));
-    let client = BackedPipe::connect(dial, config());
+    let client = BackedPipe::connect(dial, options());
     // The client's application reads nothing: its pipe still takes the
     // bytes into its receive buffer and acknowledges them.
     within(5, "acknowledged", acked).await.unwrap().unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use backedpipe::BackedPipe;
 use backedpipe::PipeState;
 use backedpipe::dial::TcpDialer;
-use common::net::{client_config, expect_pattern, open_fds, rss_kib, send_pattern, server_config, tcp_server};
+use common::net::{client_options, expect_pattern, open_fds, rss_kib, send_pattern, server_options, tcp_server};
 use common::within;
 use faultproxy::{Cut, Proxy};
 use tokio::io::AsyncWriteExt;
@@ -46,10 +46,10 @@ async fn stream_both_ways(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_cut_every_1_to_50_ms_128_mib_each_way_arrive_intact() {
     let _memory = MEMORY.lock().await;
-    let (listener, addr) = tcp_server(server_config()).await;
+    let (listener, addr) = tcp_server(server_options()).await;
     let proxy = Proxy::start_seeded(addr, 6).await.expect("proxy");
     proxy.set_cut(Cut::RandomTime { min: Duration::from_millis(1), max: Duration::from_millis(50) });
-    let client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), client_config());
+    let client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), client_options());
     let control = client.control();
     let session = within(30, "accept", listener.accept()).await.expect("session");
     let server_control = session.control();
@@ -78,11 +78,10 @@ async fn with_a_cut_every_1_to_50_ms_128_mib_each_way_arrive_intact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_connection_is_declared_dead_within_the_keepalive_bound() {
-    let (listener, addr) = tcp_server(server_config()).await;
+    let (listener, addr) = tcp_server(server_options()).await;
     let proxy = Proxy::start(addr).await.expect("proxy");
-    let config = client_config();
-    let idle_timeout = config.idle_timeout;
-    let mut client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), config);
+    let idle_timeout = common::IDLE_TIMEOUT;
+    let mut client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), client_options());
     within(10, "connect", client.connected()).await.unwrap();
     let mut session = within(10, "accept", listener.accept()).await.unwrap();
     within(10, "before", send_pattern(&mut client, 3, 1 << 20, 64 << 10)).await.unwrap();
@@ -110,10 +109,10 @@ async fn a_black_holed_connection_is_declared_dead_within_the_keepalive_bound() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_and_delayed_connections_are_retried_until_they_get_through() {
-    let (listener, addr) = tcp_server(server_config()).await;
+    let (listener, addr) = tcp_server(server_options()).await;
     let proxy = Proxy::start(addr).await.expect("proxy");
     proxy.set_delay(Duration::from_millis(20));
-    let mut client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), client_config());
+    let mut client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), client_options());
     within(10, "connect through a delay", client.connected()).await.unwrap();
     let mut session = within(10, "accept", listener.accept()).await.unwrap();
 
@@ -131,9 +130,9 @@ async fn refused_and_delayed_connections_are_retried_until_they_get_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_reconnects_keep_descriptors_and_memory_flat() {
     let _memory = MEMORY.lock().await;
-    let (listener, addr) = tcp_server(server_config()).await;
+    let (listener, addr) = tcp_server(server_options()).await;
     let proxy = Proxy::start(addr).await.expect("proxy");
-    let client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), client_config());
+    let client = BackedPipe::connect(TcpDialer::new(proxy.addr().to_string()), client_options());
     let control = client.control();
     let session = within(10, "accept", listener.accept()).await.unwrap();
     let session_control = session.control();

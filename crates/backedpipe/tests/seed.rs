@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backedpipe::{BackedPipe, Error, PipeState};
-use common::{Pair, config, within};
+use common::{Pair, options, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, mpsc};
@@ -73,7 +73,7 @@ async fn expect_hello(conn: &mut UnixStream) -> (u64, [u8; 16]) {
 
 #[tokio::test]
 async fn write_before_connect_is_delivered_after_connect() {
-    let server = BackedPipe::<UnixStream>::passive(config());
+    let server = BackedPipe::<UnixStream>::passive(options());
     let gate = Arc::new(Notify::new());
     let accept = server.control();
     let dial = {
@@ -89,7 +89,7 @@ async fn write_before_connect_is_delivered_after_connect() {
             }
         }
     };
-    let mut client = BackedPipe::connect(dial, config());
+    let mut client = BackedPipe::connect(dial, options());
     within(5, "write while disconnected", client.write_all(b"written before any connection")).await.unwrap();
     assert_eq!(client.status().state, PipeState::Reconnecting);
     gate.notify_one();
@@ -101,12 +101,13 @@ async fn write_before_connect_is_delivered_after_connect() {
 
 #[tokio::test]
 async fn reconnect_replays_exactly_the_missing_bytes() {
-    let mut client_config = config();
-    client_config.max_unsent_bytes = 4 << 20;
-    let mut server_config = config();
-    server_config.ack_interval_bytes = 16 << 20; // nothing acknowledged before the cut
-    server_config.ack_delay = Duration::from_secs(30);
-    let mut pair = Pair::new(client_config, server_config);
+    let recv_buffer_bytes = 256 << 10;
+    let client_options = options().max_unsent_bytes(4 << 20);
+    let server_options = options()
+        .recv_buffer_bytes(recv_buffer_bytes)
+        .ack_interval_bytes(16 << 20) // nothing acknowledged before the cut
+        .ack_delay(Duration::from_secs(30));
+    let mut pair = Pair::new(client_options, server_options);
     within(5, "connect", pair.client.connected()).await.unwrap();
     let total = 1 << 20;
     let mut data = vec![0; total];
@@ -116,7 +117,7 @@ async fn reconnect_replays_exactly_the_missing_bytes() {
     within(5, "first part", pair.server.read_exact(&mut got[..300_000])).await.unwrap();
     // Cut while bytes are in flight: the server's receive buffer is full
     // (it reads no more) and the client has transmitted beyond it.
-    let buffered = 300_000 + config().recv_buffer_bytes as u64;
+    let buffered = 300_000 + recv_buffer_bytes as u64;
     within(5, "bytes in flight", async {
         while pair.server.stats().bytes_received < buffered || pair.client.stats().bytes_sent <= buffered {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -138,7 +139,7 @@ async fn reconnect_replays_exactly_the_missing_bytes() {
 async fn remote_sequence_ahead_is_invalid_sequence_and_the_connection_is_closed() {
     let dials = Arc::new(AtomicUsize::new(0));
     let (dial, mut conns) = raw_dialer(Arc::clone(&dials));
-    let mut client = BackedPipe::connect(dial, config());
+    let mut client = BackedPipe::connect(dial, options());
     within(5, "write", client.write_all(&[5; 100])).await.unwrap();
     let mut conn = within(5, "dial", conns.recv()).await.unwrap();
     expect_hello(&mut conn).await;
@@ -162,7 +163,7 @@ async fn remote_sequence_ahead_is_invalid_sequence_and_the_connection_is_closed(
 async fn remote_sequence_older_than_the_buffer_is_data_loss() {
     let dials = Arc::new(AtomicUsize::new(0));
     let (dial, mut conns) = raw_dialer(Arc::clone(&dials));
-    let mut client = BackedPipe::connect(dial, config());
+    let mut client = BackedPipe::connect(dial, options());
     within(5, "write", client.write_all(&[5; 100])).await.unwrap();
     let mut conn = within(5, "dial", conns.recv()).await.unwrap();
     expect_hello(&mut conn).await;
@@ -194,7 +195,7 @@ async fn remote_sequence_older_than_the_buffer_is_data_loss() {
 
 #[tokio::test]
 async fn three_concurrent_forced_reconnects_share_one_dial() {
-    let pair = Pair::new(config(), config());
+    let pair = Pair::new(options(), options());
     let first = within(5, "connect", pair.client.connected()).await.unwrap();
     assert_eq!(pair.dial_count(), 1);
     let (a, b, c) = within(5, "forced reconnects", async {
@@ -234,7 +235,7 @@ async fn close_during_a_blocked_dial_returns_at_once_and_cancels_it() {
             Err::<UnixStream, _>(io::Error::other("never"))
         }
     };
-    let client = BackedPipe::connect(dial, config());
+    let client = BackedPipe::connect(dial, options());
     within(5, "dial starts", async {
         while dials.load(Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -252,8 +253,7 @@ async fn close_during_a_blocked_dial_returns_at_once_and_cancels_it() {
 
 #[tokio::test]
 async fn close_unblocks_a_pending_read_and_a_pending_write() {
-    let mut small = config();
-    small.send_buffer_bytes = 1024;
+    let small = options().send_buffer_bytes(1024);
     let dial = || async { std::future::pending::<io::Result<UnixStream>>().await };
     let client = BackedPipe::connect(dial, small);
     let control = client.control();
@@ -271,7 +271,7 @@ async fn close_unblocks_a_pending_read_and_a_pending_write() {
 
 #[tokio::test]
 async fn the_old_connection_ending_after_a_reconnect_changes_nothing() {
-    let mut pair = Pair::new(config(), config());
+    let mut pair = Pair::new(options(), options());
     within(5, "connect", pair.client.connected()).await.unwrap();
     let old = pair.newest.lock().unwrap().clone().unwrap();
     let second = within(5, "reconnect", pair.client.force_reconnect()).await.unwrap();
@@ -291,7 +291,7 @@ async fn the_old_connection_ending_after_a_reconnect_changes_nothing() {
 
 #[tokio::test]
 async fn a_failed_handshake_leaves_the_pipe_retrying() {
-    let server = BackedPipe::<UnixStream>::passive(config());
+    let server = BackedPipe::<UnixStream>::passive(options());
     let accept = server.control();
     let dials = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&dials);
@@ -309,7 +309,7 @@ async fn a_failed_handshake_leaves_the_pipe_retrying() {
             Ok(ours)
         }
     };
-    let mut client = BackedPipe::connect(dial, config());
+    let mut client = BackedPipe::connect(dial, options());
     within(5, "write", client.write_all(b"still delivered")).await.unwrap();
     within(5, "connect", client.connected()).await.unwrap();
     let mut server = server;

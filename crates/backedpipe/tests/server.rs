@@ -7,9 +7,11 @@ mod common;
 use std::time::Duration;
 
 use backedpipe::dial::{TcpDialer, UnixDialer};
-use backedpipe::server::{Listener, PeerUid, ServerConfig, ServerStats};
+use backedpipe::server::{Listener, PeerUid, ServerOptions, ServerStats};
 use backedpipe::{BackedPipe, Error, PipeState};
-use common::net::{Gated, TempDir, client_config, eventually, expect_pattern, send_pattern, server_config, tcp_server};
+use common::net::{
+    Gated, TempDir, client_options, eventually, expect_pattern, send_pattern, server_options, tcp_server,
+};
 use common::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -19,7 +21,7 @@ fn public_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Listener<TcpStream>>();
     check::<Listener<UnixStream>>();
-    check::<ServerConfig>();
+    check::<ServerOptions>();
     check::<ServerStats>();
     check::<PeerUid>();
     check::<TcpDialer>();
@@ -31,11 +33,11 @@ fn public_types_are_send_and_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_clients_get_sessions_and_resumes_reach_them() {
-    let (listener, addr) = tcp_server(server_config()).await;
+    let (listener, addr) = tcp_server(server_options()).await;
     let total: u64 = 4 << 20;
     let mut clients = Vec::new();
     for index in 0..3u64 {
-        let client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_config());
+        let client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
         clients.push((index, client));
     }
     let mut sessions = Vec::new();
@@ -110,9 +112,8 @@ async fn new_clients_get_sessions_and_resumes_reach_them() {
 #[tokio::test]
 async fn tcp_listener_requires_a_secret() {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config = server_config();
-    config.pipe.secret = None;
-    let err = Listener::tcp(tcp, config).expect_err("no secret on TCP");
+    let options = server_options().pipe(common::options());
+    let err = Listener::tcp(tcp, options).expect_err("no secret on TCP");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
 
@@ -123,10 +124,9 @@ async fn unix_listener_admits_its_own_user_and_refuses_others() {
 
     // Default: the server's own user, no secret needed.
     let path = dir.0.join("own.sock");
-    let mut config = ServerConfig::default();
-    config.pipe = common::config();
-    let listener = Listener::unix(UnixListener::bind(&path).unwrap(), config.clone());
-    let mut client = BackedPipe::connect(UnixDialer::new(&path), common::config());
+    let options = ServerOptions::new().pipe(common::options());
+    let listener = Listener::unix(UnixListener::bind(&path).unwrap(), options.clone());
+    let mut client = BackedPipe::connect(UnixDialer::new(&path), common::options());
     client.write_all(b"hi").await.unwrap();
     let mut session = within(10, "accept", listener.accept()).await.expect("session");
     let mut got = [0u8; 2];
@@ -135,9 +135,9 @@ async fn unix_listener_admits_its_own_user_and_refuses_others() {
 
     // Only another user: refused before the handshake.
     let path = dir.0.join("other.sock");
-    config.peer_uid = PeerUid::Only(vec![own.wrapping_add(1)]);
-    let strict = Listener::unix(UnixListener::bind(&path).unwrap(), config);
-    let refused = BackedPipe::connect(UnixDialer::new(&path), common::config());
+    let options = options.peer_uid(PeerUid::Only(vec![own.wrapping_add(1)]));
+    let strict = Listener::unix(UnixListener::bind(&path).unwrap(), options);
+    let refused = BackedPipe::connect(UnixDialer::new(&path), common::options());
     let err = within(10, "refusal", refused.connected()).await.expect_err("refused");
     assert!(matches!(err, Error::AuthenticationFailed), "{err:?}");
     assert_eq!(strict.stats().refused_peer_uid, 1);
@@ -147,11 +147,10 @@ async fn unix_listener_admits_its_own_user_and_refuses_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_sessions_are_gone_and_a_resume_just_before_expiry_succeeds() {
     let expiry = Duration::from_secs(2);
-    let mut config = server_config();
-    config.session_expiry = expiry;
-    let (listener, addr) = tcp_server(config).await;
+    let options = server_options().session_expiry(expiry);
+    let (listener, addr) = tcp_server(options).await;
     let dialer = Gated::new(addr);
-    let mut client = BackedPipe::connect(dialer.clone(), client_config());
+    let mut client = BackedPipe::connect(dialer.clone(), client_options());
     client.write_all(b"one").await.unwrap();
     let mut session = within(10, "accept", listener.accept()).await.expect("session");
     let control = listener.session(session.session_id()).expect("listed");
@@ -190,15 +189,14 @@ async fn expired_sessions_are_gone_and_a_resume_just_before_expiry_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_server_evicts_the_oldest_disconnected_session_then_refuses() {
-    let mut config = server_config();
-    config.max_sessions = 2;
-    let (listener, addr) = tcp_server(config).await;
+    let options = server_options().max_sessions(2);
+    let (listener, addr) = tcp_server(options).await;
 
     let first_dialer = Gated::new(addr);
-    let first = BackedPipe::connect(first_dialer.clone(), client_config());
+    let first = BackedPipe::connect(first_dialer.clone(), client_options());
     within(10, "first", first.connected()).await.unwrap();
     let _first_session = within(10, "accept", listener.accept()).await.unwrap();
-    let second = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_config());
+    let second = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
     within(10, "second", second.connected()).await.unwrap();
     let _second_session = within(10, "accept", listener.accept()).await.unwrap();
 
@@ -211,7 +209,7 @@ async fn a_full_server_evicts_the_oldest_disconnected_session_then_refuses() {
     })
     .await;
 
-    let third = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_config());
+    let third = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
     within(10, "third", third.connected()).await.expect("room made for the third");
     let _third_session = within(10, "accept", listener.accept()).await.unwrap();
     assert_eq!(listener.stats().sessions_evicted, 1);
@@ -221,7 +219,7 @@ async fn a_full_server_evicts_the_oldest_disconnected_session_then_refuses() {
     assert!(err.is_session_gone(), "{err:?}");
 
     // Both sessions connected: nothing to evict.
-    let fourth = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_config());
+    let fourth = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
     let err = within(10, "full", fourth.connected()).await.expect_err("refused");
     assert!(matches!(err, Error::Remote { code: backedpipe::proto::ErrorCode::ServerFull, .. }), "{err:?}");
     assert_eq!(listener.stats().refused_full, 1);
@@ -232,16 +230,15 @@ async fn a_full_server_evicts_the_oldest_disconnected_session_then_refuses() {
 fn a_restarted_server_tells_clients_their_session_is_gone() {
     let dir = TempDir::new("restart");
     let path = dir.0.join("server.sock");
-    let mut config = ServerConfig::default();
-    config.pipe = common::config();
+    let options = ServerOptions::new().pipe(common::options());
 
     // The first server runs on its own runtime, which is then dropped: its
     // connections vanish without a word, as when the process dies.
     let first = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let listener = first.block_on(async { Listener::unix(UnixListener::bind(&path).unwrap(), config.clone()) });
+    let listener = first.block_on(async { Listener::unix(UnixListener::bind(&path).unwrap(), options.clone()) });
     let client_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     client_runtime.block_on(async {
-        let mut client = BackedPipe::connect(UnixDialer::new(&path), common::config());
+        let mut client = BackedPipe::connect(UnixDialer::new(&path), common::options());
         client.write_all(b"before").await.unwrap();
         let session = first.spawn(async move {
             let mut session = listener.accept().await.expect("session");
@@ -256,7 +253,7 @@ fn a_restarted_server_tells_clients_their_session_is_gone() {
         first.shutdown_background();
 
         std::fs::remove_file(&path).unwrap();
-        let _second = Listener::unix(UnixListener::bind(&path).unwrap(), config.clone());
+        let _second = Listener::unix(UnixListener::bind(&path).unwrap(), options.clone());
         let mut buf = [0u8; 1];
         let err = within(20, "session gone", client.read(&mut buf)).await.expect_err("session gone");
         let err = Error::from_io(&err).expect("a pipe error");
@@ -267,11 +264,11 @@ fn a_restarted_server_tells_clients_their_session_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_ends_every_stream_after_its_data() {
-    let (listener, addr) = tcp_server(server_config()).await;
+    let (listener, addr) = tcp_server(server_options()).await;
     let total: u64 = 1 << 20;
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_config());
+        let client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
         within(10, "connect", client.connected()).await.unwrap();
         clients.push(client);
     }
@@ -313,7 +310,7 @@ async fn any_stream_of_connections_can_feed_a_listener() {
     // channel, boxed on the way in.
     type Conn = Box<dyn common::net::Io>;
     let (tx, rx) = tokio::sync::mpsc::channel::<tokio::io::DuplexStream>(4);
-    let listener: Listener<Conn> = Listener::new(server_config());
+    let listener: Listener<Conn> = Listener::new(server_options());
     listener.listen(backedpipe::server::Accept::map_conn(rx, |conn| Box::new(conn) as Conn));
     let dial = move || {
         let tx = tx.clone();
@@ -323,7 +320,7 @@ async fn any_stream_of_connections_can_feed_a_listener() {
             std::io::Result::Ok(Box::new(ours) as Conn)
         }
     };
-    let mut client = BackedPipe::connect(dial, client_config());
+    let mut client = BackedPipe::connect(dial, client_options());
     client.write_all(b"in memory").await.unwrap();
     let mut session = within(10, "accept", listener.accept()).await.expect("session");
     client.force_reconnect().await.expect("resumed through the channel");
@@ -335,14 +332,12 @@ async fn any_stream_of_connections_can_feed_a_listener() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_waiting_to_be_accepted_hold_no_handshake_slot() {
-    let mut config = server_config();
-    config.max_handshakes = 1;
-    config.accept_backlog = 1;
-    let (listener, addr) = tcp_server(config).await;
+    let options = server_options().max_handshakes(1).accept_backlog(1);
+    let (listener, addr) = tcp_server(options).await;
     // Nobody accepts: three new clients still complete their handshakes.
     let mut clients = Vec::new();
     for _ in 0..3 {
-        let client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_config());
+        let client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
         within(10, "handshake without accept", client.connected()).await.expect("connected");
         clients.push(client);
     }
@@ -363,9 +358,9 @@ async fn sessions_waiting_to_be_accepted_hold_no_handshake_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnected_session_holds_only_what_it_buffers() {
-    let (listener, addr) = tcp_server(server_config()).await;
+    let (listener, addr) = tcp_server(server_options()).await;
     let dialer = Gated::new(addr);
-    let mut client = BackedPipe::connect(dialer.clone(), client_config());
+    let mut client = BackedPipe::connect(dialer.clone(), client_options());
     within(10, "connect", client.connected()).await.unwrap();
     let mut session = within(10, "accept", listener.accept()).await.unwrap();
     // 4 MiB through, nearly all of it acknowledged.
@@ -401,4 +396,65 @@ async fn a_disconnected_session_holds_only_what_it_buffers() {
     dialer.set_shut(false);
     within(10, "resume", client.connected()).await.unwrap();
     within(10, "the held bytes arrive", expect_pattern(&mut client, 8, 1 << 20)).await.unwrap();
+}
+
+/// Log lines, written by the test's own subscriber.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn lines_with(&self, pattern: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines().filter(|line| line.contains(pattern)).count()
+    }
+}
+
+#[test]
+fn log_lines_name_their_session_and_side() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_target(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    // One thread: every task logs to the subscriber set here.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ids = runtime.block_on(async {
+        let (listener, addr) = tcp_server(server_options()).await;
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let mut client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
+            within(10, "connect", client.connected()).await.unwrap();
+            let mut session = within(10, "accept", listener.accept()).await.expect("session");
+            within(10, "resume", client.force_reconnect()).await.unwrap();
+            client.write_all(b"x").await.unwrap();
+            within(10, "read", session.read_exact(&mut [0])).await.unwrap();
+            ids.push(client.session_id().to_string());
+            client.close_gracefully(Duration::from_secs(1)).await;
+        }
+        listener.shutdown(Duration::ZERO).await;
+        ids
+    });
+    assert_ne!(ids[0], ids[1]);
+    for id in &ids {
+        // Each side's pipe, the server's session and the connection that
+        // resumed it say which session they are about.
+        assert!(logs.lines_with(&format!("pipe{{side=active session={id}}}")) > 0, "the client's pipe, {id}");
+        assert!(logs.lines_with(&format!("session{{id={id}}}:pipe{{side=passive session={id}}}")) > 0, "{id}");
+        assert!(logs.lines_with(&format!("connection{{session={id}}}: connection routed")) == 1, "{id}");
+    }
 }

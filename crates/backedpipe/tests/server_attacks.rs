@@ -12,7 +12,7 @@ use backedpipe::dial::TcpDialer;
 use backedpipe::proto::{AuthMethod, ErrorCode, FrameHeader, FrameKind, Hello, Nonce, PROOF_LEN, SessionId};
 use backedpipe::{BackedPipe, Error, Secret};
 use common::net::{
-    client_config, error_code, expect_pattern, frames_until_close, send_pattern, server_config, tcp_server,
+    client_options, error_code, expect_pattern, frames_until_close, send_pattern, server_options, tcp_server,
 };
 use common::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,13 +35,12 @@ fn only_error(frames: &[(FrameKind, Vec<u8>)]) -> ErrorCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacks_are_refused_and_the_live_session_loses_nothing() {
-    let mut config = server_config();
-    config.pipe.handshake_timeout = Duration::from_millis(500);
-    let (listener, addr) = tcp_server(config).await;
+    let options = server_options().pipe(client_options().handshake_timeout(Duration::from_millis(500)));
+    let (listener, addr) = tcp_server(options).await;
     let total: u64 = 16 << 20;
 
     // The session under attack streams both ways throughout.
-    let client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_config());
+    let client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
     within(10, "connect", client.connected()).await.unwrap();
     let session = within(10, "accept", listener.accept()).await.unwrap();
     let live_id = client.session_id();
@@ -85,8 +84,7 @@ async fn attacks_are_refused_and_the_live_session_loses_nothing() {
     });
 
     // 1. A client with the wrong secret: its pipe fails, terminally.
-    let mut wrong = client_config();
-    wrong.secret = Some(Secret::new(b"not the secret at all".to_vec()));
+    let wrong = client_options().secret(Some(Secret::new(b"not the secret at all".to_vec())));
     let impostor = BackedPipe::connect(TcpDialer::new(addr.to_string()), wrong);
     let err = within(10, "wrong secret", impostor.connected()).await.expect_err("refused");
     assert!(matches!(err, Error::AuthenticationFailed), "{err:?}");
@@ -130,7 +128,7 @@ async fn attacks_are_refused_and_the_live_session_loses_nothing() {
     assert!(frames.is_empty(), "{frames:?}");
 
     // The server keeps serving: a new client gets a session.
-    let fresh = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_config());
+    let fresh = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
     within(10, "fresh client", fresh.connected()).await.expect("served");
     let mut fresh_session = within(10, "accept", listener.accept()).await.unwrap();
     let mut fresh = fresh;

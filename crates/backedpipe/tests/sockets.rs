@@ -9,7 +9,7 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use backedpipe::{BackedPipe, Config};
+use backedpipe::{BackedPipe, Options};
 use common::{Fault, Faulty, Hash, fill, within};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -91,22 +91,21 @@ where
     assert_eq!(server_control.stats().bytes_received, TOTAL);
 }
 
-fn config() -> Config {
-    let mut config = common::config();
-    config.idle_timeout = std::time::Duration::from_secs(5);
-    // A writer may run only a little ahead of a broken connection, so that
-    // the cuts land every few MiB of the stream.
-    config.send_buffer_bytes = 2 << 20;
-    config
+fn options() -> Options {
+    common::options()
+        .idle_timeout(std::time::Duration::from_secs(5))
+        // A writer may run only a little ahead of a broken connection, so
+        // that the cuts land every few MiB of the stream.
+        .send_buffer_bytes(2 << 20)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_pairs_256_mib_each_way_with_cuts() {
-    let server = BackedPipe::passive(config());
+    let server = BackedPipe::passive(options());
     let dials = Arc::new(AtomicUsize::new(0));
     let newest = Arc::new(Mutex::new(None));
     let dial = common::dialer(server.control(), dials, Arc::clone(&newest));
-    let client = BackedPipe::connect(dial, config());
+    let client = BackedPipe::connect(dial, options());
     exchange(client, server, newest).await;
 }
 
@@ -114,7 +113,7 @@ async fn unix_socket_pairs_256_mib_each_way_with_cuts() {
 async fn loopback_tcp_256_mib_each_way_with_cuts() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let server = BackedPipe::<Faulty<TcpStream>>::passive(config());
+    let server = BackedPipe::<Faulty<TcpStream>>::passive(options());
     let accept = server.control();
     let acceptor = tokio::spawn(async move {
         loop {
@@ -140,7 +139,7 @@ async fn loopback_tcp_256_mib_each_way_with_cuts() {
             Ok(conn)
         }
     };
-    let client = BackedPipe::connect(dial, config());
+    let client = BackedPipe::connect(dial, options());
     exchange(client, server, newest).await;
     acceptor.abort();
 }
@@ -169,7 +168,7 @@ async fn unix_listener_sessions_routed_by_hello() {
                 continue;
             };
             if hello.session_id().is_new() {
-                let pipe = BackedPipe::passive(config());
+                let pipe = BackedPipe::passive(options());
                 pipe.resume_with_hello(conn, hello).unwrap();
                 sessions.insert(pipe.session_id(), pipe.control());
                 let _ = new_sessions.send(pipe);
@@ -186,7 +185,7 @@ async fn unix_listener_sessions_routed_by_hello() {
             let dial_path = dial_path.clone();
             async move { UnixStream::connect(dial_path).await }
         };
-        clients.push(BackedPipe::connect(dial, config()));
+        clients.push(BackedPipe::connect(dial, options()));
     }
     for (index, client) in clients.iter_mut().enumerate() {
         within(5, "connect", client.connected()).await.unwrap();

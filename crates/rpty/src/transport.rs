@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use backedpipe::server::{PeerUid, ServerConfig};
+use backedpipe::server::{PeerUid, ServerOptions};
 use backedpipe::{
-    BackedPipe, Backoff, Config, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Reconnector, Secret,
+    BackedPipe, Backoff, Options, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Reconnector, Secret,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
@@ -87,31 +87,29 @@ impl Target {
 
 /// The pipe settings both sides use; `secret` authenticates every
 /// handshake.
-pub(crate) fn pipe_config(secret: Option<Secret>, give_up_after: Option<Duration>) -> Config {
-    let mut config = Config::default();
-    config.secret = secret;
-    config.send_buffer_bytes = SEND_BUFFER_BYTES;
-    config.keepalive_interval = Duration::from_secs(5);
-    config.idle_timeout = Duration::from_secs(15);
-    let mut backoff = Backoff::default();
-    backoff.initial_delay = Duration::from_millis(20);
-    backoff.max_delay = Duration::from_secs(2);
-    backoff.give_up_after = give_up_after;
-    config.backoff = backoff;
-    config
+pub(crate) fn pipe_config(secret: Option<Secret>, give_up_after: Option<Duration>) -> Options {
+    let backoff = Backoff::new()
+        .initial_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_secs(2))
+        .give_up_after(give_up_after);
+    Options::new()
+        .secret(secret)
+        .send_buffer_bytes(SEND_BUFFER_BYTES)
+        .keepalive_interval(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(15))
+        .backoff(backoff)
 }
 
 /// The settings of a server's listener: on the Unix socket (`secret` is
 /// `None`) only processes of this user are admitted; on TCP every client
 /// must prove `secret`. Each client's pipe is also closed when the client
 /// stays away longer than the window it asked for (see the server).
-pub(crate) fn server_config(secret: Option<Secret>) -> ServerConfig {
-    let mut config = ServerConfig::default();
-    config.pipe = pipe_config(secret, None);
-    config.peer_uid = PeerUid::SameAsServer;
-    config.max_sessions = MAX_PIPES;
-    config.session_expiry = MAX_RESUME_WINDOW;
-    config
+pub(crate) fn server_config(secret: Option<Secret>) -> ServerOptions {
+    ServerOptions::new()
+        .pipe(pipe_config(secret, None))
+        .peer_uid(PeerUid::SameAsServer)
+        .max_sessions(MAX_PIPES)
+        .session_expiry(MAX_RESUME_WINDOW)
 }
 
 /// What the dialer knows about its attempts: the `--via` processes it

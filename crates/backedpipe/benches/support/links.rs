@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backedpipe::{BackedPipe, Config, Reconnector};
+use backedpipe::{BackedPipe, Options, Reconnector};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -50,8 +50,8 @@ where
 
 /// A connected pair of pipes; every dial makes a new Unix socket pair and
 /// hands one end to the passive side.
-pub(crate) async fn unix_pipes(config: Config) -> (BackedPipe<UnixStream>, BackedPipe<UnixStream>, Cutter) {
-    let server = BackedPipe::passive(config.clone());
+pub(crate) async fn unix_pipes(options: Options) -> (BackedPipe<UnixStream>, BackedPipe<UnixStream>, Cutter) {
+    let server = BackedPipe::passive(options.clone());
     let accept = server.control();
     let current: Cutter = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&current);
@@ -65,7 +65,7 @@ pub(crate) async fn unix_pipes(config: Config) -> (BackedPipe<UnixStream>, Backe
             Ok(ours)
         }
     };
-    let client = BackedPipe::connect(dial, config);
+    let client = BackedPipe::connect(dial, options);
     client.connected().await.expect("connect");
     server.connected().await.expect("connect");
     (client, server, current)

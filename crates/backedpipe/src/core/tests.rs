@@ -9,13 +9,11 @@ use proptest::prelude::*;
 use super::*;
 use crate::fuzzing::{Op, Setup, Sim, pattern, run};
 
-fn config() -> Config {
-    Config {
-        keepalive_interval: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(3),
-        handshake_timeout: Duration::from_secs(2),
-        ..Config::default()
-    }
+fn options() -> Options {
+    Options::new()
+        .keepalive_interval(Duration::from_secs(1))
+        .idle_timeout(Duration::from_secs(3))
+        .handshake_timeout(Duration::from_secs(2))
 }
 
 fn nonce(byte: u8) -> Nonce {
@@ -61,10 +59,10 @@ fn read_all(core: &mut Core) -> Vec<u8> {
     out
 }
 
-fn connected_pair(config: Config) -> (Instant, Core, Generation, Core, Generation) {
+fn connected_pair(options: Options) -> (Instant, Core, Generation, Core, Generation) {
     let now = Instant::now();
-    let mut client = Core::active(config.clone());
-    let mut server = Core::passive(config, SessionId::from_bytes([9; 16]));
+    let mut client = Core::active(options.clone());
+    let mut server = Core::passive(options, SessionId::from_bytes([9; 16]));
     let cg = client.connect(now, nonce(1)).unwrap();
     let sg = server.accept(now, nonce(2)).unwrap();
     settle(now, &mut client, cg, &mut server, sg);
@@ -76,7 +74,7 @@ fn connected_pair(config: Config) -> (Instant, Core, Generation, Core, Generatio
 
 #[test]
 fn handshake_then_data_both_ways() {
-    let (now, mut client, cg, mut server, sg) = connected_pair(config());
+    let (now, mut client, cg, mut server, sg) = connected_pair(options());
     assert!(events(&mut client).iter().any(|e| matches!(e, Event::Connected { resumed: false, .. })));
     client.write(b"hello server").unwrap();
     server.write(b"hello client").unwrap();
@@ -89,8 +87,8 @@ fn handshake_then_data_both_ways() {
 #[test]
 fn write_before_connect_is_delivered_after_connect() {
     let now = Instant::now();
-    let mut client = Core::active(config());
-    let mut server = Core::passive(config(), SessionId::from_bytes([9; 16]));
+    let mut client = Core::active(options());
+    let mut server = Core::passive(options(), SessionId::from_bytes([9; 16]));
     assert_eq!(client.write(b"early").unwrap(), 5);
     let cg = client.connect(now, nonce(1)).unwrap();
     let sg = server.accept(now, nonce(2)).unwrap();
@@ -100,8 +98,7 @@ fn write_before_connect_is_delivered_after_connect() {
 
 #[test]
 fn authenticated_handshake_and_wrong_secret() {
-    let mut good = config();
-    good.secret = Some(Secret::new(b"the right secret".to_vec()));
+    let good = options().secret(Some(Secret::new(b"the right secret".to_vec())));
     let (now, mut client, cg, mut server, sg) = connected_pair(good.clone());
     client.write(b"x").unwrap();
     settle(now, &mut client, cg, &mut server, sg);
@@ -109,8 +106,7 @@ fn authenticated_handshake_and_wrong_secret() {
 
     // An intruder with the wrong secret resumes the session: refused, and
     // the live connection carries on untouched.
-    let mut bad = good.clone();
-    bad.secret = Some(Secret::new(b"a wrong secret!!".to_vec()));
+    let bad = good.secret(Some(Secret::new(b"a wrong secret!!".to_vec())));
     let mut intruder = Core::active(bad);
     intruder.session_id = server.session_id();
     let ig = intruder.connect(now, nonce(3)).unwrap();
@@ -126,8 +122,7 @@ fn authenticated_handshake_and_wrong_secret() {
 
 #[test]
 fn forged_client_proof_is_refused_without_disturbing_the_session() {
-    let mut good = config();
-    good.secret = Some(Secret::new(b"the right secret".to_vec()));
+    let good = options().secret(Some(Secret::new(b"the right secret".to_vec())));
     let (now, mut client, cg, mut server, sg) = connected_pair(good);
     // A HELLO for the right session, then a PROOF of garbage.
     let hello = Hello::new(AuthMethod::HmacSha256, server.session_id(), 0, nonce(5));
@@ -145,9 +140,8 @@ fn forged_client_proof_is_refused_without_disturbing_the_session() {
 
 #[test]
 fn reconnect_replays_exactly_the_bytes_after_the_remote_sequence() {
-    let mut config = config();
-    config.ack_interval_bytes = 1 << 30; // no ACK before the cut
-    let (now, mut client, cg, mut server, sg) = connected_pair(config);
+    let options = options().ack_interval_bytes(1 << 30); // no ACK before the cut
+    let (now, mut client, cg, mut server, sg) = connected_pair(options);
     let data: Vec<u8> = (0..10_000u32).map(|i| pattern(true, u64::from(i))).collect();
     client.write(&data).unwrap();
     // Deliver only the first 3000 bytes of the stream (plus framing).
@@ -170,12 +164,12 @@ fn reconnect_replays_exactly_the_bytes_after_the_remote_sequence() {
 /// the client's failure.
 fn client_sees_server_reader(written: usize, acked: u64, server_reader: u64) -> Option<Error> {
     let now = Instant::now();
-    let mut client = Core::active(config());
+    let mut client = Core::active(options());
     client.write(&vec![1; written]).unwrap();
     client.send.discard_until(acked).unwrap();
     let cg = client.connect(now, nonce(1)).unwrap();
     // A server whose state says it has read `server_reader` bytes.
-    let mut server = Core::passive(config(), SessionId::from_bytes([3; 16]));
+    let mut server = Core::passive(options(), SessionId::from_bytes([3; 16]));
     server.recv_seq = server_reader;
     let sg = server.accept(now, nonce(2)).unwrap();
     settle(now, &mut client, cg, &mut server, sg);
@@ -206,9 +200,9 @@ fn remote_sequence_older_than_buffer_is_data_loss_and_terminal() {
 #[test]
 fn server_checks_the_client_sequence_too() {
     let now = Instant::now();
-    let mut server = Core::passive(config(), SessionId::from_bytes([3; 16]));
+    let mut server = Core::passive(options(), SessionId::from_bytes([3; 16]));
     server.write(&[1; 50]).unwrap();
-    let mut client = Core::active(config());
+    let mut client = Core::active(options());
     client.session_id = server.session_id();
     client.recv_seq = 80;
     let cg = client.connect(now, nonce(1)).unwrap();
@@ -223,7 +217,7 @@ fn server_checks_the_client_sequence_too() {
 
 #[test]
 fn errors_from_a_stale_generation_are_ignored() {
-    let (now, mut client, cg, mut server, sg) = connected_pair(config());
+    let (now, mut client, cg, mut server, sg) = connected_pair(options());
     client.connection_lost(now, cg);
     let cg2 = client.connect(now, nonce(5)).unwrap();
     let sg2 = server.accept(now, nonce(6)).unwrap();
@@ -246,7 +240,7 @@ fn malformed_oversized_and_unknown_frames_drop_only_that_connection() {
         &[0x11, 0, 0, 0, 200][..],           // ACK with a wrong length
         &[0x02, 0, 0, 0, 72][..],            // WELCOME after the handshake
     ] {
-        let (now, mut client, cg, mut server, sg) = connected_pair(config());
+        let (now, mut client, cg, mut server, sg) = connected_pair(options());
         server.handle_read(now, sg, garbage);
         assert!(server.failure().is_none(), "{garbage:?}");
         assert!(server.current_generation().is_none(), "{garbage:?} kept the connection");
@@ -264,7 +258,7 @@ fn malformed_oversized_and_unknown_frames_drop_only_that_connection() {
 
 #[test]
 fn keepalive_detects_a_black_hole() {
-    let (now, mut client, cg, _server, _sg) = connected_pair(config());
+    let (now, mut client, cg, _server, _sg) = connected_pair(options());
     let ping_at = client.poll_timeout().unwrap();
     assert_eq!(ping_at, now + Duration::from_secs(1));
     client.handle_timeout(ping_at);
@@ -283,7 +277,7 @@ fn keepalive_detects_a_black_hole() {
 
 #[test]
 fn ping_is_answered_and_keeps_the_connection_alive() {
-    let (now, mut client, cg, mut server, sg) = connected_pair(config());
+    let (now, mut client, cg, mut server, sg) = connected_pair(options());
     let mut t = now;
     for _ in 0..10 {
         t += Duration::from_millis(1100);
@@ -299,7 +293,7 @@ fn ping_is_answered_and_keeps_the_connection_alive() {
 #[test]
 fn handshake_timeout_fails_the_attempt() {
     let now = Instant::now();
-    let mut client = Core::active(config());
+    let mut client = Core::active(options());
     let cg = client.connect(now, nonce(1)).unwrap();
     assert_eq!(client.state(), ConnectionState::Handshaking);
     client.handle_timeout(now + Duration::from_secs(2));
@@ -310,10 +304,8 @@ fn handshake_timeout_fails_the_attempt() {
 
 #[test]
 fn writer_never_evicts_and_waits_for_acks() {
-    let mut config = config();
-    config.send_buffer_bytes = 1000;
-    config.max_unsent_bytes = 1000;
-    let (now, mut client, cg, mut server, sg) = connected_pair(config);
+    let options = options().send_buffer_bytes(1000).max_unsent_bytes(1000);
+    let (now, mut client, cg, mut server, sg) = connected_pair(options);
     assert_eq!(client.write(&[7; 1500]).unwrap(), 1000);
     assert_eq!(client.write(&[7; 10]).unwrap(), 0, "full of unacknowledged bytes");
     assert_eq!(client.write_capacity(), 0);
@@ -327,7 +319,7 @@ fn writer_never_evicts_and_waits_for_acks() {
 
 #[test]
 fn end_of_stream_is_delivered_after_the_data_and_acknowledged() {
-    let (now, mut client, cg, mut server, sg) = connected_pair(config());
+    let (now, mut client, cg, mut server, sg) = connected_pair(options());
     client.write(b"last words").unwrap();
     client.shutdown_write().unwrap();
     assert!(matches!(client.write(b"more"), Err(Error::WriteAfterShutdown)));
@@ -346,7 +338,7 @@ fn end_of_stream_is_delivered_after_the_data_and_acknowledged() {
 
 #[test]
 fn close_tells_the_peer() {
-    let (now, mut client, cg, mut server, sg) = connected_pair(config());
+    let (now, mut client, cg, mut server, sg) = connected_pair(options());
     client.close(now);
     client.close(now); // idempotent
     pump(now, &mut client, cg, &mut server, sg);
@@ -357,7 +349,7 @@ fn close_tells_the_peer() {
 
 #[test]
 fn a_new_session_hello_is_refused_once_established() {
-    let (now, _client, _cg, mut server, sg) = connected_pair(config());
+    let (now, _client, _cg, mut server, sg) = connected_pair(options());
     let hello = Hello::new(AuthMethod::None, SessionId::NEW, 0, nonce(5));
     let other = server.accept_with_hello(now, nonce(6), hello).unwrap();
     let reply: Vec<u8> = server.poll_transmit(other).unwrap().parts().concat();
@@ -367,7 +359,7 @@ fn a_new_session_hello_is_refused_once_established() {
 
 #[test]
 fn idle_pipe_gives_its_memory_back() {
-    let (now, mut client, cg, mut server, sg) = connected_pair(config());
+    let (now, mut client, cg, mut server, sg) = connected_pair(options());
     client.write(&vec![5; 200_000]).unwrap();
     for _ in 0..50 {
         settle(now, &mut client, cg, &mut server, sg);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub mod net;
 
-use backedpipe::{BackedPipe, Config, PipeControl};
+use backedpipe::{BackedPipe, Backoff, Options, PipeControl};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 
@@ -137,15 +137,21 @@ impl<S> Drop for Faulty<S> {
     }
 }
 
+/// The idle timeout of [`options`].
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1000);
+
 /// Timers short enough for tests, long enough for a loaded machine.
-pub fn config() -> Config {
-    let mut config = Config::default();
-    config.keepalive_interval = Duration::from_millis(200);
-    config.idle_timeout = Duration::from_millis(1000);
-    config.handshake_timeout = Duration::from_secs(2);
-    config.backoff.initial_delay = Duration::from_millis(5);
-    config.backoff.max_delay = Duration::from_millis(100);
-    config
+pub fn options() -> Options {
+    Options::new()
+        .keepalive_interval(Duration::from_millis(200))
+        .idle_timeout(IDLE_TIMEOUT)
+        .handshake_timeout(Duration::from_secs(2))
+        .backoff(backoff())
+}
+
+/// The reconnect timing of [`options`]: quick retries.
+pub fn backoff() -> Backoff {
+    Backoff::new().initial_delay(Duration::from_millis(5)).max_delay(Duration::from_millis(100))
 }
 
 pub type Transport = Faulty<UnixStream>;
@@ -162,12 +168,12 @@ pub struct Pair {
 }
 
 impl Pair {
-    pub fn new(client_config: Config, server_config: Config) -> Pair {
-        let server = BackedPipe::<Transport>::passive(server_config);
+    pub fn new(client_options: Options, server_options: Options) -> Pair {
+        let server = BackedPipe::<Transport>::passive(server_options);
         let dials = Arc::new(AtomicUsize::new(0));
         let newest = Arc::new(Mutex::new(None));
         let dial = dialer(server.control(), Arc::clone(&dials), Arc::clone(&newest));
-        let client = BackedPipe::connect(dial, client_config);
+        let client = BackedPipe::connect(dial, client_options);
         Pair { client, server, dials, newest }
     }
 

@@ -12,35 +12,31 @@ use std::time::Duration;
 
 use backedpipe::dial::TcpDialer;
 use backedpipe::proto::{ErrorCode, FrameHeader, FrameKind, HEADER_LEN};
-use backedpipe::server::{Listener, ServerConfig};
-use backedpipe::{Config, Reconnector, Secret};
+use backedpipe::server::{Listener, ServerOptions};
+use backedpipe::{Options, Reconnector, Secret};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{config, fill};
+use super::{fill, options};
 
 pub fn secret() -> Secret {
     Secret::new(b"a test secret that is long enough".to_vec())
 }
 
 /// The test pipe configuration with the shared secret.
-pub fn client_config() -> Config {
-    let mut config = config();
-    config.secret = Some(secret());
-    config
+pub fn client_options() -> Options {
+    options().secret(Some(secret()))
 }
 
-pub fn server_config() -> ServerConfig {
-    let mut config = ServerConfig::default();
-    config.pipe = client_config();
-    config
+pub fn server_options() -> ServerOptions {
+    ServerOptions::new().pipe(client_options())
 }
 
 /// A listener on a fresh loopback port.
-pub async fn tcp_server(config: ServerConfig) -> (Listener<TcpStream>, SocketAddr) {
+pub async fn tcp_server(options: ServerOptions) -> (Listener<TcpStream>, SocketAddr) {
     let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let addr = tcp.local_addr().expect("local address");
-    (Listener::tcp(tcp, config).expect("listener"), addr)
+    (Listener::tcp(tcp, options).expect("listener"), addr)
 }
 
 /// A TCP dialler that fails while its gate is shut, and counts dials.
