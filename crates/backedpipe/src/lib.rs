@@ -130,20 +130,26 @@ assert_eq!(client.stats().reconnects, 1);
 // Every other link is checked by the build with the shell.
 #![cfg_attr(not(feature = "tokio"), allow(rustdoc::broken_intra_doc_links))]
 
+#[cfg(all(feature = "tokio", not(target_os = "linux")))]
+compile_error!(
+    "backedpipe's `tokio` feature (the pipe, server and dialers) supports Linux only; \
+     with `default-features = false` the sans-IO core builds anywhere"
+);
+
 mod backoff;
 pub mod core;
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod dial;
 mod error;
 mod options;
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 mod pipe;
 pub mod proto;
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 mod reconnect;
 mod recv_buffer;
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod server;
 
@@ -158,13 +164,18 @@ pub use crate::backoff::Backoff;
 pub use crate::core::Generation;
 pub use crate::error::Error;
 pub use crate::options::{Options, Secret};
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 pub use crate::pipe::{BackedPipe, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Stats, Status, read_hello};
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 pub use crate::reconnect::Reconnector;
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 pub use crate::server::{Listener, ServerOptions};
 
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod fuzzing;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(all(doctest, feature = "tokio"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

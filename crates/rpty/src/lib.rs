@@ -90,6 +90,9 @@
 //!   over a trusted network or a tunnel (`--via 'ssh host rpty bridge'` is
 //!   the usual way).
 
+#[cfg(not(target_os = "linux"))]
+compile_error!("rpty supports Linux only (PTYs, SO_PEERCRED, pidfd)");
+
 mod autostart;
 mod cli;
 mod client;
