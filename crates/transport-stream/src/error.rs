@@ -1,8 +1,11 @@
-//! The crate's [`Error`] type.
+//! The crate's [`Error`] type, and [`ReuniteError`] for halves of
+//! different streams.
 
 use std::io;
 
 use childproc::ExitStatus;
+
+use crate::{OwnedReadHalf, OwnedWriteHalf};
 
 /// What can go wrong with a child-process stream.
 #[derive(Debug, thiserror::Error)]
@@ -56,3 +59,10 @@ impl From<Error> for io::Error {
         io::Error::new(kind, error)
     }
 }
+
+/// The halves given to [`OwnedReadHalf::reunite`] or
+/// [`OwnedWriteHalf::reunite`] come from different streams; both are handed
+/// back unchanged.
+#[derive(Debug, thiserror::Error)]
+#[error("the halves do not come from the same stream")]
+pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);

@@ -6,8 +6,9 @@
 //! and stdout as the connection. [`Stream`] makes such a child a plain
 //! [`AsyncRead`](tokio::io::AsyncRead) (the child's stdout) and
 //! [`AsyncWrite`](tokio::io::AsyncWrite) (its stdin), splittable into owned
-//! halves for separate tasks, and takes care of the part that is easy to get
-//! wrong: ending it.
+//! halves for separate tasks ([`OwnedReadHalf`], [`OwnedWriteHalf`], named
+//! and reunited as tokio's sockets' are), and takes care of the part that
+//! is easy to get wrong: ending it.
 //!
 //! # The termination ladder
 //!
@@ -82,6 +83,6 @@ mod stderr;
 mod stream;
 
 pub use childproc::{ExitStatus, Signal};
-pub use error::Error;
+pub use error::{Error, ReuniteError};
 pub use options::Options;
-pub use stream::{Handle, ReadHalf, Stream, WriteHalf};
+pub use stream::{Handle, OwnedReadHalf, OwnedWriteHalf, Stream};
