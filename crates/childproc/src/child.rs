@@ -216,7 +216,7 @@ impl Child {
         let stdout = spawned.stdout.take().map(OwnedFd::from);
         let stderr = spawned.stderr.take().map(OwnedFd::from);
         let pid = Pid::from_raw(i32::try_from(spawned.id()).unwrap_or(0))
-            .ok_or_else(|| Error::io("spawning the child", std::io::ErrorKind::InvalidData))?;
+            .ok_or_else(|| Error::io("cannot read the spawned child's pid", std::io::ErrorKind::InvalidData))?;
         drop(spawned);
         #[cfg(test)]
         let use_pidfd = !self.options.without_pidfd;
@@ -236,7 +236,7 @@ impl Child {
         if let Err(err) = reaper::watch(&run, pidfd, &runtime, self.options.execution_timeout, plan) {
             let _ = run.signal(Signal::KILL);
             reaper::reap_blocking(&run);
-            return Err(Error::io("starting the exit watcher", err));
+            return Err(Error::io("cannot start the exit watcher", err));
         }
         let stdio = (|| {
             Ok::<_, std::io::Error>((
@@ -252,7 +252,7 @@ impl Child {
             }
             Err(err) => {
                 let _ = run.begin_kill(self.options.kill_plan(false).immediate());
-                Err(Error::io("registering the child's stdio with tokio", err))
+                Err(Error::io("cannot register the child's stdio with tokio", err))
             }
         }
     }

@@ -40,7 +40,7 @@ impl Outcome {
             Outcome::Stopped => Err(Error::Stopped),
             Outcome::NotStarted => Err(Error::NotStarted),
             Outcome::WaitFailed(errno) => Err(Error::io(
-                "reaping the child failed (was it reaped by someone else?)",
+                "cannot reap the child (did something else in this process reap it?)",
                 io::Error::from_raw_os_error(errno),
             )),
         }
@@ -207,7 +207,7 @@ impl Run {
             outcome = self.finished() => Ok(outcome),
             errno = async { failure.wait_for(Option::is_some).await.ok().and_then(|errno| *errno) } => {
                 let errno = errno.unwrap_or(libc_eio());
-                Err(Error::io("sending SIGKILL to the child", io::Error::from_raw_os_error(errno)))
+                Err(Error::io("cannot send SIGKILL to the child", io::Error::from_raw_os_error(errno)))
             }
         }
     }
@@ -259,7 +259,7 @@ impl Run {
         match &*self.lock() {
             State::NotStarted { .. } => Err(Error::NotStarted),
             State::Running(process) => {
-                process.send(signal).map_err(|errno| Error::io("sending a signal to the child", errno))
+                process.send(signal).map_err(|errno| Error::io("cannot send a signal to the child", errno))
             }
             State::Finished => Ok(()),
         }
