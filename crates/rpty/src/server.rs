@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
+use crate::cli::with_causes;
 use crate::paths::RuntimeDir;
 use crate::protocol::{
     self, ClientHello, ErrorKind, Exit, NewSession, Request, Response, SessionEntry, SessionState, Size, VERSION,
@@ -304,9 +305,11 @@ impl Server {
                     return Err(error(ErrorKind::TooManySessions, format!("too many sessions (the limit is {limit})")));
                 }
                 Err(ptysession::Error::Spawn(err)) => {
-                    return Err(error(ErrorKind::SpawnFailed, err.to_string()));
+                    return Err(error(ErrorKind::SpawnFailed, with_causes(&err)));
                 }
-                Err(err) => return Err(error(ErrorKind::Other, format!("cannot start the session: {err}"))),
+                Err(err) => {
+                    return Err(error(ErrorKind::Other, format!("cannot start the session: {}", with_causes(&err))));
+                }
             }
         }
     }
@@ -344,7 +347,7 @@ impl Server {
                 return finish(conn, Some(FINISH_TIMEOUT)).await;
             }
             Err(err) => {
-                let response = error(ErrorKind::Other, format!("cannot attach to {name:?}: {err}"));
+                let response = error(ErrorKind::Other, format!("cannot attach to {name:?}: {}", with_causes(&err)));
                 let _ = protocol::write_message(&mut conn, &response).await;
                 return finish(conn, Some(FINISH_TIMEOUT)).await;
             }
