@@ -127,7 +127,6 @@ fn dispatch(raw: i32) {
             .collect()
     };
     for (signal, run) in targets {
-        tracing::debug!(pid = ?run.pid(), ?signal, "forwarding a signal");
         run.forward(signal);
     }
 }

@@ -82,6 +82,15 @@
 //! (`enable_all`); either flavour works. The exit watcher, kill ladders and
 //! timeouts run as tasks on the runtime the child was started in.
 //!
+//! # Logs
+//!
+//! childproc logs through `tracing` (debug lines, and a warning when
+//! `SIGKILL` cannot be delivered). Every line about a run is logged in an
+//! `info` span named `child` with the run's `pid` and `program`, whichever
+//! task or thread logs it; the span is a child of the span that was current
+//! when the [`Child`] was made, so a caller's own span (a session, a
+//! connection) shows too.
+//!
 //! # Caveats
 //!
 //! - **Grandchildren.** Signals and the kill ladder reach the child's
