@@ -80,6 +80,14 @@
 //! tasks (output reader, input writer, lifecycle supervisor) and childproc's
 //! exit watcher.
 //!
+//! # Logs
+//!
+//! The session's tasks log through `tracing` inside an `info` span named
+//! `session`, with the session's `id` (when a [`SessionManager`] named it)
+//! and its command's `pid`; childproc's lines about the command sit in a
+//! `child` span inside it. The lines of many sessions in one log can so be
+//! told apart.
+//!
 //! # Caveats
 //!
 //! - **What the scrollback restores.** The replay is the last bytes of
