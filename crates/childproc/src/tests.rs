@@ -34,10 +34,15 @@ async fn without_pidfd_a_thread_reaps_and_latches_the_status() {
 #[tokio::test]
 async fn without_pidfd_the_kill_ladder_and_the_timeout_still_work() {
     let options = Options { without_pidfd: true, ..Options::new() }.kill_timeout(Duration::from_millis(300));
-    let child = Child::spawn(sh("trap '' TERM; exec sleep 30"), options.clone()).expect("spawn");
-    // Give the shell time to install its trap; a TERM before it would only
-    // end the child sooner, with 143, which the assertion would catch.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut command = sh("trap '' TERM; echo ready; exec sleep 30");
+    command.stdout(std::process::Stdio::piped());
+    let child = Child::spawn(command, options.clone()).expect("spawn");
+    // Once it has said "ready", its trap is set: SIGTERM is ignored (a
+    // fixed sleep instead could lose that race on a loaded machine).
+    let mut ready = String::new();
+    let mut stdout = tokio::io::BufReader::new(child.take_stdout().expect("stdout"));
+    bounded(tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut ready)).await.expect("read");
+    assert_eq!(ready, "ready\n");
     let status = bounded(child.kill()).await.expect("killed");
     assert_eq!(status.shell_code(), 137);
 
