@@ -108,11 +108,8 @@ mod tests {
     async fn no_message_repeats_its_source() {
         let missing = std::process::Command::new("/nonexistent/agent");
         let spawn = childproc::Child::spawn(missing, childproc::Options::new()).unwrap_err();
-        let failed = childproc::Child::spawn(std::process::Command::new("false"), childproc::Options::new())
-            .unwrap()
-            .wait()
-            .await
-            .unwrap();
+        let failing = childproc::Child::spawn(std::process::Command::new("false"), childproc::Options::new()).unwrap();
+        let failed = tokio::time::timeout(std::time::Duration::from_secs(10), failing.wait()).await.unwrap().unwrap();
         let every_variant = vec![
             Error::Spawn { program: "agent".into(), source: cause() },
             Error::from(spawn),
