@@ -49,6 +49,9 @@ impl IntoCommand for tokio::process::Command {
 pub struct Child {
     options: Options,
     program: String,
+    /// The span current when the child was made: each run's span is its
+    /// child (a session's span, say).
+    parent_span: tracing::Span,
     slot: Mutex<Slot>,
     /// Set once stopped; wakes splays waiting in [`reload`](Self::reload).
     stopped: watch::Sender<bool>,
@@ -117,7 +120,13 @@ impl Child {
         let resets_mask = options.isolation == Isolation::Session;
         let slot =
             Slot { command: Some(command), resets_mask, run: Run::new(), stdin: None, stdout: None, stderr: None };
-        Self { options, program, slot: Mutex::new(slot), stopped: watch::Sender::new(false) }
+        Self {
+            options,
+            program,
+            parent_span: tracing::Span::current(),
+            slot: Mutex::new(slot),
+            stopped: watch::Sender::new(false),
+        }
     }
 
     /// Prepares and starts a child: [`new`](Self::new) then
@@ -216,27 +225,35 @@ impl Child {
         let stdout = spawned.stdout.take().map(OwnedFd::from);
         let stderr = spawned.stderr.take().map(OwnedFd::from);
         let pid = Pid::from_raw(i32::try_from(spawned.id()).unwrap_or(0))
-            .ok_or_else(|| Error::io("spawning the child", std::io::ErrorKind::InvalidData))?;
+            .ok_or_else(|| Error::io("cannot read the spawned child's pid", std::io::ErrorKind::InvalidData))?;
         drop(spawned);
+        // Every line about this run, from any task or thread, names it.
+        let span = tracing::info_span!(
+            parent: &self.parent_span,
+            "child",
+            pid = pid.as_raw_nonzero().get(),
+            program = %self.program,
+        );
+        let _entered = span.enter();
         #[cfg(test)]
         let use_pidfd = !self.options.without_pidfd;
         #[cfg(not(test))]
         let use_pidfd = true;
         let pidfd = reaper::open_pidfd(pid, use_pidfd);
         let group = self.options.isolation.leads_group().then_some(pid);
-        if !run.set_running(pid, pidfd.clone(), group, runtime.clone()) {
+        if !run.set_running(pid, pidfd.clone(), group, runtime.clone(), span.clone()) {
             // Unreachable while `start` holds the slot: nothing else leaves
             // the unstarted state then. Never leave a process unwatched.
             let _ = rustix::process::kill_process(pid, Signal::KILL);
             let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
             return Err(Error::Stopped);
         }
-        tracing::debug!(pid = pid.as_raw_nonzero().get(), program = %self.program, "child spawned");
+        tracing::debug!("child spawned");
         let plan = self.options.kill_plan(false);
         if let Err(err) = reaper::watch(&run, pidfd, &runtime, self.options.execution_timeout, plan) {
             let _ = run.signal(Signal::KILL);
             reaper::reap_blocking(&run);
-            return Err(Error::io("starting the exit watcher", err));
+            return Err(Error::io("cannot start the exit watcher", err));
         }
         let stdio = (|| {
             Ok::<_, std::io::Error>((
@@ -252,7 +269,7 @@ impl Child {
             }
             Err(err) => {
                 let _ = run.begin_kill(self.options.kill_plan(false).immediate());
-                Err(Error::io("registering the child's stdio with tokio", err))
+                Err(Error::io("cannot register the child's stdio with tokio", err))
             }
         }
     }

@@ -1,4 +1,9 @@
 //! The crate's [`Error`] type.
+//!
+//! A variant's message says what this crate was doing; the operating
+//! system's error behind it is its [`source`](std::error::Error::source),
+//! never repeated in the message, so that a report of the whole chain
+//! (anyhow's `{:#}`, tracing's error fields) says each cause once.
 
 use std::io;
 use std::time::Duration;
@@ -6,11 +11,27 @@ use std::time::Duration;
 use crate::ExitStatus;
 
 /// Everything that can go wrong starting, waiting for or ending a child.
+///
+/// The message does not repeat the cause; print the
+/// [`source`](std::error::Error::source) chain to see it:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::error::Error as _;
+///
+/// let missing = std::process::Command::new("/nonexistent/program");
+/// let error = childproc::Child::spawn(missing, childproc::Options::new()).unwrap_err();
+/// assert_eq!(error.to_string(), "cannot spawn `/nonexistent/program`");
+/// let cause = error.source().expect("the operating system's error");
+/// assert_eq!(cause.downcast_ref::<std::io::Error>().map(|io| io.kind()), Some(std::io::ErrorKind::NotFound));
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The program could not be started (missing binary, permissions, ...).
-    #[error("cannot spawn `{program}`: {source}")]
+    #[error("cannot spawn `{program}`")]
     Spawn {
         /// The program that was to be run, as given to the command.
         program: String,
@@ -52,9 +73,9 @@ pub enum Error {
         signal: i32,
     },
     /// A system call failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
-        /// What was being done.
+        /// What could not be done.
         context: &'static str,
         /// What the operating system said.
         #[source]
@@ -63,8 +84,63 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps an I/O error with what was being done.
+    /// Wraps an I/O error with what could not be done.
     pub(crate) fn io(context: &'static str, source: impl Into<io::Error>) -> Self {
         Self::Io { context, source: source.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// The number of variants, kept honest by the exhaustive match below.
+    const VARIANTS: usize = 8;
+
+    fn variant_index(error: &Error) -> usize {
+        match error {
+            Error::Spawn { .. } => 0,
+            Error::TimedOut { .. } => 1,
+            Error::Stopped => 2,
+            Error::AlreadyStarted => 3,
+            Error::NotStarted => 4,
+            Error::NotRestartable => 5,
+            Error::UnforwardableSignal { .. } => 6,
+            Error::Io { .. } => 7,
+        }
+    }
+
+    fn cause() -> io::Error {
+        io::Error::new(io::ErrorKind::NotFound, "the cause itself (os error 2)")
+    }
+
+    #[test]
+    fn no_message_repeats_its_source() {
+        let status = ExitStatus::exited_with(1);
+        let every_variant = [
+            Error::Spawn { program: "agent".into(), source: cause() },
+            Error::TimedOut { timeout: Duration::from_secs(1), status },
+            Error::Stopped,
+            Error::AlreadyStarted,
+            Error::NotStarted,
+            Error::NotRestartable,
+            Error::UnforwardableSignal { signal: 9 },
+            Error::io("cannot send a signal to the child", cause()),
+        ];
+        let mut covered: Vec<usize> = every_variant.iter().map(variant_index).collect();
+        covered.sort_unstable();
+        assert_eq!(covered, (0..VARIANTS).collect::<Vec<_>>(), "one sample per variant");
+        for error in &every_variant {
+            let message = error.to_string();
+            assert!(!message.is_empty(), "{error:?}");
+            if let Some(source) = error.source() {
+                let cause = source.to_string();
+                assert!(!message.contains(&cause), "{message:?} repeats its source {cause:?}");
+            }
+        }
+        assert_eq!(every_variant[0].to_string(), "cannot spawn `agent`");
+        assert!(every_variant[0].source().is_some() && every_variant[7].source().is_some());
     }
 }

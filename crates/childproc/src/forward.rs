@@ -79,7 +79,7 @@ pub(crate) fn subscribe(signals: &[Signal], run: Weak<Run>) -> Result<Option<u64
         forwarder
             .handle
             .add_signal(signal.as_raw())
-            .map_err(|err| Error::io("installing a handler for a forwarded signal", err))?;
+            .map_err(|err| Error::io("cannot install a handler for a forwarded signal", err))?;
     }
     forwarder.subscribers.retain(Subscriber::is_live);
     let id = forwarder.next_id;
@@ -97,8 +97,8 @@ pub(crate) fn unsubscribe(id: u64) {
 
 /// Starts the delivery thread.
 fn start() -> Result<Forwarder, Error> {
-    let mut signals =
-        Signals::new(std::iter::empty::<i32>()).map_err(|err| Error::io("creating the signal delivery pipe", err))?;
+    let mut signals = Signals::new(std::iter::empty::<i32>())
+        .map_err(|err| Error::io("cannot create the signal delivery pipe", err))?;
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("childproc-signals".into())
@@ -107,7 +107,7 @@ fn start() -> Result<Forwarder, Error> {
                 dispatch(raw);
             }
         })
-        .map_err(|err| Error::io("starting the signal forwarding thread", err))?;
+        .map_err(|err| Error::io("cannot start the signal forwarding thread", err))?;
     Ok(Forwarder { handle, subscribers: Vec::new(), next_id: 0 })
 }
 
@@ -127,7 +127,6 @@ fn dispatch(raw: i32) {
             .collect()
     };
     for (signal, run) in targets {
-        tracing::debug!(pid = ?run.pid(), ?signal, "forwarding a signal");
         run.forward(signal);
     }
 }

@@ -82,6 +82,15 @@
 //! (`enable_all`); either flavour works. The exit watcher, kill ladders and
 //! timeouts run as tasks on the runtime the child was started in.
 //!
+//! # Logs
+//!
+//! childproc logs through `tracing` (debug lines, and a warning when
+//! `SIGKILL` cannot be delivered). Every line about a run is logged in an
+//! `info` span named `child` with the run's `pid` and `program`, whichever
+//! task or thread logs it; the span is a child of the span that was current
+//! when the [`Child`] was made, so a caller's own span (a session, a
+//! connection) shows too.
+//!
 //! # Caveats
 //!
 //! - **Grandchildren.** Signals and the kill ladder reach the child's
@@ -126,21 +135,39 @@
 //!
 //! [execution timeout]: Options::execution_timeout
 
+#[cfg(not(target_os = "linux"))]
+compile_error!("childproc supports Linux only (pidfd, process groups, waitid); see its README");
+
+// Everything below is Linux-only: on other targets the error above is the
+// only one.
+#[cfg(target_os = "linux")]
 mod child;
+#[cfg(target_os = "linux")]
 mod error;
+#[cfg(target_os = "linux")]
 mod forward;
+#[cfg(target_os = "linux")]
 mod options;
+#[cfg(target_os = "linux")]
 mod reaper;
+#[cfg(target_os = "linux")]
 mod run;
+#[cfg(target_os = "linux")]
 mod sigmask;
+#[cfg(target_os = "linux")]
 mod status;
 
+#[cfg(target_os = "linux")]
 pub use child::{Child, ExitHandle, IntoCommand};
+#[cfg(target_os = "linux")]
 pub use error::Error;
+#[cfg(target_os = "linux")]
 pub use options::{Isolation, Options};
 /// A signal number, re-exported from rustix: `Signal::TERM`, `Signal::KILL`,
 /// `Signal::HUP`, ...
+#[cfg(target_os = "linux")]
 pub use rustix::process::Signal;
+#[cfg(target_os = "linux")]
 pub use status::ExitStatus;
 
 #[cfg(test)]

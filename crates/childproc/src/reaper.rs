@@ -15,6 +15,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::options::KillPlan;
 use crate::run::Run;
@@ -38,7 +39,7 @@ pub(crate) fn open_pidfd(pid: Pid, use_pidfd: bool) -> Option<Arc<OwnedFd>> {
             None
         }
         Err(errno) => {
-            tracing::debug!(pid = pid.as_raw_nonzero().get(), %errno, "pidfd_open failed; waiting on a thread");
+            tracing::debug!(%errno, "pidfd_open failed; waiting on a thread");
             None
         }
     }
@@ -64,7 +65,7 @@ pub(crate) fn watch(
                 // The guard is made here, not in the task, so that it also
                 // covers a task dropped before its first poll.
                 let abandon = Abandon { run: Some(Arc::clone(run)) };
-                runtime.spawn(watch_pidfd(Arc::clone(run), abandon, pidfd, deadline, plan));
+                runtime.spawn(watch_pidfd(Arc::clone(run), abandon, pidfd, deadline, plan).instrument(run.span()));
                 return Ok(());
             }
             Err(err) => tracing::debug!(%err, "registering the pidfd failed; waiting on a thread"),
@@ -72,7 +73,7 @@ pub(crate) fn watch(
     }
     spawn_reaper_thread(Arc::clone(run))?;
     if let Some((at, timeout)) = deadline {
-        runtime.spawn(watch_deadline(Arc::clone(run), at, timeout, plan));
+        runtime.spawn(watch_deadline(Arc::clone(run), at, timeout, plan).instrument(run.span()));
     }
     Ok(())
 }
@@ -82,7 +83,7 @@ pub(crate) fn spawn_reaper_thread(run: Arc<Run>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("childproc-reaper".into())
         .stack_size(REAPER_STACK_BYTES)
-        .spawn(move || reap_blocking(&run))
+        .spawn(move || run.span().in_scope(|| reap_blocking(&run)))
         .map(drop)
 }
 

@@ -5,13 +5,14 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use rustix::io::Errno;
 use rustix::process::{Pid, WaitId, WaitIdOptions, WaitIdStatus};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
+use tracing::{Instrument, Span};
 
 use crate::options::{KillPlan, draw_splay};
 use crate::{Error, ExitStatus, Signal};
@@ -40,7 +41,7 @@ impl Outcome {
             Outcome::Stopped => Err(Error::Stopped),
             Outcome::NotStarted => Err(Error::NotStarted),
             Outcome::WaitFailed(errno) => Err(Error::io(
-                "reaping the child failed (was it reaped by someone else?)",
+                "cannot reap the child (did something else in this process reap it?)",
                 io::Error::from_raw_os_error(errno),
             )),
         }
@@ -139,6 +140,9 @@ pub(crate) struct Run {
     kill_failure: watch::Sender<Option<i32>>,
     /// The pid once spawned (0 before).
     pid: AtomicU32,
+    /// The run's span (its pid and program) once spawned: its tasks run in
+    /// it, and threads enter it before they log.
+    span: OnceLock<Span>,
 }
 
 impl std::fmt::Debug for Run {
@@ -156,6 +160,7 @@ impl Run {
             hurry: watch::Sender::new(false),
             kill_failure: watch::Sender::new(None),
             pid: AtomicU32::new(0),
+            span: OnceLock::new(),
         })
     }
 
@@ -176,6 +181,11 @@ impl Run {
             0 => None,
             pid => Some(pid),
         }
+    }
+
+    /// The run's span once spawned (a disabled span before).
+    pub(crate) fn span(&self) -> Span {
+        self.span.get().cloned().unwrap_or_else(Span::none)
     }
 
     /// The latched outcome, if the run has ended.
@@ -207,26 +217,28 @@ impl Run {
             outcome = self.finished() => Ok(outcome),
             errno = async { failure.wait_for(Option::is_some).await.ok().and_then(|errno| *errno) } => {
                 let errno = errno.unwrap_or(libc_eio());
-                Err(Error::io("sending SIGKILL to the child", io::Error::from_raw_os_error(errno)))
+                Err(Error::io("cannot send SIGKILL to the child", io::Error::from_raw_os_error(errno)))
             }
         }
     }
 
-    /// Records the spawned process and delivers forwarded signals that
-    /// arrived while it was being spawned. Returns `false` (and leaves the
-    /// process alone) if the run is no longer waiting to start.
+    /// Records the spawned process and its span, and delivers forwarded
+    /// signals that arrived while it was being spawned. Returns `false` (and
+    /// leaves the process alone) if the run is no longer waiting to start.
     pub(crate) fn set_running(
         &self,
         pid: Pid,
         pidfd: Option<Arc<OwnedFd>>,
         group: Option<Pid>,
         runtime: Handle,
+        span: Span,
     ) -> bool {
         let mut state = self.lock();
         let State::NotStarted { pending } = &mut *state else {
             return false;
         };
         let pending = std::mem::take(pending);
+        let _ = self.span.set(span);
         let process = Process {
             pid,
             pidfd,
@@ -239,7 +251,7 @@ impl Run {
         };
         for signal in pending {
             if let Err(errno) = process.send(signal) {
-                tracing::debug!(pid = pid.as_raw_nonzero().get(), ?signal, %errno, "forwarding a signal failed");
+                tracing::debug!(?signal, %errno, "forwarding a signal failed");
             }
         }
         self.pid.store(pid.as_raw_nonzero().get().unsigned_abs(), Ordering::Release);
@@ -259,7 +271,7 @@ impl Run {
         match &*self.lock() {
             State::NotStarted { .. } => Err(Error::NotStarted),
             State::Running(process) => {
-                process.send(signal).map_err(|errno| Error::io("sending a signal to the child", errno))
+                process.send(signal).map_err(|errno| Error::io("cannot send a signal to the child", errno))
             }
             State::Finished => Ok(()),
         }
@@ -271,8 +283,10 @@ impl Run {
         match &mut *self.lock() {
             State::NotStarted { pending } => pending.push(signal),
             State::Running(process) => {
+                let _entered = self.span.get().map(Span::enter);
+                tracing::debug!(?signal, "forwarding a signal");
                 if let Err(errno) = process.send(signal) {
-                    tracing::debug!(pid = ?self.pid(), ?signal, %errno, "forwarding a signal failed");
+                    tracing::debug!(?signal, %errno, "forwarding a signal failed");
                 }
             }
             State::Finished => {}
@@ -301,7 +315,7 @@ impl Run {
                 Err(errno) => break Outcome::WaitFailed(errno.raw_os_error()),
             }
         };
-        tracing::debug!(pid = ?self.pid(), ?outcome, "child reaped");
+        tracing::debug!(?outcome, "child reaped");
         self.finish(&mut state, outcome);
         true
     }
@@ -372,7 +386,7 @@ impl Run {
         let mut state = self.lock();
         let mut ladder = None;
         if let State::Running(process) = &mut *state {
-            tracing::debug!(pid = ?self.pid(), ?timeout, "execution timeout expired");
+            tracing::debug!(?timeout, "execution timeout expired");
             process.timed_out = Some(timeout);
             ladder = self.start_ladder(process, plan);
         }
@@ -414,7 +428,7 @@ impl Run {
         // The guard is made here, not in the task, so that it also covers
         // a task dropped before its first poll (its runtime shut down).
         let escalation = Escalation { run: Arc::clone(self), armed: true };
-        Some(PendingLadder { runtime: process.runtime.clone(), escalation, plan })
+        Some(PendingLadder { runtime: process.runtime.clone(), escalation, plan, span: self.span() })
     }
 }
 
@@ -423,12 +437,13 @@ struct PendingLadder {
     runtime: Handle,
     escalation: Escalation,
     plan: KillPlan,
+    span: Span,
 }
 
 /// Spawns a prepared ladder; call it with the state lock released.
 fn spawn_ladder(ladder: Option<PendingLadder>) {
-    if let Some(PendingLadder { runtime, escalation, plan }) = ladder {
-        runtime.spawn(ladder_task(escalation, plan));
+    if let Some(PendingLadder { runtime, escalation, plan, span }) = ladder {
+        runtime.spawn(ladder_task(escalation, plan).instrument(span));
     }
 }
 
@@ -461,7 +476,7 @@ async fn ladder_task(mut escalation: Escalation, plan: KillPlan) {
     let mut hurry = run.hurry.subscribe();
     if !plan.splay.is_zero() {
         let delay = draw_splay(plan.splay);
-        tracing::debug!(pid = ?run.pid(), ?delay, "waiting the splay before signalling");
+        tracing::debug!(?delay, "waiting the splay before signalling");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             _ = hurry.wait_for(|hurry| *hurry) => {}
@@ -475,13 +490,13 @@ async fn ladder_task(mut escalation: Escalation, plan: KillPlan) {
                 let exited = tokio::time::timeout(plan.kill_timeout, outcome.wait_for(Option::is_some)).await;
                 escalate = exited.is_err();
             }
-            Err(errno) => tracing::debug!(pid = ?run.pid(), ?signal, %errno, "kill signal failed; escalating"),
+            Err(errno) => tracing::debug!(?signal, %errno, "kill signal failed; escalating"),
         }
     }
     if escalate && run.outcome().is_none() {
-        tracing::debug!(pid = ?run.pid(), "sending SIGKILL");
+        tracing::debug!("sending SIGKILL");
         if let Err(errno) = run.signal_running(Signal::KILL) {
-            tracing::warn!(pid = ?run.pid(), %errno, "SIGKILL failed");
+            tracing::warn!(%errno, "SIGKILL failed");
             run.kill_failure.send_replace(Some(errno.raw_os_error()));
         }
     }

@@ -53,6 +53,12 @@ impl ExitStatus {
         Self { termination, exit_time: SystemTime::now(), exit_instant: Instant::now() }
     }
 
+    /// A normal exit with `code`, for the crate's unit tests.
+    #[cfg(test)]
+    pub(crate) fn exited_with(code: i32) -> Self {
+        Self { termination: Termination::Exited(code), exit_time: SystemTime::now(), exit_instant: Instant::now() }
+    }
+
     /// The exit code, if the process exited normally.
     pub fn code(&self) -> Option<i32> {
         match self.termination {

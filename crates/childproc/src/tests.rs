@@ -1,8 +1,9 @@
 //! Unit tests of internals the public API cannot reach: the thread-based
-//! exit watcher used without pidfds, and signals forwarded while a child is
-//! being spawned.
+//! exit watcher used without pidfds, signals forwarded while a child is
+//! being spawned, and the span every line about a run is logged in.
 
 use std::process::Command;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::{Child, Error, Options, Signal};
@@ -33,10 +34,15 @@ async fn without_pidfd_a_thread_reaps_and_latches_the_status() {
 #[tokio::test]
 async fn without_pidfd_the_kill_ladder_and_the_timeout_still_work() {
     let options = Options { without_pidfd: true, ..Options::new() }.kill_timeout(Duration::from_millis(300));
-    let child = Child::spawn(sh("trap '' TERM; exec sleep 30"), options.clone()).expect("spawn");
-    // Give the shell time to install its trap; a TERM before it would only
-    // end the child sooner, with 143, which the assertion would catch.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut command = sh("trap '' TERM; echo ready; exec sleep 30");
+    command.stdout(std::process::Stdio::piped());
+    let child = Child::spawn(command, options.clone()).expect("spawn");
+    // Once it has said "ready", its trap is set: SIGTERM is ignored (a
+    // fixed sleep instead could lose that race on a loaded machine).
+    let mut ready = String::new();
+    let mut stdout = tokio::io::BufReader::new(child.take_stdout().expect("stdout"));
+    bounded(tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut ready)).await.expect("read");
+    assert_eq!(ready, "ready\n");
     let status = bounded(child.kill()).await.expect("killed");
     assert_eq!(status.shell_code(), 137);
 
@@ -78,4 +84,73 @@ fn a_run_dropped_with_its_runtime_is_reaped_by_a_thread() {
     }
     assert!(exit.try_status().expect("status").is_some_and(|status| status.success()));
     drop(child);
+}
+
+/// A log the test reads back.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
+    }
+}
+
+#[test]
+fn every_line_about_a_run_names_its_pid_and_program() {
+    // Global, not per thread: the lines of reaper threads and of the
+    // signal forwarding thread must be caught too. Other tests of this
+    // binary log here meanwhile; their lines must name their runs as well.
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (watched, threaded, forwarded) = runtime.block_on(async {
+        let watched = Child::spawn(sh("exit 3"), Options::new()).expect("spawn");
+        let threaded = Child::spawn(sh("exit 4"), Options { without_pidfd: true, ..Options::new() }).expect("spawn");
+        let forwarded = Child::spawn(sh("exec sleep 30"), Options::new()).expect("spawn");
+        // What the forwarding thread does when a signal arrives.
+        let run = forwarded.current_run();
+        std::thread::spawn(move || run.forward(Signal::TERM)).join().expect("forwarding thread");
+        bounded(watched.wait()).await.expect("status");
+        bounded(threaded.wait()).await.expect("status");
+        let status = bounded(forwarded.wait()).await.expect("status");
+        assert_eq!(status.signal(), Some(Signal::TERM.as_raw()));
+        (watched.pid(), threaded.pid(), forwarded.pid())
+    });
+
+    let lines = log.lines();
+    let expected = [
+        (watched, &["child spawned", "child reaped"][..]),
+        (threaded, &["child spawned", "child reaped"][..]),
+        (forwarded, &["child spawned", "forwarding a signal", "child reaped"][..]),
+    ];
+    for (pid, messages) in expected {
+        let span = format!("child{{pid={} program=sh}}", pid.expect("pid"));
+        for message in messages {
+            assert!(
+                lines.iter().any(|line| line.contains(&span) && line.contains(message)),
+                "no {message:?} line in {span}: {lines:#?}"
+            );
+        }
+    }
+    assert!(lines.iter().all(|line| line.contains("child{pid=")), "a line outside a run's span: {lines:#?}");
 }

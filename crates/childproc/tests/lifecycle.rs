@@ -36,7 +36,14 @@ async fn an_exit_before_anyone_waits_is_latched_for_every_waiter() {
     let child = Child::new(sh("exit 7"), Options::new());
     let early = child.exit_handle();
     child.start().expect("start");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Until the exit is latched, without waiting for it (a fixed sleep
+    // instead could end before the shell did, and the TERM below would
+    // then kill it).
+    support::eventually("the exit latched", || match child.try_status() {
+        Ok(Some(_)) => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await;
 
     // Neither a signal nor a status check consumes or changes the status.
     child.signal(Signal::TERM).expect("signal to an exited child is Ok");

@@ -1,15 +1,17 @@
 //! Reaping: a thousand short-lived children (some dropped without waiting)
 //! leave no zombie and no descriptor behind, and a missing binary is a spawn
 //! error that leaves no child. The tests count this process's children and
-//! descriptors, so they run one at a time.
+//! descriptors, so they run one at a time, against a baseline that nothing
+//! else moves (see [`baseline`]).
 
 mod support;
 
 use std::process::Command;
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use childproc::{Child, Error, Isolation, Options};
-use support::{bounded, children, eventually, open_fds};
+use support::{LIMIT, bounded, children, eventually, open_fds};
 
 /// Serializes the tests of this binary, runtimes included: each counts
 /// process-wide resources, and a runtime owns descriptors of its own.
@@ -26,6 +28,44 @@ fn serially(flavor_multi_thread: bool, test: impl Future<Output = ()>) {
     runtime.expect("runtime").block_on(test);
 }
 
+/// This process's descriptors, without the one that lists them (whose
+/// number is only the lowest free one at the time).
+fn descriptors() -> Vec<String> {
+    let listing = format!(" -> /proc/{}/fd", std::process::id());
+    open_fds().into_iter().filter(|fd| !fd.ends_with(&listing)).collect()
+}
+
+/// The descriptors a test compares with at its end, once nothing but the
+/// test can change them:
+///
+/// - what is made lazily, once per process or runtime, on a first spawn
+///   (std's and childproc's, the pidfd's registration with this runtime,
+///   on the fast and the fork path) is made first, by a warm-up child of
+///   each kind;
+/// - what the previous test, or the warm-up, left to be closed elsewhere
+///   (a watcher task finishing on another worker after its waiter woke,
+///   a runtime's last descriptors) is closed by then: the set is taken
+///   once it has stayed the same for [`QUIET`] (bounded by [`LIMIT`]).
+async fn baseline() -> Vec<String> {
+    /// How long the descriptors must stay unchanged to count as settled.
+    const QUIET: Duration = Duration::from_millis(100);
+    for isolation in [Isolation::ProcessGroup, Isolation::Session] {
+        let child = Child::spawn(Command::new("true"), Options::new().isolation(isolation)).expect("spawn");
+        assert!(bounded("warm-up wait", child.wait()).await.expect("status").success());
+    }
+    let deadline = Instant::now() + LIMIT;
+    let mut last = descriptors();
+    loop {
+        tokio::time::sleep(QUIET).await;
+        let now = descriptors();
+        if now == last && children().is_empty() {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "descriptors still changing after {LIMIT:?}: {now:?}");
+        last = now;
+    }
+}
+
 /// Waits until this process has no children left and exactly the
 /// descriptors of `baseline` open.
 async fn settled(baseline: &[String]) {
@@ -35,8 +75,13 @@ async fn settled(baseline: &[String]) {
     })
     .await;
     eventually("descriptors back to the baseline", || {
-        let now = open_fds();
-        if now == baseline { Ok(()) } else { Err((baseline.len(), now)) }
+        let now = descriptors();
+        if now == baseline {
+            return Ok(());
+        }
+        let opened: Vec<&String> = now.iter().filter(|fd| !baseline.contains(fd)).collect();
+        let closed: Vec<&String> = baseline.iter().filter(|fd| !now.contains(fd)).collect();
+        Err(format!("opened since the baseline {opened:?}, closed since {closed:?}"))
     })
     .await;
 }
@@ -47,7 +92,7 @@ fn a_thousand_short_lived_children_leave_no_zombie_and_no_descriptor() {
 }
 
 async fn thousand_children() {
-    let baseline = open_fds();
+    let baseline = baseline().await;
 
     // 500 one after the other; every fifth handle is dropped unwaited, half
     // of those with kill_on_drop and half without.
@@ -87,7 +132,7 @@ fn a_missing_binary_is_a_spawn_error_naming_it_and_leaves_no_child() {
 }
 
 async fn missing_binary() {
-    let baseline = open_fds();
+    let baseline = baseline().await;
     let missing = "/nonexistent/childproc-no-such-program";
     // The fast path (posix_spawn) and the fork path (a pre_exec hook).
     for isolation in [Isolation::ProcessGroup, Isolation::Session] {

@@ -71,7 +71,8 @@ fn convert(result: Result<childproc::ExitStatus, childproc::Error>) -> Option<Ex
             (None, None) => None,
         },
         Err(err) => {
-            tracing::warn!(error = %err, "the session's command could not be waited for");
+            let err: &(dyn std::error::Error + 'static) = &err;
+            tracing::warn!(error = err, "the session's command could not be waited for");
             None
         }
     }

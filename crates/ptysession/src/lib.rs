@@ -80,6 +80,14 @@
 //! tasks (output reader, input writer, lifecycle supervisor) and childproc's
 //! exit watcher.
 //!
+//! # Logs
+//!
+//! The session's tasks log through `tracing` inside an `info` span named
+//! `session`, with the session's `id` (when a [`SessionManager`] named it)
+//! and its command's `pid`; childproc's lines about the command sit in a
+//! `child` span inside it. The lines of many sessions in one log can so be
+//! told apart.
+//!
 //! # Caveats
 //!
 //! - **What the scrollback restores.** The replay is the last bytes of
@@ -119,6 +127,9 @@
 //!   session's); `LC_CTYPE=C.UTF-8` is added when neither the command nor
 //!   this process's environment names a UTF-8 locale and `LC_ALL` is unset.
 //!   The check cannot see `Command::env_clear`.
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("ptysession supports Linux only (PTYs through /dev/ptmx, pidfd through childproc); see its README");
 
 mod attach;
 mod boundary;

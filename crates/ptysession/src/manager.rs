@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
+use tracing::Instrument;
+
 use crate::{Attachment, Error, Options, Session, SessionInfo, State, WindowSize};
 
 /// Sessions keyed by id, at most `max_sessions` at once. A session leaves
@@ -82,10 +84,11 @@ impl SessionManager {
         if sessions.len() >= self.shared.max_sessions {
             return Err(Error::TooManySessions { limit: self.shared.max_sessions });
         }
-        let session = Session::spawn(command, options)?;
+        let session = Session::spawn_named(command, options, Some(&id))?;
         sessions.insert(id.clone(), session.clone());
         drop(sessions);
-        tokio::spawn(remove_when_done(Arc::downgrade(&self.shared), id, session.clone()));
+        let span = session.span();
+        tokio::spawn(remove_when_done(Arc::downgrade(&self.shared), id, session.clone()).instrument(span));
         Ok(session)
     }
 
@@ -182,5 +185,78 @@ async fn remove_when_done(manager: Weak<ManagerShared>, id: String, session: Ses
         if sessions.get(&id).is_some_and(|held| held.same(&session)) {
             sessions.remove(&id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A log the test reads back.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_lines_of_each_session_carry_its_id_and_pid() {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        // A current-thread runtime inside: every task logs on this thread.
+        let pids = tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let manager = SessionManager::new(4);
+                let options = || Options::new().linger(Duration::ZERO);
+                let mut pids = Vec::new();
+                for (id, script) in [("alpha", "exit 3"), ("beta", "exit 4")] {
+                    let mut command = Command::new("sh");
+                    command.args(["-c", script]);
+                    let session = manager.spawn(id, command, options()).expect("spawn");
+                    pids.push((id, session.pid()));
+                    let status = tokio::time::timeout(Duration::from_secs(10), session.wait()).await;
+                    assert!(status.expect("the command's exit within 10 s").is_some());
+                    tokio::time::timeout(Duration::from_secs(10), session.close()).await.expect("closed within 10 s");
+                }
+                pids
+            })
+        });
+
+        let bytes = log.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        for (id, pid) in pids {
+            let session = format!("session{{id={id} pid={pid}}}");
+            for message in ["session started", "command exited", "session closing", "session done"] {
+                assert!(
+                    lines.iter().any(|line| line.contains(&session) && line.contains(message)),
+                    "no {message:?} line in {session}: {lines:#?}"
+                );
+            }
+            // childproc's lines about the command sit inside the session's.
+            let child = format!("{session}:child{{pid={pid} program=sh}}");
+            assert!(
+                lines.iter().any(|line| line.contains(&child) && line.contains("child reaped")),
+                "no reaping line in {child}: {lines:#?}"
+            );
+        }
+        assert!(lines.iter().all(|line| line.contains("session{id=")), "a line outside a session: {lines:#?}");
     }
 }

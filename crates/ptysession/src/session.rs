@@ -14,6 +14,7 @@ use seqring::Ring;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::attach::{Attachment, ClientId};
 use crate::child::Child;
@@ -75,6 +76,9 @@ pub(crate) struct Shared {
     input: mpsc::Sender<Bytes>,
     pub(crate) counters: Counters,
     options: Options,
+    /// The session's span (its id, when a manager named it, and the pid):
+    /// its tasks run in it, so that every line it logs says whose it is.
+    span: tracing::Span,
     pid: u32,
     command: String,
     started_at: SystemTime,
@@ -129,7 +133,20 @@ impl Session {
     /// # Panics
     ///
     /// Outside a tokio runtime with I/O and time enabled.
-    pub fn spawn(mut command: Command, options: Options) -> Result<Session, Error> {
+    pub fn spawn(command: Command, options: Options) -> Result<Session, Error> {
+        Self::spawn_named(command, options, None)
+    }
+
+    /// [`spawn`](Self::spawn) for a session named `id` (by a
+    /// [`SessionManager`](crate::SessionManager)), whose logs carry the id.
+    pub(crate) fn spawn_named(mut command: Command, options: Options, id: Option<&str>) -> Result<Session, Error> {
+        let span = tracing::info_span!("session", id = tracing::field::Empty, pid = tracing::field::Empty);
+        if let Some(id) = id {
+            span.record("id", tracing::field::display(id));
+        }
+        // Entered while the command starts, so that childproc's span of the
+        // command (and every line about it) is a child of this one.
+        let _entered = span.enter();
         let pty_error = |op| move |source| Error::Pty { op, source };
         let pair = pty::open(options.initial_size).map_err(pty_error("opening the terminal"))?;
         let master = Arc::new(pty::register(pair.master).map_err(pty_error("registering the terminal"))?);
@@ -152,6 +169,7 @@ impl Session {
         // spawn: from then on only the child holds the terminal, so the end
         // of its output is seen.
         let child = Child::spawn(command, options.kill_timeout)?;
+        span.record("pid", child.pid());
 
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE_CHUNKS);
         let shared = Arc::new(Shared {
@@ -174,6 +192,7 @@ impl Session {
             input,
             counters: Counters::default(),
             options,
+            span: span.clone(),
             pid: child.pid(),
             command: description,
             started_at: SystemTime::now(),
@@ -181,10 +200,11 @@ impl Session {
         });
         let (exited_tx, exited_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let reader = tokio::spawn(read_output(shared.clone(), master.clone(), exited_rx));
-        let writer = tokio::spawn(write_input(shared.clone(), master, input_rx, stop_rx));
+        let reader = tokio::spawn(read_output(shared.clone(), master.clone(), exited_rx).instrument(span.clone()));
+        let writer = tokio::spawn(write_input(shared.clone(), master, input_rx, stop_rx).instrument(span.clone()));
         let tasks = Tasks { reader, writer, exited: exited_tx, stop: stop_tx };
-        tokio::spawn(supervise(shared.clone(), child, tasks));
+        tokio::spawn(supervise(shared.clone(), child, tasks).instrument(span.clone()));
+        tracing::debug!(command = %shared.command, "session started");
         shared.state.send_replace(State::Ready);
         Ok(Session { shared })
     }
@@ -349,6 +369,11 @@ impl Session {
     pub(crate) fn same(&self, other: &Session) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
+
+    /// The session's span, for tasks that work for it.
+    pub(crate) fn span(&self) -> tracing::Span {
+        self.shared.span.clone()
+    }
 }
 
 impl Shared {
@@ -426,7 +451,7 @@ impl Shared {
             Counters::add(&self.counters.clients_lagged, lagged as u64);
             self.after_detach(&mut inner);
             drop(inner);
-            tracing::debug!(pid = self.pid, lagged, "clients detached for falling behind");
+            tracing::debug!(lagged, "clients detached for falling behind");
             self.wake.notify_one();
         }
     }
@@ -448,7 +473,7 @@ impl Shared {
             client.queue.close(End::Exited(status));
         }
         drop(inner);
-        tracing::debug!(pid = self.pid, %status, "command exited");
+        tracing::debug!(%status, "command exited");
     }
 
     /// When the supervisor must act next without being woken, and why.
@@ -610,7 +635,7 @@ async fn read_output(shared: Arc<Shared>, master: Arc<AsyncFd<OwnedFd>>, mut exi
 
 fn read_failed(shared: &Shared, err: &std::io::Error) {
     Counters::add(&shared.counters.read_errors, 1);
-    tracing::warn!(pid = shared.pid, error = %err, "reading the terminal failed; output ends");
+    tracing::warn!(error = %err, "reading the terminal failed; output ends");
 }
 
 /// Writes input chunks to the terminal one after the other, each whole.
@@ -636,7 +661,7 @@ async fn write_input(
                 Ok(()) => Counters::add(&shared.counters.bytes_in, chunk.len() as u64),
                 Err(err) => {
                     Counters::add(&shared.counters.write_errors, 1);
-                    tracing::debug!(pid = shared.pid, error = %err, "writing input to the terminal failed");
+                    tracing::debug!(error = %err, "writing input to the terminal failed");
                 }
             },
         }
@@ -680,7 +705,7 @@ async fn supervise(shared: Arc<Shared>, mut child: Child, mut tasks: Tasks) {
     // Closing: no client attaches from here on.
     lock(&shared.inner).close_reason = Some(reason);
     shared.state.send_replace(State::Closing);
-    tracing::debug!(pid = shared.pid, %reason, "session closing");
+    tracing::debug!(%reason, "session closing");
     let status = match status {
         Some(status) => status,
         None => child.kill().await,
@@ -704,5 +729,5 @@ async fn supervise(shared: Arc<Shared>, mut child: Child, mut tasks: Tasks) {
     drop(master);
     drop(child);
     shared.state.send_replace(State::Done);
-    tracing::debug!(pid = shared.pid, "session done");
+    tracing::debug!("session done");
 }

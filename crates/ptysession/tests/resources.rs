@@ -3,23 +3,32 @@
 //! that never reads costs bounded memory while another reads 50 MB.
 //!
 //! These tests count this process's descriptors and memory, so they run one
-//! at a time (and alone in this test binary).
+//! at a time (and alone in this test binary), each on a runtime of its own
+//! that exists only while it holds the lock.
 
 mod support;
 
-use std::sync::Arc;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ptysession::framing::{self, ServeOutcome, ServerFrame};
 use ptysession::{DetachReason, Event, ExitStatus, Session, WindowSize};
 use support::{WAIT, close, contains, next_event, open_descriptors, read_to_end, read_until, sh};
-use tokio::sync::{Mutex, MutexGuard};
+/// Serializes the tests of this binary, runtimes included: a runtime owns
+/// descriptors (its drivers') and worker threads of its own, so one made
+/// or dropped while another test counts would move that test's figures.
+static SERIAL: Mutex<()> = Mutex::new(());
 
-static SERIAL: Mutex<()> = Mutex::const_new(());
-
-async fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().await
+/// Runs `test` alone, on a two-worker runtime made after taking the lock
+/// and dropped (its workers joined, its descriptors closed) before letting
+/// it go.
+fn serially(test: impl Future<Output = ()>) {
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(test);
+    drop(runtime);
 }
 
 /// This process's resident memory, in bytes.
@@ -48,9 +57,12 @@ async fn warm_up() {
     close(&session).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hundred_attach_detach_cycles_leak_no_descriptor_or_task() {
-    let _serial = serial().await;
+#[test]
+fn a_hundred_attach_detach_cycles_leak_no_descriptor_or_task() {
+    serially(hundred_cycles());
+}
+
+async fn hundred_cycles() {
     warm_up().await;
     let descriptors_without_session = open_descriptors();
 
@@ -106,11 +118,14 @@ async fn a_hundred_attach_detach_cycles_leak_no_descriptor_or_task() {
     assert_eq!(open_descriptors(), descriptors_without_session, "descriptors left after closing");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_client_is_detached_as_lagged_never_slows_the_other_and_memory_stays_bounded() {
+#[test]
+fn a_stalled_client_is_detached_as_lagged_never_slows_the_other_and_memory_stays_bounded() {
+    serially(stalled_client());
+}
+
+async fn stalled_client() {
     const TOTAL: u64 = 50_000_000;
     const QUEUE: usize = 16 << 20;
-    let _serial = serial().await;
     warm_up().await;
 
     let script = format!("stty -opost -echo; printf R; read go; head -c {TOTAL} /dev/zero; printf E; exit 0");

@@ -252,3 +252,23 @@ mod model {
         }
     }
 }
+
+#[test]
+fn no_error_message_repeats_a_source() {
+    use std::error::Error as _;
+    // Every variant, through an exhaustive match, so that a new variant
+    // must be looked at here.
+    let every_variant = [Error::Evicted { seq: 2, start: 3 }, Error::Future { seq: 9, end: 4 }];
+    for error in every_variant {
+        let numbers = match error {
+            Error::Evicted { seq, start } => [seq, start],
+            Error::Future { seq, end } => [seq, end],
+        };
+        let message = error.to_string();
+        for number in numbers {
+            assert!(message.contains(&number.to_string()), "{message:?} lacks {number}");
+        }
+        // Nothing lies behind a ring error, so no cause can be said twice.
+        assert!(error.source().is_none(), "{error:?} has a source");
+    }
+}

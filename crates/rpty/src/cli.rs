@@ -152,6 +152,19 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// An error and its causes on one line, each said once, as `{:#}` prints
+/// an anyhow chain: for errors that are passed on as text.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        line.push_str(": ");
+        line.push_str(&next.to_string());
+        cause = next.source();
+    }
+    line
+}
+
 /// A panic restores the terminal and says one line, never a dump.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {

@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
+use crate::cli::with_causes;
 use crate::paths::RuntimeDir;
 use crate::protocol::{
     self, ClientHello, ErrorKind, Exit, NewSession, Request, Response, SessionEntry, SessionState, Size, VERSION,
@@ -38,38 +39,40 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a server started on demand waits for its first session.
 const STARTUP_GRACE: Duration = Duration::from_secs(10);
 
-/// How a [`Server`] runs its sessions.
+/// How a [`Server`] runs its sessions. Built with chained setters from the
+/// defaults:
 ///
 /// ```
 /// use std::time::Duration;
 ///
-/// let mut options = rpty::ServerOptions::default();
-/// options.linger = Duration::from_secs(60);
-/// assert_eq!(options.scrollback_bytes, 256 * 1024);
+/// let options = rpty::ServerOptions::new()
+///     .max_sessions(16)
+///     .scrollback_bytes(1 << 20)
+///     .client_queue_bytes(8 << 20)
+///     .linger(Duration::from_secs(60))
+///     .kill_timeout(Duration::from_secs(5));
+/// let server = rpty::Server::new(options);
+/// # drop(server);
 /// ```
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ServerOptions {
-    /// The most sessions at once (default 256).
-    pub max_sessions: usize,
-    /// Output kept per session and replayed on attach (default 256 KiB).
-    pub scrollback_bytes: usize,
-    /// Output that may wait for one client, also while its connection is
-    /// down (default 4 MiB); a client that misses more is detached as
-    /// lagging and re-attaches to the scrollback.
-    pub client_queue_bytes: usize,
-    /// How long a session whose command exited with no client attached
-    /// stays, so that a later `attach` still shows its output and exit
-    /// status (default 5 min). A session whose exit status reached an
-    /// attached client ends at once.
-    pub linger: Duration,
-    /// After `SIGHUP` to a killed session's process group, how long before
-    /// `SIGKILL` (default 2 s).
-    pub kill_timeout: Duration,
+    max_sessions: usize,
+    scrollback_bytes: usize,
+    client_queue_bytes: usize,
+    linger: Duration,
+    kill_timeout: Duration,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerOptions {
+    /// The defaults: at most 256 sessions, 256 KiB of scrollback, 4 MiB per
+    /// client queue, a 5 min linger after exit and a 2 s kill timeout.
+    pub fn new() -> Self {
         ServerOptions {
             max_sessions: 256,
             scrollback_bytes: 256 * 1024,
@@ -77,6 +80,42 @@ impl Default for ServerOptions {
             linger: Duration::from_secs(300),
             kill_timeout: Duration::from_secs(2),
         }
+    }
+
+    /// The most sessions at once. Default 256.
+    pub fn max_sessions(mut self, max_sessions: usize) -> Self {
+        self.max_sessions = max_sessions;
+        self
+    }
+
+    /// Output kept per session and replayed on attach. Default 256 KiB.
+    pub fn scrollback_bytes(mut self, bytes: usize) -> Self {
+        self.scrollback_bytes = bytes;
+        self
+    }
+
+    /// Output that may wait for one client, also while its connection is
+    /// down; a client that misses more is detached as lagging and
+    /// re-attaches to the scrollback. Default 4 MiB.
+    pub fn client_queue_bytes(mut self, bytes: usize) -> Self {
+        self.client_queue_bytes = bytes;
+        self
+    }
+
+    /// How long a session whose command exited with no client attached
+    /// stays, so that a later `attach` still shows its output and exit
+    /// status. A session whose exit status reached an attached client ends
+    /// at once. Default 5 min.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// After `SIGHUP` to a killed session's process group, how long before
+    /// `SIGKILL`. Default 2 s.
+    pub fn kill_timeout(mut self, timeout: Duration) -> Self {
+        self.kill_timeout = timeout;
+        self
     }
 }
 
@@ -266,9 +305,11 @@ impl Server {
                     return Err(error(ErrorKind::TooManySessions, format!("too many sessions (the limit is {limit})")));
                 }
                 Err(ptysession::Error::Spawn(err)) => {
-                    return Err(error(ErrorKind::SpawnFailed, err.to_string()));
+                    return Err(error(ErrorKind::SpawnFailed, with_causes(&err)));
                 }
-                Err(err) => return Err(error(ErrorKind::Other, format!("cannot start the session: {err}"))),
+                Err(err) => {
+                    return Err(error(ErrorKind::Other, format!("cannot start the session: {}", with_causes(&err))));
+                }
             }
         }
     }
@@ -306,7 +347,7 @@ impl Server {
                 return finish(conn, Some(FINISH_TIMEOUT)).await;
             }
             Err(err) => {
-                let response = error(ErrorKind::Other, format!("cannot attach to {name:?}: {err}"));
+                let response = error(ErrorKind::Other, format!("cannot attach to {name:?}: {}", with_causes(&err)));
                 let _ = protocol::write_message(&mut conn, &response).await;
                 return finish(conn, Some(FINISH_TIMEOUT)).await;
             }
@@ -565,7 +606,7 @@ pub(crate) async fn run(runtime: RuntimeDir, config: ServeConfig) -> Result<()> 
         say(&format!("rpty: serving on {}; stop with Ctrl-C", socket.display()));
     }
 
-    let server = Server::new(ServerOptions::default());
+    let server = Server::new(ServerOptions::new());
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;

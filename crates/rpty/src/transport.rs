@@ -23,6 +23,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 
 use crate::autostart;
+use crate::cli::with_causes;
 use crate::paths::RuntimeDir;
 
 /// Any byte stream a pipe can run over.
@@ -189,7 +190,7 @@ impl Dialer {
             Err(err) => {
                 tracing::info!(?how, error = %err, "opening a transport failed");
                 let mut notes = lock(notes);
-                notes.error = Some(err.to_string());
+                notes.error = Some(with_causes(err));
                 let refused = matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused);
                 if matches!(how, Dial::Unix(_)) && refused {
                     notes.server_gone = true;
@@ -348,7 +349,7 @@ pub(crate) fn describe_pipe_error(error: &backedpipe::Error, has_secret: bool) -
             "the server no longer knows this connection (it restarted, or the connection was away too long)".to_owned()
         }
         E::GaveUp { attempts, last_error } => match last_error {
-            Some(last) => format!("gave up reconnecting after {attempts} attempts ({last})"),
+            Some(last) => format!("gave up reconnecting after {attempts} attempts ({})", with_causes(last.as_ref())),
             None => format!("gave up reconnecting after {attempts} attempts"),
         },
         E::PeerClosed => "the server closed the connection".to_owned(),

@@ -6,8 +6,9 @@
 //! and stdout as the connection. [`Stream`] makes such a child a plain
 //! [`AsyncRead`](tokio::io::AsyncRead) (the child's stdout) and
 //! [`AsyncWrite`](tokio::io::AsyncWrite) (its stdin), splittable into owned
-//! halves for separate tasks, and takes care of the part that is easy to get
-//! wrong: ending it.
+//! halves for separate tasks ([`OwnedReadHalf`], [`OwnedWriteHalf`], named
+//! and reunited as tokio's sockets' are), and takes care of the part that
+//! is easy to get wrong: ending it.
 //!
 //! # The termination ladder
 //!
@@ -76,15 +77,18 @@
 //!   read by the child are lost, as with any pipe.
 //! - **Runtime.** Spawning needs a tokio runtime with I/O and time enabled.
 
+#[cfg(not(target_os = "linux"))]
+compile_error!("transport-stream supports Linux only (through childproc: pidfd, process groups); see its README");
+
 mod error;
 mod options;
 mod stderr;
 mod stream;
 
 pub use childproc::{ExitStatus, Signal};
-pub use error::Error;
+pub use error::{Error, ReuniteError};
 pub use options::Options;
-pub use stream::{Handle, ReadHalf, Stream, WriteHalf};
+pub use stream::{Handle, OwnedReadHalf, OwnedWriteHalf, Stream};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -75,18 +75,24 @@ impl Options {
 
     /// Copies the child's stderr to `writer`, from a task of its own: a slow
     /// writer delays only that task (and eventually the child's own stderr
-    /// writes), never the stream. Capturing continues alongside.
+    /// writes), never the stream. Capturing continues alongside. Replaces
+    /// [`inherit_stderr`](Self::inherit_stderr)`(true)`. Default: no
+    /// forwarding (stderr is only captured).
     pub fn forward_stderr(mut self, writer: impl AsyncWrite + Send + Unpin + 'static) -> Self {
         self.forward_stderr = Some(Box::new(writer));
         self.inherit_stderr = false;
         self
     }
 
-    /// Lets the child write to this process's stderr directly; nothing is
-    /// captured or forwarded then.
-    pub fn inherit_stderr(mut self) -> Self {
-        self.inherit_stderr = true;
-        self.forward_stderr = None;
+    /// Whether the child writes to this process's stderr directly; nothing
+    /// is captured or forwarded then (`true` drops a writer given to
+    /// [`forward_stderr`](Self::forward_stderr)). Default `false`: the
+    /// child's stderr is a pipe that this crate drains.
+    pub fn inherit_stderr(mut self, inherit: bool) -> Self {
+        self.inherit_stderr = inherit;
+        if inherit {
+            self.forward_stderr = None;
+        }
         self
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::error::Error;
+use crate::error::{Error, ReuniteError};
 use crate::options::Options;
 use crate::stderr::{self, Capture};
 
@@ -34,22 +34,31 @@ const STDERR_DRAIN: Duration = Duration::from_millis(250);
 /// example.
 #[derive(Debug)]
 pub struct Stream {
-    read: ReadHalf,
-    write: WriteHalf,
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
 }
 
-/// The reading half of a [`Stream`]: the child's stdout.
-pub struct ReadHalf {
+/// The reading half of a [`Stream`] (the child's stdout), from
+/// [`Stream::into_split`]; [`reunite`](Self::reunite) puts the stream back
+/// together.
+pub struct OwnedReadHalf {
     shared: Arc<Shared>,
     /// Set once the end of stdout was seen and reported.
     finished: bool,
-    /// While deciding whether the end of stdout is a failure.
-    end_check: Option<Pin<Box<dyn Future<Output = io::Result<()>> + Send>>>,
+    /// While deciding whether the end of stdout is a failure. Only ever
+    /// used through `&mut self` (`Mutex::get_mut`, no locking): the mutex
+    /// only makes the half `Sync`.
+    end_check: Mutex<Option<EndCheck>>,
 }
 
-/// The writing half of a [`Stream`]: the child's stdin.
+/// The future that decides whether the end of stdout is a failure.
+type EndCheck = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+/// The writing half of a [`Stream`] (the child's stdin), from
+/// [`Stream::into_split`]; [`reunite`](Self::reunite) puts the stream back
+/// together.
 #[derive(Debug)]
-pub struct WriteHalf {
+pub struct OwnedWriteHalf {
     shared: Arc<Shared>,
 }
 
@@ -159,8 +168,8 @@ impl Stream {
             closed: watch::Sender::new(false),
         });
         Ok(Self {
-            read: ReadHalf { shared: shared.clone(), finished: false, end_check: None },
-            write: WriteHalf { shared },
+            read: OwnedReadHalf { shared: shared.clone(), finished: false, end_check: Mutex::new(None) },
+            write: OwnedWriteHalf { shared },
         })
     }
 
@@ -170,8 +179,31 @@ impl Stream {
     }
 
     /// Splits the stream into halves that can live on different tasks.
-    /// Either half's [`handle`](ReadHalf::handle) closes the whole stream.
-    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+    /// Either half's [`handle`](OwnedReadHalf::handle) closes the whole
+    /// stream; [`OwnedReadHalf::reunite`] puts the halves back together.
+    ///
+    /// ```
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// use transport_stream::{Options, Stream};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let stream = Stream::spawn(std::process::Command::new("cat"), Options::new())?;
+    /// let (mut reader, mut writer) = stream.into_split();
+    /// let echo = tokio::spawn(async move {
+    ///     let mut reply = [0; 4];
+    ///     reader.read_exact(&mut reply).await.map(|_| (reader, reply))
+    /// });
+    /// writer.write_all(b"ping").await?;
+    /// let (reader, reply) = echo.await??;
+    /// assert_eq!(&reply, b"ping");
+    ///
+    /// let stream = reader.reunite(writer)?;
+    /// assert!(stream.close().await?.success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         (self.read, self.write)
     }
 
@@ -345,39 +377,86 @@ async fn run_ladder(shared: Arc<Shared>) {
     shared.closed.send_replace(true);
 }
 
-impl ReadHalf {
+impl OwnedReadHalf {
     /// A handle that closes the stream this half belongs to.
     pub fn handle(&self) -> Handle {
         Handle { shared: self.shared.clone() }
     }
+
+    /// Puts the halves of one stream back together into the [`Stream`]
+    /// they were split from.
+    ///
+    /// ```
+    /// use std::process::Command;
+    /// use transport_stream::{Options, ReuniteError, Stream};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (reader, writer) = Stream::spawn(Command::new("cat"), Options::new())?.into_split();
+    /// let (other_reader, other_writer) = Stream::spawn(Command::new("cat"), Options::new())?.into_split();
+    ///
+    /// // Halves of different streams are handed back unchanged.
+    /// let ReuniteError(reader, other_writer) = reader.reunite(other_writer).unwrap_err();
+    ///
+    /// let stream = reader.reunite(writer)?;
+    /// let other = other_writer.reunite(other_reader)?;
+    /// assert!(stream.close().await?.success());
+    /// assert!(other.close().await?.success());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ReuniteError`], holding both halves unchanged, when they come from
+    /// different streams.
+    pub fn reunite(self, other: OwnedWriteHalf) -> Result<Stream, ReuniteError> {
+        if Arc::ptr_eq(&self.shared, &other.shared) {
+            Ok(Stream { read: self, write: other })
+        } else {
+            Err(ReuniteError(self, other))
+        }
+    }
 }
 
-impl WriteHalf {
+impl OwnedWriteHalf {
     /// A handle that closes the stream this half belongs to.
     pub fn handle(&self) -> Handle {
         Handle { shared: self.shared.clone() }
     }
+
+    /// Puts the halves of one stream back together; see
+    /// [`OwnedReadHalf::reunite`].
+    ///
+    /// # Errors
+    ///
+    /// [`ReuniteError`], holding both halves unchanged, when they come from
+    /// different streams.
+    pub fn reunite(self, other: OwnedReadHalf) -> Result<Stream, ReuniteError> {
+        other.reunite(self)
+    }
 }
 
-impl std::fmt::Debug for ReadHalf {
+impl std::fmt::Debug for OwnedReadHalf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadHalf")
+        f.debug_struct("OwnedReadHalf")
             .field("shared", &self.shared)
             .field("finished", &self.finished)
             .finish_non_exhaustive()
     }
 }
 
-impl AsyncRead for ReadHalf {
+impl AsyncRead for OwnedReadHalf {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
             if this.finished {
                 return Poll::Ready(Ok(()));
             }
-            if let Some(check) = &mut this.end_check {
+            let end_check = this.end_check.get_mut().unwrap_or_else(PoisonError::into_inner);
+            if let Some(check) = end_check.as_mut() {
                 let result = std::task::ready!(check.as_mut().poll(cx));
-                this.end_check = None;
+                *end_check = None;
                 this.finished = true;
                 return Poll::Ready(result);
             }
@@ -394,7 +473,8 @@ impl AsyncRead for ReadHalf {
                 }
                 Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
                     drop(slot);
-                    this.end_check = Some(Box::pin(this.shared.clone().end_of_output()));
+                    let check: EndCheck = Box::pin(this.shared.clone().end_of_output());
+                    *this.end_check.get_mut().unwrap_or_else(PoisonError::into_inner) = Some(check);
                 }
                 other => return other,
             }
@@ -402,7 +482,7 @@ impl AsyncRead for ReadHalf {
     }
 }
 
-impl AsyncWrite for WriteHalf {
+impl AsyncWrite for OwnedWriteHalf {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let mut slot = lock(&self.shared.stdin);
         let Some(stdin) = slot.pipe.as_mut() else {

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use transport_stream::{Error, Handle, Options, ReadHalf, Stream, WriteHalf};
+use transport_stream::{Error, Handle, Options, OwnedReadHalf, OwnedWriteHalf, ReuniteError, Stream};
 use util::{data, sh, within};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -139,14 +139,44 @@ async fn a_missing_program_is_a_spawn_error_naming_it() {
     // other test's children come and go meanwhile.
 }
 
+#[tokio::test]
+async fn halves_reunite_with_their_own_stream_only() {
+    let (reader, writer) = Stream::spawn(std::process::Command::new("cat"), Options::new()).unwrap().into_split();
+    let (other_reader, other_writer) =
+        Stream::spawn(std::process::Command::new("cat"), Options::new()).unwrap().into_split();
+
+    // Halves of different streams come back unchanged, still working.
+    let error = reader.reunite(other_writer).unwrap_err();
+    assert_eq!(error.to_string(), "the halves do not come from the same stream");
+    let ReuniteError(reader, other_writer) = error;
+    let error = other_writer.reunite(reader).unwrap_err();
+    let ReuniteError(reader, other_writer) = error;
+
+    // Halves of one stream make that stream again: its pipes and its child.
+    let mut stream = reader.reunite(writer).unwrap();
+    stream.write_all(b"first").await.unwrap();
+    let mut echoed = [0; 5];
+    within(LIMIT, "first echo", stream.read_exact(&mut echoed)).await.unwrap();
+    assert_eq!(&echoed, b"first");
+    let mut other = other_writer.reunite(other_reader).unwrap();
+    other.write_all(b"other").await.unwrap();
+    within(LIMIT, "other echo", other.read_exact(&mut echoed)).await.unwrap();
+    assert_eq!(&echoed, b"other");
+
+    assert!(within(LIMIT, "close", stream.close()).await.unwrap().success());
+    assert!(within(LIMIT, "close the other", other.close()).await.unwrap().success());
+}
+
 #[test]
-fn public_types_are_send_and_sync_where_it_matters() {
-    fn send<T: Send>() {}
+fn public_types_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
-    send::<Stream>();
-    send::<ReadHalf>();
-    send_sync::<WriteHalf>();
+    send_sync::<Stream>();
+    send_sync::<OwnedReadHalf>();
+    send_sync::<OwnedWriteHalf>();
     send_sync::<Handle>();
     send_sync::<Error>();
+    send_sync::<ReuniteError>();
+    fn send<T: Send>() {}
+    // Options may hold a stderr writer that is only `Send`.
     send::<Options>();
 }
