@@ -26,6 +26,7 @@ const STEPS: &[Step] = &[
     }),
     // backedpipe's sans-IO core, with its tokio shell switched off.
     ("core-only", |tally| {
+        core_has_no_runtime()?;
         let no_shell = ["-p", "backedpipe", "--no-default-features", "--locked"];
         run::status(&mut run::cargo(
             &[&["clippy", "--all-targets"], &no_shell[..], &["--", "-D", "warnings"]].concat(),
@@ -126,6 +127,22 @@ fn alone() -> Result<(), String> {
         "--no-dev-deps",
         "--keep-going",
     ]))
+}
+
+/// backedpipe without default features depends on no async runtime and no
+/// system-call crate: the sans-IO core must stay usable with any runtime.
+fn core_has_no_runtime() -> Result<(), String> {
+    let output = run::cargo(&["tree", "-p", "backedpipe", "--no-default-features", "-e", "normal", "--prefix", "none"])
+        .output()
+        .map_err(|err| format!("cannot run cargo tree: {err}"))?;
+    if !output.status.success() {
+        return Err(format!("cargo tree failed: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let banned = ["tokio", "rustix", "mio", "futures"];
+    let found: Vec<&str> =
+        tree.lines().filter(|line| banned.iter().any(|name| line.split_whitespace().next() == Some(name))).collect();
+    if found.is_empty() { Ok(()) } else { Err(format!("backedpipe's core pulls in {}", found.join(", "))) }
 }
 
 /// `cargo deny`: the checks that work offline always, advisories only when
