@@ -6,6 +6,8 @@
 //! - `fuzz [TARGET] [--seconds N]`: run one or every cargo-fuzz target.
 //! - `bench [CRATE]`: run the criterion benches of one crate or all.
 //! - `model [--cases N]`: run the proptest model tests with many cases.
+//! - `peer [--rounds N] [WORKLOAD...]`: backedpipe side by side with the Go
+//!   pipe it descends from, alternating processes, medians.
 //! - `demo`: build rpty and run its demo (a session, a detach, a connection
 //!   cut, a resume, the output intact).
 //!
@@ -13,6 +15,7 @@
 //! that has the Rust toolchain, and installs the cargo tools it needs itself.
 
 mod ci;
+mod peer;
 mod readme;
 mod run;
 mod tidy;
@@ -30,6 +33,9 @@ tasks:
   bench [CRATE]                run the criterion benches of one crate, or of the workspace
   model [--cases N]            run the proptest model tests with N cases (default 100000)
   demo                         rpty in a few seconds: a session, a detach, a connection cut, a resume
+  peer [--rounds N] [WORKLOAD...]
+                               backedpipe beside the Go pipe it descends from (../shared/peer),
+                               alternating processes: one-way both-ways cut reconnect
 ";
 
 fn main() -> ExitCode {
@@ -40,6 +46,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("model") => model(&args[1..]),
         Some("demo") => demo(&args[1..]),
+        Some("peer") => peer::peer(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -166,9 +166,13 @@ async fn pipe_both_ways(bytes: u64) -> Duration {
     elapsed
 }
 
-async fn reconnect_latency(rounds: usize) -> Vec<Duration> {
-    let secure = Options::new().secret(Some(backedpipe::Secret::new(b"benchmark shared secret".to_vec())));
-    let Pipes { mut client, mut server, current } = Pipes::with_options(secure).await;
+async fn reconnect_latency(rounds: usize, authenticated: bool) -> Vec<Duration> {
+    let options = if authenticated {
+        Options::new().secret(Some(backedpipe::Secret::new(b"benchmark shared secret".to_vec())))
+    } else {
+        Options::new()
+    };
+    let Pipes { mut client, mut server, current } = Pipes::with_options(options).await;
     let mut samples = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         samples.push(timed_resume(&mut client, &mut server, &current).await);
@@ -257,12 +261,27 @@ fn gib_per_s(bytes: u64, time: Duration) -> f64 {
     bytes as f64 / time.as_secs_f64() / GIB as f64
 }
 
-/// Runs one workload alone (for profilers): `only one-way|both-ways|cut`,
-/// the raw baselines `raw-one-way|raw-both-ways`, and `raw-copy`: the raw
-/// socket pair with the writer copying every chunk into a 2 MiB ring
-/// first, the least a replay buffer costs.
+/// Runs one workload alone, in the lines the Go peer (`../shared/peer`)
+/// prints for the same workload, then the process's peak RSS:
+/// `only one-way|both-ways|cut`, the raw baselines
+/// `raw-one-way|raw-both-ways`, `raw-copy` (the raw socket pair with the
+/// writer copying every chunk into a 2 MiB ring first, the least a replay
+/// buffer costs), and `reconnect` (with HMAC authentication) or
+/// `reconnect-noauth` (as the Go peer, which has no handshake): median,
+/// p90 and max of `BP_BENCH_ROUNDS` (default 100) resumes.
 fn only(workload: &str) {
     let rt = runtime();
+    if let Some(auth) = match workload {
+        "reconnect" => Some(true),
+        "reconnect-noauth" => Some(false),
+        _ => None,
+    } {
+        let rounds = std::env::var("BP_BENCH_ROUNDS").ok().and_then(|text| text.parse().ok()).unwrap_or(100);
+        let samples = rt.block_on(reconnect_latency(rounds, auth));
+        print_reconnect(&samples, if auth { "HMAC auth" } else { "no auth" });
+        println!("peak RSS (VmHWM): {} KiB", vm_kib("VmHWM:"));
+        return;
+    }
     let elapsed = rt.block_on(async {
         match workload {
             "one-way" => pipe_one_way(GIB, 0).await,
@@ -294,6 +313,17 @@ fn only(workload: &str) {
         }
     });
     println!("{workload}: {:.2} GiB/s", gib_per_s(GIB, elapsed));
+    println!("peak RSS (VmHWM): {} KiB", vm_kib("VmHWM:"));
+}
+
+/// Prints sorted reconnect samples as the Go peer does.
+fn print_reconnect(samples: &[Duration], auth: &str) {
+    println!(
+        "reconnect (cut, write 1 byte, peer reads it; {auth}): median {:?}, p90 {:?}, max {:?}",
+        samples[samples.len() / 2],
+        samples[samples.len() * 9 / 10],
+        samples[samples.len() - 1]
+    );
 }
 
 fn main() {
@@ -331,13 +361,7 @@ fn main() {
             pipe.push(pipe_one_way(GIB, 64 << 20).await);
         }
         line("cut every 64 MiB, 1 GiB", GIB, &raw, &pipe);
-        let samples = reconnect_latency(100).await;
-        println!(
-            "reconnect (cut, write 1 byte, peer reads it; HMAC auth): median {:?}, p90 {:?}, max {:?}",
-            samples[samples.len() / 2],
-            samples[samples.len() * 9 / 10],
-            samples[samples.len() - 1]
-        );
+        print_reconnect(&reconnect_latency(100, true).await, "HMAC auth");
     });
     drop(rt);
     let raw_hwm = run_child(&["stream-raw"]);
