@@ -435,6 +435,10 @@ pub struct Core {
     /// Passive side: the highest client attempt number promoted so far.
     peer_attempt: u64,
     send: Ring,
+    /// The peer's highest acknowledgement. The send buffer may still hold
+    /// acknowledged bytes the current connection has to transmit (see
+    /// [`Core::trim_acked`]).
+    acked: u64,
     recv_seq: u64,
     recv: RecvBuffer,
     sent_high: u64,
@@ -462,7 +466,7 @@ impl fmt::Debug for Core {
             .field("session_id", &self.session_id)
             .field("state", &self.state())
             .field("written", &self.send.end())
-            .field("acked", &self.send.start())
+            .field("acked", &self.acked)
             .field("received", &self.recv_seq)
             .finish_non_exhaustive()
     }
@@ -502,6 +506,7 @@ impl Core {
         Core {
             role,
             send: Ring::with_capacity(options.send_buffer_bytes),
+            acked: 0,
             options,
             auth,
             session_id,
@@ -574,9 +579,9 @@ impl Core {
         self.send.end()
     }
 
-    /// Bytes the peer has acknowledged (the oldest byte still held).
+    /// Bytes the peer has acknowledged.
     pub fn acked_seq(&self) -> u64 {
-        self.send.start()
+        self.acked
     }
 
     /// Bytes received from the peer (read or buffered).
@@ -840,6 +845,7 @@ impl Core {
             if let Some(conn) = self.current.take() {
                 self.drop_conn(conn, now, Drop::Quiet);
             }
+            self.trim_acked();
             self.writable = true;
             // Nothing is sent until the next connection: keep no more
             // replay memory than the unacknowledged bytes need (a session
@@ -1132,6 +1138,29 @@ impl Core {
     }
 
     fn discard_acked(&mut self, seq: u64) {
+        self.acked = self.acked.max(seq);
+        self.trim_acked();
+    }
+
+    /// Drops acknowledged bytes from the send buffer, except those the
+    /// current connection has yet to transmit. A connection carries the
+    /// stream without a gap from where its handshake started it (the peer
+    /// skips duplicates by count), so an acknowledgement that overtakes it
+    /// must not take its replay away: bytes of an abandoned connection
+    /// that reached the peer after this one's handshake are acknowledged
+    /// before this connection has sent them again.
+    fn trim_acked(&mut self) {
+        let floor = match &self.current {
+            Some(conn) if conn.phase == Phase::Connected => conn.tx_seq,
+            _ => u64::MAX,
+        };
+        self.trim_acked_below(floor);
+    }
+
+    /// [`Core::trim_acked`] for a current connection taken out of the
+    /// core, which still has to transmit from `floor` on.
+    fn trim_acked_below(&mut self, floor: u64) {
+        let seq = self.acked.min(floor);
         if seq > self.send.start() && self.send.discard_until(seq).is_ok() {
             self.writable = true;
         }
@@ -1160,6 +1189,7 @@ impl Core {
         conn.ack_now = self.recv_seq > conn.last_ack_sent;
         let generation = conn.generation;
         self.current = Some(conn);
+        self.trim_acked();
         self.stats.handshakes += 1;
         self.writable = true;
         tracing::debug!(%generation, session = %self.session_id, resumed, peer_reader, "connected");
@@ -1422,7 +1452,10 @@ impl Core {
                     self.current = Some(conn);
                     return self.fail(now, error, generation, Some((ErrorCode::InvalidSequence, reason)));
                 }
-                self.discard_acked(seq);
+                // The connection is out of the core here: trim below its
+                // next byte to send, as `trim_acked` would.
+                self.acked = self.acked.max(seq);
+                self.trim_acked_below(conn.tx_seq);
                 if flags & FLAG_EOS_RECEIVED != 0 && !self.shutdown.acked {
                     if !self.shutdown.requested || seq != self.send.end() {
                         let error = DecodeError::BadValue("end of stream acknowledged before it was sent");
@@ -1576,6 +1609,9 @@ impl Core {
                 self.stats.bytes_sent += payload;
                 self.stats.bytes_replayed += conn.tx_seq.min(sent_high) - before.min(sent_high);
                 self.sent_high = sent_high.max(conn.tx_seq);
+                if self.acked > self.send.start() {
+                    self.trim_acked();
+                }
             }
             None => {}
         }
@@ -1710,5 +1746,7 @@ fn allowed(phase: Phase, kind: FrameKind) -> bool {
     }
 }
 
+#[cfg(test)]
+mod flow_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,122 @@
+//! Unit tests of the core's flow: a resume whose replay the server must
+//! partly skip (bytes of the abandoned connection arrived after WELCOME),
+//! and the write-ahead bound around a loss.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::fuzzing::pattern;
+
+fn options() -> Options {
+    Options::new()
+        .keepalive_interval(Duration::from_secs(1))
+        .idle_timeout(Duration::from_secs(3))
+        .handshake_timeout(Duration::from_secs(2))
+}
+
+fn nonce(byte: u8) -> Nonce {
+    Nonce::from_bytes([byte; 32])
+}
+
+/// Takes up to `limit` bytes `core` wants to send on `generation`, as a
+/// socket buffer of that size would.
+fn take(now: Instant, core: &mut Core, generation: Generation, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(transmit) = core.poll_transmit(generation) else { break };
+        let bytes: Vec<u8> = transmit.parts().concat();
+        if bytes.is_empty() {
+            break;
+        }
+        let count = bytes.len().min(limit - out.len());
+        core.transmitted(now, generation, count);
+        out.extend_from_slice(&bytes[..count]);
+    }
+    out
+}
+
+/// Moves bytes both ways, at most a socket buffer's worth (64 KiB) per
+/// direction and round, until nothing moves; the bytes moved.
+fn settle(now: Instant, client: &mut Core, cg: Generation, server: &mut Core, sg: Generation) -> usize {
+    const SOCKET_BYTES: usize = 64 << 10;
+    let mut total = 0;
+    for _ in 0..10_000 {
+        let to_server = take(now, client, cg, SOCKET_BYTES);
+        server.handle_read(now, sg, &to_server);
+        let to_client = take(now, server, sg, SOCKET_BYTES);
+        client.handle_read(now, cg, &to_client);
+        if to_server.is_empty() && to_client.is_empty() {
+            break;
+        }
+        total += to_server.len() + to_client.len();
+    }
+    total
+}
+
+fn read_all(core: &mut Core) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0; 4096];
+    while let ReadOutcome::Data(count) = core.read(&mut buf) {
+        if count == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..count]);
+    }
+    out
+}
+
+/// The client abandons a connection the server still uses; the bytes it
+/// sent there reach the server after WELCOME and before PROOF, so the
+/// server skips that much of the replay. The replay and the bytes after
+/// it must still flow at once: no timeout passes in this test.
+#[test]
+fn a_resume_that_skips_late_bytes_of_the_old_connection_keeps_flowing() {
+    let options = options().max_payload_bytes(16 << 10).ack_interval_bytes(1 << 30);
+    let now = Instant::now();
+    let mut client = Core::active(options.clone());
+    let mut server = Core::passive(options, SessionId::from_bytes([9; 16]));
+    let cg1 = client.connect(now, nonce(1)).unwrap();
+    let sg1 = server.accept(now, nonce(2)).unwrap();
+    settle(now, &mut client, cg1, &mut server, sg1);
+    assert_eq!(client.state(), ConnectionState::Connected);
+
+    let data: Vec<u8> = (0..600_000u64).map(|seq| pattern(true, seq)).collect();
+    let mut written = client.write(&data).unwrap();
+    // Sent on the old connection, held on the way.
+    let late = take(now, &mut client, cg1, usize::MAX);
+    assert!(late.len() > 200_000);
+
+    // The client gives up on it (a forced reconnect): HELLO, WELCOME.
+    let cg2 = client.connect(now, nonce(3)).unwrap();
+    let sg2 = server.accept(now, nonce(4)).unwrap();
+    let hello = take(now, &mut client, cg2, usize::MAX);
+    server.handle_read(now, sg2, &hello);
+    let welcome = take(now, &mut server, sg2, usize::MAX);
+    client.handle_read(now, cg2, &welcome);
+    assert_eq!(client.state(), ConnectionState::Connected);
+    written += client.write(&data[written..]).unwrap();
+    // PROOF and the start of the replay, as far as the socket takes them.
+    let proof_and_replay = take(now, &mut client, cg2, 50_000);
+
+    // The old connection's bytes arrive first, then PROOF: the server
+    // now has to skip what it got twice.
+    server.handle_read(now, sg1, &late);
+    server.handle_read(now, sg2, &proof_and_replay);
+    assert_eq!(server.current_generation(), Some(sg2));
+
+    let mut received = read_all(&mut server);
+    for _ in 0..100 {
+        if written < data.len() {
+            written += client.write(&data[written..]).unwrap();
+        }
+        settle(now, &mut client, cg2, &mut server, sg2);
+        received.extend(read_all(&mut server));
+        if received.len() == data.len() {
+            break;
+        }
+    }
+    assert_eq!(received.len(), data.len(), "the resumed stream stalled");
+    assert!(received == data, "the resumed stream is not the written one");
+    assert_eq!(client.state(), ConnectionState::Connected);
+    assert_eq!(server.state(), ConnectionState::Connected);
+}
