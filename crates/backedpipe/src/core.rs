@@ -417,6 +417,17 @@ enum Drop {
     Report(ErrorCode, String),
 }
 
+/// The current connection was lost, and the pipe may be back soon: writes
+/// stay bounded by `max_unsent_bytes` beyond what the lost connection had
+/// taken, until a handshake completes, one fails, or the grace passes.
+#[derive(Debug, Clone, Copy)]
+struct Loss {
+    /// When the connection was lost.
+    since: Instant,
+    /// What the lost connection had taken (its next byte to send).
+    sent_seq: u64,
+}
+
 /// Local end of stream.
 #[derive(Debug, Default, Clone, Copy)]
 struct Shutdown {
@@ -444,6 +455,9 @@ pub struct Core {
     sent_high: u64,
     shutdown: Shutdown,
     peer_eos: Option<u64>,
+    /// A brief loss: the write-ahead bound still holds (see
+    /// [`Core::write_capacity`]).
+    loss: Option<Loss>,
     current: Option<Conn>,
     pending: Vec<Conn>,
     closing: Vec<Conn>,
@@ -518,6 +532,7 @@ impl Core {
             sent_high: 0,
             shutdown: Shutdown::default(),
             peer_eos: None,
+            loss: None,
             current: None,
             pending: Vec::new(),
             closing: Vec::new(),
@@ -667,19 +682,38 @@ impl Core {
     // ----- application side ---------------------------------------------
 
     /// How many bytes [`Core::write`] would take now: the free space of the
-    /// send buffer, and while connected at most `max_unsent_bytes` not yet
-    /// transmitted.
+    /// send buffer, and at most `max_unsent_bytes` not yet transmitted
+    /// while connected, or after a loss while the pipe may be back soon
+    /// (until a handshake completes or fails, or
+    /// [`Options::reconnect_grace`] passes; [`Event::Writable`] says when).
+    /// Only a pipe that is really disconnected fills its send buffer
+    /// towards the cap, so memory follows the bytes in flight.
     pub fn write_capacity(&self) -> usize {
         if self.closed || self.shutdown.requested {
             return 0;
         }
         let room = self.send.remaining_capacity();
-        match &self.current {
-            Some(conn) if conn.phase == Phase::Connected => {
-                let unsent = usize::try_from(self.send.end() - conn.tx_seq).unwrap_or(usize::MAX);
-                room.min(self.options.max_unsent_bytes.saturating_sub(unsent))
-            }
-            _ => room,
+        let sent_seq = match (&self.current, &self.loss) {
+            (Some(conn), _) if conn.phase == Phase::Connected => conn.tx_seq,
+            (_, Some(loss)) => loss.sent_seq,
+            _ => return room,
+        };
+        let unsent = usize::try_from(self.send.end().saturating_sub(sent_seq)).unwrap_or(usize::MAX);
+        room.min(self.options.max_unsent_bytes.saturating_sub(unsent))
+    }
+
+    /// The current connection is being dropped: writes stay bounded for a
+    /// while (see [`Core::write_capacity`]).
+    fn note_loss(&mut self, now: Instant, conn: &Conn) {
+        if conn.phase == Phase::Connected && !self.closed {
+            self.loss = Some(Loss { since: now, sent_seq: conn.tx_seq });
+        }
+    }
+
+    /// The pipe is really disconnected: the send buffer may fill.
+    fn end_loss(&mut self) {
+        if self.loss.take().is_some() {
+            self.writable = true;
         }
     }
 
@@ -782,6 +816,7 @@ impl Core {
     pub fn connect(&mut self, now: Instant, nonce: Nonce) -> Result<Generation, Error> {
         self.check_open()?;
         if let Some(conn) = self.current.take() {
+            self.note_loss(now, &conn);
             self.drop_conn(conn, now, Drop::Quiet);
         }
         for conn in std::mem::take(&mut self.pending) {
@@ -843,6 +878,7 @@ impl Core {
     pub fn connection_lost(&mut self, now: Instant, generation: Generation) {
         if self.current.as_ref().is_some_and(|conn| conn.generation == generation) {
             if let Some(conn) = self.current.take() {
+                self.note_loss(now, &conn);
                 self.drop_conn(conn, now, Drop::Quiet);
             }
             self.trim_acked();
@@ -859,6 +895,8 @@ impl Core {
             let conn = self.pending.remove(index);
             self.stats.failed_handshakes += 1;
             self.drop_conn(conn, now, Drop::Quiet);
+            // A reconnect attempt failed: the pipe may stay away.
+            self.end_loss();
         } else if let Some(index) = self.closing.iter().position(|conn| conn.generation == generation) {
             self.closing.remove(index);
             self.events.push_back(Event::ConnectionClosed { generation });
@@ -1189,6 +1227,7 @@ impl Core {
         conn.ack_now = self.recv_seq > conn.last_ack_sent;
         let generation = conn.generation;
         self.current = Some(conn);
+        self.loss = None;
         self.trim_acked();
         self.stats.handshakes += 1;
         self.writable = true;
@@ -1630,6 +1669,9 @@ impl Core {
         for conn in self.pending.iter().chain(&self.closing) {
             consider(conn.deadline);
         }
+        if self.current.is_none() {
+            consider(self.loss.map(|loss| loss.since + self.options.reconnect_grace));
+        }
         if let Some(conn) = &self.current {
             consider(conn.deadline);
             consider(conn.ack_deadline);
@@ -1663,6 +1705,10 @@ impl Core {
             tracing::debug!(%generation, "the close report could not be sent in time");
             self.abandoned_reports += 1;
             self.connection_lost(now, generation);
+        }
+        if self.loss.is_some_and(|loss| loss.since + self.options.reconnect_grace <= now) {
+            tracing::debug!("not reconnected within the grace; the send buffer may fill");
+            self.end_loss();
         }
         let recv_full = self.recv.len() >= self.options.recv_buffer_bytes;
         let mut dead = None;

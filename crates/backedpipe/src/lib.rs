@@ -11,7 +11,11 @@
 //! - Both sides count bytes as `u64` sequence numbers. A side keeps what it
 //!   wrote until the peer acknowledges it (in a [`seqring::Ring`]), and never
 //!   drops an unacknowledged byte: when the send buffer (64 MiB by default)
-//!   is full of them, writes wait.
+//!   is full of them, writes wait. Memory follows the bytes in flight:
+//!   while connected, and for a grace after a loss
+//!   ([`Options::reconnect_grace`], 1 s), a write waits once
+//!   [`Options::max_unsent_bytes`] are not yet handed to a connection; only
+//!   a pipe that is really away fills its send buffer towards the cap.
 //! - A peer that claims to have read more than was written is an
 //!   [`Error::InvalidSequence`]; one that has read less than is still held
 //!   is an [`Error::DataLoss`]. Both end the pipe, visibly; neither is ever

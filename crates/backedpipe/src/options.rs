@@ -58,6 +58,7 @@ impl fmt::Debug for Secret {
 pub struct Options {
     pub(crate) send_buffer_bytes: usize,
     pub(crate) max_unsent_bytes: usize,
+    pub(crate) reconnect_grace: Duration,
     pub(crate) max_payload_bytes: u32,
     pub(crate) recv_buffer_bytes: usize,
     pub(crate) ack_interval_bytes: u64,
@@ -72,7 +73,7 @@ pub struct Options {
 
 impl Options {
     /// The defaults: a 64 MiB send buffer with at most 256 KiB unsent
-    /// while connected, 64 KiB DATA payloads, a 256 KiB receive buffer,
+    /// while connected or within 1 s of a loss, 64 KiB DATA payloads, a 256 KiB receive buffer,
     /// acknowledgements every 256 KiB or 10 ms, a ping after 5 s of
     /// silence, the connection declared dead after 15 s, 10 s for a
     /// handshake, no secret, the default [`Backoff`], and a `flush` that
@@ -81,6 +82,7 @@ impl Options {
         Options {
             send_buffer_bytes: 64 << 20,
             max_unsent_bytes: 256 << 10,
+            reconnect_grace: Duration::from_secs(1),
             max_payload_bytes: 64 << 10,
             recv_buffer_bytes: 256 << 10,
             ack_interval_bytes: 256 << 10,
@@ -108,6 +110,19 @@ impl Options {
     /// instead of filling the whole send buffer, which keeps memory small.
     pub fn max_unsent_bytes(mut self, bytes: usize) -> Self {
         self.max_unsent_bytes = bytes;
+        self
+    }
+
+    /// How long after losing its connection the pipe counts as briefly
+    /// away (default 1 s): meanwhile writes stay bounded by
+    /// [`max_unsent_bytes`](Options::max_unsent_bytes) beyond what the lost
+    /// connection had taken, as while connected, so that a quick reconnect
+    /// does not find the whole send buffer filled (and replay it all). The
+    /// bound ends earlier when a handshake completes (the connected bound
+    /// applies) or a reconnect attempt fails; after it, the send buffer
+    /// fills towards [`send_buffer_bytes`](Options::send_buffer_bytes).
+    pub fn reconnect_grace(mut self, grace: Duration) -> Self {
+        self.reconnect_grace = grace;
         self
     }
 

@@ -120,3 +120,62 @@ fn a_resume_that_skips_late_bytes_of_the_old_connection_keeps_flowing() {
     assert_eq!(client.state(), ConnectionState::Connected);
     assert_eq!(server.state(), ConnectionState::Connected);
 }
+
+/// Connects `client` and `server` on new connections; their generations.
+fn handshake(now: Instant, client: &mut Core, server: &mut Core, byte: u8) -> (Generation, Generation) {
+    let cg = client.connect(now, nonce(byte)).unwrap();
+    let sg = server.accept(now, nonce(byte + 1)).unwrap();
+    for _ in 0..10 {
+        let to_server = take(now, client, cg, usize::MAX);
+        server.handle_read(now, sg, &to_server);
+        let to_client = take(now, server, sg, usize::MAX);
+        client.handle_read(now, cg, &to_client);
+        if client.state() == ConnectionState::Connected && server.state() == ConnectionState::Connected {
+            break;
+        }
+    }
+    (cg, sg)
+}
+
+/// Right after a loss the write-ahead bound still holds (beyond what the
+/// lost connection had taken); after the grace the send buffer fills; a
+/// new connection brings the bound back.
+#[test]
+fn the_write_ahead_bound_outlives_a_brief_loss_only() {
+    let unsent = 64 << 10;
+    let grace = Duration::from_millis(500);
+    let options = options().max_unsent_bytes(unsent).reconnect_grace(grace).send_buffer_bytes(1 << 20);
+    let now = Instant::now();
+    let mut client = Core::active(options.clone());
+    let mut server = Core::passive(options, SessionId::from_bytes([9; 16]));
+    // Before any connection the buffer takes what it can hold.
+    assert_eq!(client.write_capacity(), 1 << 20);
+    let (cg, _) = handshake(now, &mut client, &mut server, 1);
+    assert_eq!(client.write_capacity(), unsent);
+    client.write(&vec![7; 10_000]).unwrap();
+    let sent = take(now, &mut client, cg, 4000);
+    assert_eq!(client.write_capacity(), unsent - (10_000 - (sent.len() - HEADER_LEN)));
+
+    // A brief loss: still bounded, from what the lost connection took.
+    client.connection_lost(now, cg);
+    assert_eq!(client.state(), ConnectionState::Disconnected);
+    assert_eq!(client.write_capacity(), unsent - (10_000 - (sent.len() - HEADER_LEN)));
+    let deadline = client.poll_timeout().expect("the grace ends");
+    assert_eq!(deadline, now + grace);
+    client.handle_timeout(now + grace / 2);
+    assert!(client.write_capacity() < unsent);
+
+    // Really away: the buffer fills towards its cap, and the writer hears.
+    let later = now + grace;
+    std::iter::from_fn(|| client.poll_event()).for_each(drop);
+    client.handle_timeout(later);
+    assert!(std::iter::from_fn(|| client.poll_event()).any(|event| matches!(event, Event::Writable)));
+    assert_eq!(client.write_capacity(), (1 << 20) - 10_000);
+
+    // Connected again: the bound is back.
+    server.connection_lost(later, server.current_generation().unwrap());
+    handshake(later, &mut client, &mut server, 3);
+    assert_eq!(client.state(), ConnectionState::Connected);
+    // (The handshake above also carried the replay: nothing is unsent.)
+    assert_eq!(client.write_capacity(), unsent);
+}
