@@ -8,9 +8,8 @@
 //! The state (the core, the list of connections, the reconnect
 //! bookkeeping) lives in one mutex, never held across an await. Each
 //! connection is split into a read half and a write half, each behind a
-//! lock of its own (sockets split into independent halves; other
-//! transports share one lock between their halves, as `tokio::io::split`
-//! does). The application's own `poll_read`/`poll_write` do the I/O of the
+//! lock of its own (how the halves relate underneath is the transport's:
+//! see [`Transport`]). The application's own `poll_read`/`poll_write` do the I/O of the
 //! current connection inline: a write copies into the send buffer and
 //! hands the new frame to the transport with one vectored write, from the
 //! caller's buffer, with only the write half held; a read reads DATA
@@ -73,6 +72,7 @@ use crate::error::Error;
 use crate::options::Options;
 use crate::proto::{self, DecodeError, Hello, Nonce, SessionId};
 use crate::reconnect::Reconnector;
+use crate::transport::{Halves, Split, Transport, halves};
 
 /// How long the driver leaves a transport's readiness to the application
 /// task it woke before doing the I/O itself.
@@ -129,6 +129,12 @@ pub struct Stats {
     /// Memory held by the send and receive buffers. It follows what they
     /// hold, and drops to 0 when an idle pipe has nothing unacknowledged.
     pub buffer_bytes: usize,
+    /// Connections whose transport split into halves that read and write
+    /// at the same time (sockets, a child's stdio; see [`Transport`]).
+    pub independent_halves: u64,
+    /// Connections whose transport split into halves sharing one lock
+    /// ([`Joined`](crate::Joined)): reading and writing take turns.
+    pub shared_halves: u64,
 }
 
 // ----- wake-up plumbing -----------------------------------------------------------
@@ -380,40 +386,14 @@ struct ConnIo {
 }
 
 impl ConnIo {
-    fn new<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(generation: Generation, io: T) -> ConnIo {
-        let (read, write) = split_transport(io);
+    fn new(generation: Generation, halves: Halves) -> ConnIo {
+        let Halves { read, write, .. } = halves;
         ConnIo {
             generation,
             reader: Arc::new(Mutex::new(read)),
             writer: Arc::new(Mutex::new(WriteSide { io: write, flush_pending: false })),
         }
     }
-}
-
-/// Splits a transport into halves. Sockets split into halves that work
-/// independently; any other transport into halves that share one lock
-/// (taken only for each call), as `tokio::io::split` does.
-fn split_transport<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    io: T,
-) -> (ReadIo, Box<dyn AsyncWrite + Send + Unpin>) {
-    let io: Box<dyn std::any::Any> = Box::new(io);
-    let io = match io.downcast::<tokio::net::UnixStream>() {
-        Ok(stream) => {
-            let (read, write) = stream.into_split();
-            return (Box::new(read), Box::new(write));
-        }
-        Err(io) => io,
-    };
-    let io = match io.downcast::<tokio::net::TcpStream>() {
-        Ok(stream) => {
-            let (read, write) = stream.into_split();
-            return (Box::new(read), Box::new(write));
-        }
-        Err(io) => io,
-    };
-    let Ok(io) = io.downcast::<T>() else { unreachable!("the box holds a T") };
-    let (read, write) = tokio::io::split(*io);
-    (Box::new(read), Box::new(write))
 }
 
 /// Locks a connection half if no one else holds it.
@@ -450,15 +430,17 @@ struct Redial {
 
 type ForceResult = Option<Result<Generation, Error>>;
 
-struct Inner<T> {
+struct Inner {
     core: Core,
     options: Options,
     active: bool,
     conns: Vec<ConnIo>,
-    _transport: std::marker::PhantomData<fn() -> T>,
     current: Option<Generation>,
     redial: Redial,
     failed_attempts: u64,
+    /// Connections taken, by how their transport split.
+    independent_halves: u64,
+    shared_halves: u64,
     force: Option<watch::Sender<ForceResult>>,
     force_requested: bool,
     /// The core has a new deadline the driver's timer does not know.
@@ -477,8 +459,8 @@ struct Inner<T> {
     span_has_session: bool,
 }
 
-struct Shared<T> {
-    inner: Mutex<Inner<T>>,
+struct Shared {
+    inner: Mutex<Inner>,
     hub: Arc<Hub>,
     read_waker: Waker,
     write_waker: Waker,
@@ -494,12 +476,12 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-impl<T> Shared<T> {
+impl Shared {
     /// Locks the state. It is never held across an await; the application's
     /// reads and writes make their system calls without it, so the wait is
     /// short (the driver and control paths may be inside one non-blocking
     /// system call while holding it).
-    fn lock(&self) -> StateGuard<'_, T> {
+    fn lock(&self) -> StateGuard<'_> {
         StateGuard { guard: Some(self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())), shared: self }
     }
 }
@@ -508,25 +490,25 @@ impl<T> Shared<T> {
 /// meanwhile to the watch channel: never the other way round, because a
 /// `wait_for` closure runs under the channel's lock and may call into the
 /// pipe, which locks the state.
-struct StateGuard<'a, T> {
-    guard: Option<MutexGuard<'a, Inner<T>>>,
-    shared: &'a Shared<T>,
+struct StateGuard<'a> {
+    guard: Option<MutexGuard<'a, Inner>>,
+    shared: &'a Shared,
 }
 
-impl<T> std::ops::Deref for StateGuard<'_, T> {
-    type Target = Inner<T>;
-    fn deref(&self) -> &Inner<T> {
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
         self.guard.as_deref().expect("held until dropped")
     }
 }
 
-impl<T> std::ops::DerefMut for StateGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut Inner<T> {
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
         self.guard.as_deref_mut().expect("held until dropped")
     }
 }
 
-impl<T> Drop for StateGuard<'_, T> {
+impl Drop for StateGuard<'_> {
     fn drop(&mut self) {
         let Some(mut guard) = self.guard.take() else { return };
         let change = guard.unpublished.take();
@@ -591,7 +573,16 @@ enum Io {
     Lost,
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Inner<T> {
+impl Inner {
+    /// Takes a new connection, already split, for `generation`.
+    fn add_conn(&mut self, generation: Generation, halves: Halves) {
+        match halves.split {
+            Split::Independent => self.independent_halves += 1,
+            Split::Shared => self.shared_halves += 1,
+        }
+        self.conns.push(ConnIo::new(generation, halves));
+    }
+
     fn conn_index(&self, generation: Generation) -> Option<usize> {
         self.conns.iter().position(|conn| conn.generation == generation)
     }
@@ -848,7 +839,7 @@ fn handshake_failed() -> Error {
     Error::Io(Arc::new(io::Error::new(io::ErrorKind::ConnectionAborted, "the handshake did not complete")))
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
+impl Shared {
     fn read_cx(&self) -> Context<'_> {
         Context::from_waker(&self.read_waker)
     }
@@ -859,7 +850,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
 
     /// After input on `generation`: events, then whatever the core wants to
     /// send on the current connection (ACKs, pongs).
-    fn after_input(&self, inner: &mut Inner<T>, now: Instant) {
+    fn after_input(&self, inner: &mut Inner, now: Instant) {
         inner.process_events(now, &self.hub, Party::Reader);
         if let Some(generation) = inner.core.current_generation() {
             if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
@@ -880,11 +871,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     /// before the half is let go, while the state is held.
     fn write_out<'a>(
         &'a self,
-        mut inner: StateGuard<'a, T>,
+        mut inner: StateGuard<'a>,
         now: Instant,
         generation: Generation,
         window: Option<(u64, &[u8])>,
-    ) -> (StateGuard<'a, T>, Io) {
+    ) -> (StateGuard<'a>, Io) {
         let Some(index) = inner.conn_index(generation) else { return (inner, Io::Blocked) };
         let writer = Arc::clone(&inner.conns[index].writer);
         let Some(mut conn) = try_half(&writer) else { return (inner, Io::Blocked) };
@@ -1001,12 +992,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
     /// (the next connection replays it).
     fn read_io<'a>(
         &'a self,
-        mut inner: StateGuard<'a, T>,
+        mut inner: StateGuard<'a>,
         now: Instant,
         generation: Generation,
         buf: &mut ReadBuf<'_>,
         direct_only: bool,
-    ) -> (StateGuard<'a, T>, AppRead) {
+    ) -> (StateGuard<'a>, AppRead) {
         let Some(index) = inner.conn_index(generation) else { return (inner, AppRead::Blocked) };
         let reader = Arc::clone(&inner.conns[index].reader);
         let mut io = match try_half(&reader) {
@@ -1286,22 +1277,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Shared<T> {
 
 // ----- the driver -----------------------------------------------------------------------
 
-type DialFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+type DialFuture = Pin<Box<dyn Future<Output = io::Result<Halves>> + Send>>;
 
 /// Starts a dial; `None` on the passive side.
-type Dialer<T> = Option<Box<dyn Fn() -> DialFuture<T> + Send + Sync>>;
+type Dialer = Option<Box<dyn Fn() -> DialFuture + Send + Sync>>;
 
-struct Driver<T> {
-    shared: Arc<Shared<T>>,
-    dialer: Dialer<T>,
-    dial: Option<DialFuture<T>>,
+struct Driver {
+    shared: Arc<Shared>,
+    dialer: Dialer,
+    dial: Option<DialFuture>,
     /// A finished dial, kept until the state can be locked.
-    dialed: Option<io::Result<T>>,
+    dialed: Option<io::Result<Halves>>,
     timer: Pin<Box<tokio::time::Sleep>>,
     claim_deadline: Option<Instant>,
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
+impl Future for Driver {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -1318,7 +1309,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
                     Ok(io) if inner.core.state() != ConnectionState::Closed => {
                         match inner.core.connect(now, Nonce::random()) {
                             Ok(generation) => {
-                                inner.conns.push(ConnIo::new(generation, io));
+                                inner.add_conn(generation, io);
                                 inner.redial.attempt = Some(generation);
                             }
                             Err(_) => drop(io),
@@ -1460,13 +1451,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Future for Driver<T> {
     }
 }
 
-impl<T> Drop for Driver<T> {
+impl Drop for Driver {
     fn drop(&mut self) {
         self.shared.hub.lock().driver_woken = false;
     }
 }
 
-impl<T> Driver<T> {
+impl Driver {
     /// Tracks readiness wakes the application has not claimed; returns
     /// whether the driver should read the current connection itself.
     ///
@@ -1505,18 +1496,16 @@ impl<T> Driver<T> {
 
 // ----- the public pipe ---------------------------------------------------------------
 
-/// Closes the pipe when the last application handle goes away.
-struct Handle<T> {
-    shared: Arc<Shared<T>>,
-    /// `Shared::close` (which needs the transport bounds `Drop` cannot
-    /// name): it also makes one attempt to tell the peer at once, which
-    /// is all a pipe dropped just before its runtime ends gets.
-    close: fn(&Shared<T>),
+/// Closes the pipe when the last application handle goes away. Closing
+/// makes one attempt to tell the peer at once, which is all a pipe
+/// dropped just before its runtime ends gets.
+struct Handle {
+    shared: Arc<Shared>,
 }
 
-impl<T> Drop for Handle<T> {
+impl Drop for Handle {
     fn drop(&mut self) {
-        (self.close)(&self.shared);
+        self.shared.close();
     }
 }
 
@@ -1570,21 +1559,18 @@ impl<T> Drop for Handle<T> {
 /// The constructors spawn the pipe's driver task, so they must be called
 /// within a tokio runtime.
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub struct BackedPipe<T> {
-    handle: Arc<Handle<T>>,
+pub struct BackedPipe {
+    handle: Arc<Handle>,
 }
 
-impl<T> std::fmt::Debug for BackedPipe<T> {
+impl std::fmt::Debug for BackedPipe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = self.handle.shared.lock();
         f.debug_struct("BackedPipe").field("core", &inner.core).finish_non_exhaustive()
     }
 }
 
-impl<T> BackedPipe<T>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl BackedPipe {
     /// An active pipe: it dials through `reconnector` at once and again
     /// whenever the connection is lost, with the backoff in `options`.
     /// Writes are accepted before the first connection exists.
@@ -1603,11 +1589,11 @@ where
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn connect<R: Reconnector<T>>(reconnector: R, options: Options) -> BackedPipe<T> {
+    pub fn connect(reconnector: impl Reconnector, options: Options) -> BackedPipe {
         let reconnector = Arc::new(reconnector);
-        let dialer: Box<dyn Fn() -> DialFuture<T> + Send + Sync> = Box::new(move || {
+        let dialer: Box<dyn Fn() -> DialFuture + Send + Sync> = Box::new(move || {
             let reconnector = Arc::clone(&reconnector);
-            Box::pin(async move { reconnector.reconnect().await })
+            Box::pin(async move { reconnector.reconnect().await.map(halves) })
         });
         BackedPipe::start(Core::active(options.clone()), options, Some(dialer))
     }
@@ -1618,7 +1604,7 @@ where
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn passive(options: Options) -> BackedPipe<T> {
+    pub fn passive(options: Options) -> BackedPipe {
         BackedPipe::passive_with_session(options, SessionId::random())
     }
 
@@ -1627,11 +1613,11 @@ where
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn passive_with_session(options: Options, session_id: SessionId) -> BackedPipe<T> {
+    pub fn passive_with_session(options: Options, session_id: SessionId) -> BackedPipe {
         BackedPipe::start(Core::passive(options.clone(), session_id), options, None)
     }
 
-    fn start(core: Core, options: Options, dialer: Dialer<T>) -> BackedPipe<T> {
+    fn start(core: Core, options: Options, dialer: Dialer) -> BackedPipe {
         let span = match core.role() {
             Role::Active => tracing::info_span!("pipe", side = %"active", session = tracing::field::Empty),
             Role::Passive => tracing::info_span!("pipe", side = %"passive", session = %core.session_id()),
@@ -1645,7 +1631,6 @@ where
             options,
             active,
             conns: Vec::new(),
-            _transport: std::marker::PhantomData,
             current: None,
             redial: Redial {
                 failures: 0,
@@ -1657,6 +1642,8 @@ where
                 rng: fastrand::Rng::new(),
             },
             failed_attempts: 0,
+            independent_halves: 0,
+            shared_halves: 0,
             force: None,
             force_requested: false,
             rearm_driver: false,
@@ -1689,10 +1676,10 @@ where
             claim_deadline: None,
         };
         tokio::spawn(driver.instrument(span));
-        BackedPipe { handle: Arc::new(Handle { shared, close: Shared::close }) }
+        BackedPipe { handle: Arc::new(Handle { shared }) }
     }
 
-    fn shared(&self) -> &Arc<Shared<T>> {
+    fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
     }
 
@@ -1705,7 +1692,7 @@ where
     ///
     /// The failure, or [`Error::Closed`], if the pipe has ended; `conn` is
     /// dropped then.
-    pub fn resume(&self, conn: T) -> Result<Generation, Error> {
+    pub fn resume(&self, conn: impl Transport) -> Result<Generation, Error> {
         self.control().resume(conn)
     }
 
@@ -1716,13 +1703,13 @@ where
     /// # Errors
     ///
     /// As [`BackedPipe::resume`].
-    pub fn resume_with_hello(&self, conn: T, hello: Hello) -> Result<Generation, Error> {
+    pub fn resume_with_hello(&self, conn: impl Transport, hello: Hello) -> Result<Generation, Error> {
         self.control().resume_with_hello(conn, hello)
     }
 
     /// Splits the pipe into halves that can be used from different tasks.
     /// The pipe closes when both are dropped.
-    pub fn into_split(self) -> (OwnedReadHalf<T>, OwnedWriteHalf<T>) {
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         let read = OwnedReadHalf { handle: Arc::clone(&self.handle) };
         (read, OwnedWriteHalf { handle: self.handle })
     }
@@ -1730,7 +1717,7 @@ where
     /// A cloneable handle for status, statistics, forced reconnects and
     /// closing, usable while the pipe itself is busy reading or writing. It
     /// does not keep the pipe open.
-    pub fn control(&self) -> PipeControl<T> {
+    pub fn control(&self) -> PipeControl {
         PipeControl { shared: Arc::clone(self.shared()) }
     }
 
@@ -1806,23 +1793,23 @@ where
 /// Status, statistics and control of a pipe, from any task; see
 /// [`BackedPipe::control`].
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub struct PipeControl<T> {
-    shared: Arc<Shared<T>>,
+pub struct PipeControl {
+    shared: Arc<Shared>,
 }
 
-impl<T> Clone for PipeControl<T> {
+impl Clone for PipeControl {
     fn clone(&self) -> Self {
         PipeControl { shared: Arc::clone(&self.shared) }
     }
 }
 
-impl<T> std::fmt::Debug for PipeControl<T> {
+impl std::fmt::Debug for PipeControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PipeControl").field("status", &*self.shared.status.borrow()).finish_non_exhaustive()
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
+impl PipeControl {
     /// The session id (all zeros on the active side before the first
     /// handshake).
     pub fn session_id(&self) -> SessionId {
@@ -1835,7 +1822,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
     /// # Errors
     ///
     /// As [`BackedPipe::resume`].
-    pub fn resume(&self, conn: T) -> Result<Generation, Error> {
+    pub fn resume(&self, conn: impl Transport) -> Result<Generation, Error> {
         self.resume_inner(conn, None)
     }
 
@@ -1845,11 +1832,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
     /// # Errors
     ///
     /// As [`BackedPipe::resume`].
-    pub fn resume_with_hello(&self, conn: T, hello: Hello) -> Result<Generation, Error> {
+    pub fn resume_with_hello(&self, conn: impl Transport, hello: Hello) -> Result<Generation, Error> {
         self.resume_inner(conn, Some(hello))
     }
 
-    fn resume_inner(&self, conn: T, hello: Option<Hello>) -> Result<Generation, Error> {
+    fn resume_inner(&self, conn: impl Transport, hello: Option<Hello>) -> Result<Generation, Error> {
         let shared = &self.shared;
         let _span = shared.span.enter();
         let mut inner = shared.lock();
@@ -1858,7 +1845,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
             Some(hello) => inner.core.accept_with_hello(now, Nonce::random(), hello)?,
             None => inner.core.accept(now, Nonce::random())?,
         };
-        inner.conns.push(ConnIo::new(generation, conn));
+        inner.add_conn(generation, halves(conn));
         inner.process_events(now, &shared.hub, Party::Other);
         drop(inner);
         shared.hub.wake(false, false, true);
@@ -1887,6 +1874,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
             failed_attempts: if inner.active { inner.failed_attempts } else { core.failed_handshakes },
             generation: inner.status().generation,
             buffer_bytes: inner.core.allocated_bytes(),
+            independent_halves: inner.independent_halves,
+            shared_halves: inner.shared_halves,
         }
     }
 
@@ -2045,13 +2034,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for BackedPipe<T> {
+impl AsyncRead for BackedPipe {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.handle.shared.poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for BackedPipe<T> {
+impl AsyncWrite for BackedPipe {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.handle.shared.poll_write(cx, buf)
     }
@@ -2067,49 +2056,49 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for BackedPi
 
 /// The reading half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub struct OwnedReadHalf<T> {
-    handle: Arc<Handle<T>>,
+pub struct OwnedReadHalf {
+    handle: Arc<Handle>,
 }
 
 /// The writing half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub struct OwnedWriteHalf<T> {
-    handle: Arc<Handle<T>>,
+pub struct OwnedWriteHalf {
+    handle: Arc<Handle>,
 }
 
-impl<T> std::fmt::Debug for OwnedReadHalf<T> {
+impl std::fmt::Debug for OwnedReadHalf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OwnedReadHalf").finish_non_exhaustive()
     }
 }
 
-impl<T> std::fmt::Debug for OwnedWriteHalf<T> {
+impl std::fmt::Debug for OwnedWriteHalf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OwnedWriteHalf").finish_non_exhaustive()
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> OwnedReadHalf<T> {
+impl OwnedReadHalf {
     /// Status and control of the pipe; see [`BackedPipe::control`].
-    pub fn control(&self) -> PipeControl<T> {
+    pub fn control(&self) -> PipeControl {
         PipeControl { shared: Arc::clone(&self.handle.shared) }
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> OwnedWriteHalf<T> {
+impl OwnedWriteHalf {
     /// Status and control of the pipe; see [`BackedPipe::control`].
-    pub fn control(&self) -> PipeControl<T> {
+    pub fn control(&self) -> PipeControl {
         PipeControl { shared: Arc::clone(&self.handle.shared) }
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for OwnedReadHalf<T> {
+impl AsyncRead for OwnedReadHalf {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.handle.shared.poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for OwnedWriteHalf<T> {
+impl AsyncWrite for OwnedWriteHalf {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.handle.shared.poll_write(cx, buf)
     }
