@@ -1,0 +1,360 @@
+//! The state the application's calls and the driver share: the core, the
+//! pipe's connections (each split into a read half and a write half with a
+//! lock each), the reconnect bookkeeping and the published status, behind
+//! one lock; and the handling of the core's events, which keeps that
+//! bookkeeping and wakes whoever waits.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Waker};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use super::hub::{Hub, Readiness};
+use super::{PipeState, Status};
+use crate::core::{ConnectionState, Core, Event, Generation};
+use crate::error::Error;
+use crate::options::Options;
+use crate::transport::{Halves, Split};
+
+/// What a pipe's handles and its driver share: the state behind one
+/// lock, the hub, and the status channel.
+pub(super) struct Shared {
+    inner: Mutex<Inner>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) read_waker: Waker,
+    pub(super) write_waker: Waker,
+    pub(super) status: watch::Sender<Status>,
+    /// The number of the newest change sent to `status`.
+    status_sent: AtomicU64,
+    /// The pipe's span (see the module's "Logs"): the driver runs in it,
+    /// and the application's calls into the pipe enter it.
+    pub(super) span: tracing::Span,
+}
+
+impl Shared {
+    /// The state of a new pipe around `core`, not yet driven; `active`
+    /// when it dials.
+    pub(super) fn new(core: Core, options: Options, active: bool, span: tracing::Span) -> Shared {
+        let hub = Arc::new(Hub::default());
+        let read_waker = Readiness::waker(&hub, true);
+        let write_waker = Readiness::waker(&hub, false);
+        let inner = Inner {
+            core,
+            options,
+            active,
+            conns: Vec::new(),
+            current: None,
+            redial: Redial {
+                failures: 0,
+                not_before: None,
+                disconnected_since: None,
+                attempt: None,
+                dialing: false,
+                last_error: None,
+                rng: fastrand::Rng::new(),
+            },
+            failed_attempts: 0,
+            independent_halves: 0,
+            shared_halves: 0,
+            force: None,
+            force_requested: false,
+            rearm_driver: false,
+            published: None,
+            status_changes: 0,
+            unpublished: None,
+            span: span.clone(),
+            span_has_session: !active,
+        };
+        let initial = Status {
+            state: if active { PipeState::Reconnecting } else { PipeState::Disconnected },
+            generation: Generation(0),
+        };
+        let (status, _) = watch::channel(initial);
+        Shared { inner: Mutex::new(inner), hub, read_waker, write_waker, status, status_sent: AtomicU64::new(0), span }
+    }
+
+    /// Locks the state. It is never held across an await; the application's
+    /// reads and writes make their system calls without it, so the wait is
+    /// short (the driver and control paths may be inside one non-blocking
+    /// system call while holding it).
+    pub(super) fn lock(&self) -> StateGuard<'_> {
+        StateGuard { guard: Some(self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())), shared: self }
+    }
+
+    pub(super) fn read_cx(&self) -> Context<'_> {
+        Context::from_waker(&self.read_waker)
+    }
+
+    pub(super) fn write_cx(&self) -> Context<'_> {
+        Context::from_waker(&self.write_waker)
+    }
+}
+
+/// The locked state. Dropping it unlocks, then sends a status change made
+/// meanwhile to the watch channel: never the other way round, because a
+/// `wait_for` closure runs under the channel's lock and may call into the
+/// pipe, which locks the state.
+pub(super) struct StateGuard<'a> {
+    guard: Option<MutexGuard<'a, Inner>>,
+    shared: &'a Shared,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        self.guard.as_deref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        self.guard.as_deref_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else { return };
+        let change = guard.unpublished.take();
+        drop(guard);
+        if let Some((number, new)) = change {
+            let sent = &self.shared.status_sent;
+            // Two guards dropped at once may send out of order: the
+            // channel's own lock orders them, and an older change that
+            // comes second is not sent.
+            self.shared.status.send_if_modified(|old| {
+                if sent.load(Ordering::Relaxed) >= number {
+                    return false;
+                }
+                sent.store(number, Ordering::Relaxed);
+                let changed = *old != new;
+                *old = new;
+                changed
+            });
+        }
+    }
+}
+
+/// The pipe's state, behind [`Shared`]'s lock.
+pub(super) struct Inner {
+    pub(super) core: Core,
+    pub(super) options: Options,
+    pub(super) active: bool,
+    pub(super) conns: Vec<ConnIo>,
+    current: Option<Generation>,
+    pub(super) redial: Redial,
+    pub(super) failed_attempts: u64,
+    /// Connections taken, by how their transport split.
+    pub(super) independent_halves: u64,
+    pub(super) shared_halves: u64,
+    pub(super) force: Option<watch::Sender<ForceResult>>,
+    pub(super) force_requested: bool,
+    /// The core has a new deadline the driver's timer does not know.
+    pub(super) rearm_driver: bool,
+    /// The newest status, as last computed.
+    published: Option<Status>,
+    /// How many times the status changed.
+    status_changes: u64,
+    /// A change not yet sent to the watch channel, with its number: it is
+    /// sent once the state's lock is released (see [`StateGuard`]).
+    unpublished: Option<(u64, Status)>,
+    /// The pipe's span (as [`Shared::span`]), to record the session id in
+    /// at the first handshake.
+    span: tracing::Span,
+    /// Whether the span has the session id yet.
+    span_has_session: bool,
+}
+
+impl Inner {
+    /// Takes a new connection, already split, for `generation`.
+    pub(super) fn add_conn(&mut self, generation: Generation, halves: Halves) {
+        match halves.split {
+            Split::Independent => self.independent_halves += 1,
+            Split::Shared => self.shared_halves += 1,
+        }
+        self.conns.push(ConnIo::new(generation, halves));
+    }
+
+    pub(super) fn conn_index(&self, generation: Generation) -> Option<usize> {
+        self.conns.iter().position(|conn| conn.generation == generation)
+    }
+
+    /// Handles the core's events: drops finished transports, keeps the
+    /// reconnect bookkeeping, wakes whoever waits, publishes the status.
+    pub(super) fn process_events(&mut self, now: Instant, shared_hub: &Hub, me: Party) {
+        let (mut reader, mut writer, mut driver) = (false, false, std::mem::take(&mut self.rearm_driver));
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Connected { generation, .. } => {
+                    // The active side learns its session id here.
+                    if !std::mem::replace(&mut self.span_has_session, true) {
+                        self.span.record("session", tracing::field::display(self.core.session_id()));
+                    }
+                    self.current = Some(generation);
+                    if self.redial.attempt == Some(generation) {
+                        self.redial.attempt = None;
+                    }
+                    self.redial.failures = 0;
+                    self.redial.not_before = None;
+                    self.redial.disconnected_since = None;
+                    self.complete_force(Ok(generation));
+                    (reader, writer, driver) = (true, true, true);
+                }
+                Event::ConnectionClosed { generation } => {
+                    self.conns.retain(|conn| conn.generation != generation);
+                    if self.current == Some(generation) {
+                        self.current = None;
+                        self.redial.disconnected_since.get_or_insert(now);
+                    } else if self.redial.attempt == Some(generation) {
+                        self.redial.attempt = None;
+                        self.attempt_failed(now);
+                    }
+                    (reader, writer, driver) = (true, true, true);
+                }
+                Event::Readable => reader = true,
+                Event::Writable => {
+                    writer = true;
+                    shared_hub.acked.notify_waiters();
+                }
+                Event::Failed(err) => {
+                    shared_hub.acked.notify_waiters();
+                    self.complete_force(Err(err));
+                    (reader, writer, driver) = (true, true, true);
+                }
+            }
+        }
+        if self.core.state() == ConnectionState::Closed {
+            self.complete_force(Err(self.core.failure().cloned().unwrap_or(Error::Closed)));
+            if self.conns.is_empty() {
+                shared_hub.drained.notify_waiters();
+            }
+        }
+        self.publish();
+        // The caller is running and looks at the state again before it
+        // returns: waking it too would only poll it once more.
+        let (reader, writer, driver) =
+            (reader && me != Party::Reader, writer && me != Party::Writer, driver && me != Party::Driver);
+        if reader || writer || driver {
+            shared_hub.wake(reader, writer, driver);
+        }
+    }
+
+    pub(super) fn attempt_failed(&mut self, now: Instant) {
+        self.failed_attempts += 1;
+        self.redial.failures = self.redial.failures.saturating_add(1);
+        let delay = self.options.backoff.delay(self.redial.failures, self.redial.rng.f64());
+        self.redial.not_before = Some(now + delay);
+        self.redial.disconnected_since.get_or_insert(now);
+        self.complete_force(Err(handshake_failed()));
+    }
+
+    pub(super) fn complete_force(&mut self, result: Result<Generation, Error>) {
+        if let Some(sender) = self.force.take() {
+            sender.send_replace(Some(result));
+        }
+    }
+
+    pub(super) fn status(&self) -> Status {
+        let state = match self.core.state() {
+            ConnectionState::Closed => PipeState::Closed,
+            ConnectionState::Connected => PipeState::Connected,
+            ConnectionState::Handshaking => PipeState::Reconnecting,
+            _ if self.redial.dialing => PipeState::Reconnecting,
+            _ => PipeState::Disconnected,
+        };
+        let newest = Generation(self.core.next_generation().0.saturating_sub(1));
+        Status { state, generation: self.core.current_generation().unwrap_or(newest) }
+    }
+
+    /// Notes the status for the watch channel; it is sent when the lock
+    /// is released.
+    pub(super) fn publish(&mut self) {
+        let new = self.status();
+        // Most calls change nothing: skip the channel's lock then.
+        if self.published == Some(new) {
+            return;
+        }
+        self.published = Some(new);
+        self.status_changes += 1;
+        self.unpublished = Some((self.status_changes, new));
+    }
+}
+
+fn handshake_failed() -> Error {
+    Error::Io(Arc::new(io::Error::new(io::ErrorKind::ConnectionAborted, "the handshake did not complete")))
+}
+
+/// Who is processing events (and so needs no wake-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Party {
+    Reader,
+    Writer,
+    Driver,
+    Other,
+}
+
+/// Reconnect bookkeeping of the dialling side.
+pub(super) struct Redial {
+    /// Consecutive failed attempts.
+    pub(super) failures: u32,
+    /// Do not dial before this.
+    pub(super) not_before: Option<Instant>,
+    /// When the pipe last had no connection, if it has none now.
+    pub(super) disconnected_since: Option<Instant>,
+    /// The generation of the handshake in flight.
+    pub(super) attempt: Option<Generation>,
+    /// A dial is in flight.
+    pub(super) dialing: bool,
+    /// The last dial error.
+    pub(super) last_error: Option<Arc<io::Error>>,
+    rng: fastrand::Rng,
+}
+
+type ForceResult = Option<Result<Generation, Error>>;
+
+/// A connection's reading half.
+type ReadIo = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A connection's writing half, and whether it owes a flush.
+pub(super) struct WriteSide {
+    pub(super) io: Box<dyn AsyncWrite + Send + Unpin>,
+    pub(super) flush_pending: bool,
+}
+
+/// One connection, in two halves, each behind its own lock: reading and
+/// writing never wait for each other.
+pub(super) struct ConnIo {
+    pub(super) generation: Generation,
+    pub(super) reader: Arc<Mutex<ReadIo>>,
+    pub(super) writer: Arc<Mutex<WriteSide>>,
+}
+
+impl ConnIo {
+    fn new(generation: Generation, halves: Halves) -> ConnIo {
+        let Halves { read, write, .. } = halves;
+        ConnIo {
+            generation,
+            reader: Arc::new(Mutex::new(read)),
+            writer: Arc::new(Mutex::new(WriteSide { io: write, flush_pending: false })),
+        }
+    }
+}
+
+/// Locks a connection half if no one else holds it.
+pub(super) fn try_half<S: ?Sized>(half: &Mutex<S>) -> Option<MutexGuard<'_, S>> {
+    match half.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Locks a connection half, waiting for its holder (who holds it only for
+/// one system call and its bookkeeping).
+pub(super) fn lock_half<S: ?Sized>(half: &Mutex<S>) -> MutexGuard<'_, S> {
+    half.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
