@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWrite, ReadBuf};
 
-use super::conn_io::{Io, STASH_BYTES, Wrote};
+use super::conn_io::{ReceiveUntil, Received, STASH_BYTES, Sent, Wrote};
+use super::hub::{Wakes, WriterCall};
 use super::now;
 use super::state::{Inner, Party, Shared, StateGuard, lock_half, try_half};
 use crate::core::{ConnectionState, Generation, ReadOutcome};
@@ -26,9 +27,7 @@ impl Shared {
     fn after_input(&self, inner: &mut Inner, now: Instant) {
         inner.process_events(now, &self.hub, Party::Reader);
         if let Some(generation) = inner.core.current_generation() {
-            if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
-                inner.core.connection_lost(now, generation);
-            }
+            inner.transmit(now, generation, &mut self.write_cx());
             inner.process_events(now, &self.hub, Party::Reader);
         }
     }
@@ -48,12 +47,12 @@ impl Shared {
         now: Instant,
         generation: Generation,
         window: Option<(u64, &[u8])>,
-    ) -> (StateGuard<'a>, Io) {
-        let Some(index) = inner.conn_index(generation) else { return (inner, Io::Blocked) };
+    ) -> StateGuard<'a> {
+        let Some(index) = inner.conn_index(generation) else { return inner };
         let writer = Arc::clone(&inner.conns[index].writer);
-        let Some(mut conn) = try_half(&writer) else { return (inner, Io::Blocked) };
+        let Some(mut conn) = try_half(&writer) else { return inner };
         let mut cx = self.write_cx();
-        let mut progress = false;
+        let mut sent = Sent::Blocked;
         while let Some(transmit) = inner.core.poll_transmit(generation) {
             if transmit.is_empty() {
                 break;
@@ -82,14 +81,14 @@ impl Shared {
                 Pin::new(&mut conn.io).poll_write_vectored(&mut cx, &slices)
             };
             match inner.wrote(now, generation, &mut conn, outcome) {
-                Wrote::Bytes => progress = true,
+                Wrote::Bytes => sent = Sent::Progress,
                 Wrote::Blocked => break,
-                Wrote::Failed => return (inner, Io::Progress),
+                Wrote::Failed => return inner,
             }
         }
-        let io = inner.finish_transmit(now, generation, &mut conn, &mut cx, progress);
+        inner.finish_transmit(now, generation, &mut conn, &mut cx, sent);
         drop(conn);
-        (inner, io)
+        inner
     }
 
     pub(super) fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
@@ -111,14 +110,14 @@ impl Shared {
                     buf.advance(count);
                     if was_full {
                         // The driver paused reading for lack of room.
-                        self.hub.wake(false, false, true);
+                        self.hub.wake_driver();
                     }
                     // Buffered bytes were only the start of a payload: the
                     // rest may go straight into the caller's buffer now.
                     if buf.remaining() > 0
                         && let Some(generation) = inner.core.current_generation()
                     {
-                        inner = self.read_io(inner, now, generation, buf, true).0;
+                        inner = self.read_io(inner, now, generation, buf, ReadScope::PayloadOnly).0;
                     }
                     break Poll::Ready(Ok(()));
                 }
@@ -138,7 +137,7 @@ impl Shared {
                 break Poll::Pending;
             }
             let outcome;
-            (inner, outcome) = self.read_io(inner, now, generation, buf, false);
+            (inner, outcome) = self.read_io(inner, now, generation, buf, ReadScope::Anything);
             match outcome {
                 AppRead::Data => break Poll::Ready(Ok(())),
                 AppRead::Again => {}
@@ -155,8 +154,8 @@ impl Shared {
     }
 
     /// One read from connection `generation` for the application: DATA
-    /// payload straight into `buf` if the core allows it now, otherwise the
-    /// next frames into the core (with `direct_only`, nothing then).
+    /// payload straight into `buf` if the core allows it now, otherwise
+    /// (if `scope` allows) the next frames into the core.
     ///
     /// The state is unlocked during the system call: the connection's read
     /// half is held instead, so that no one else reads from it meanwhile,
@@ -169,7 +168,7 @@ impl Shared {
         now: Instant,
         generation: Generation,
         buf: &mut ReadBuf<'_>,
-        direct_only: bool,
+        scope: ReadScope,
     ) -> (StateGuard<'a>, AppRead) {
         let Some(index) = inner.conn_index(generation) else { return (inner, AppRead::Blocked) };
         let reader = Arc::clone(&inner.conns[index].reader);
@@ -189,28 +188,28 @@ impl Shared {
         };
         let direct = inner.core.direct_read_len(generation);
         let stash = direct == 0
-            && !direct_only
+            && scope == ReadScope::Anything
             && inner.core.between_payloads(generation)
             && inner.core.recv_buffered() < inner.options.recv_buffer_bytes.saturating_sub(STASH_BYTES);
         if direct == 0 && !stash {
             drop(io);
-            if direct_only {
+            if scope == ReadScope::PayloadOnly {
                 return (inner, AppRead::Blocked);
             }
             // The rest of a payload goes into the core's buffer (it holds
             // bytes the application has not taken yet): under the lock.
-            let outcome = inner.receive(now, generation, &mut self.read_cx(), true);
+            let outcome = inner.receive(now, generation, &mut self.read_cx(), ReceiveUntil::Payload);
             let result = match outcome {
-                Io::Progress | Io::More => AppRead::Again,
-                Io::Blocked => {
+                Received::Progress | Received::More => AppRead::Again,
+                Received::Blocked => {
                     if inner.core.recv_target(generation).is_none() && inner.core.recv_buffered() == 0 {
                         // Nothing to read into: only a closed connection
                         // gets here; the driver handles it.
-                        self.hub.wake(false, false, true);
+                        self.hub.wake_driver();
                     }
                     AppRead::Blocked
                 }
-                Io::Lost => {
+                Received::Lost => {
                     inner.core.connection_lost(now, generation);
                     AppRead::Again
                 }
@@ -267,7 +266,7 @@ impl Shared {
         // A writer filling the send buffer while disconnected never meets
         // a blocking transport: the budget makes it yield now and then.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-        self.hub.register_writer(cx.waker(), false, true);
+        self.hub.register_writer(cx.waker(), WriterCall::Write);
         let mut inner = self.lock();
         if inner.core.current_generation().is_none()
             && inner.core.state() != ConnectionState::Closed
@@ -300,9 +299,7 @@ impl Shared {
             // was full, make room by sending what waits), and take in
             // acknowledgements that arrived meanwhile.
             if let Some(generation) = inner.core.current_generation() {
-                let transmitted;
-                (inner, transmitted) = self.write_out(inner, now, generation, window);
-                let mut lost = matches!(transmitted, Io::Lost);
+                inner = self.write_out(inner, now, generation, window);
                 // Readiness reaches the runtime only now and then while it
                 // is busy; a writer with more than an acknowledgement
                 // interval outstanding looks for them itself (cheap: a
@@ -311,19 +308,16 @@ impl Shared {
                 // and with it the memory each copy into it walks through.
                 let ack_overdue = inner.core.unacked_bytes() as u64 > inner.options.ack_interval_bytes;
                 let read_ready = !self.hub.reader_busy() && self.hub.read_ready.swap(false, Ordering::Acquire);
-                if !lost && (read_ready || ack_overdue) && !self.hub.reader_waiting() {
-                    self.hub.lock().unclaimed_read = None;
-                    match inner.receive(now, generation, &mut self.read_cx(), false) {
-                        Io::Lost => lost = true,
-                        Io::More => {
+                if (read_ready || ack_overdue) && !self.hub.reader_waiting() {
+                    self.hub.claim_read();
+                    match inner.receive(now, generation, &mut self.read_cx(), ReceiveUntil::Blocked) {
+                        Received::Lost => inner.core.connection_lost(now, generation),
+                        Received::More => {
                             self.hub.read_ready.store(true, Ordering::Release);
-                            self.hub.wake(false, false, true);
+                            self.hub.wake_driver();
                         }
-                        Io::Progress | Io::Blocked => {}
+                        Received::Progress | Received::Blocked => {}
                     }
-                }
-                if lost {
-                    inner.core.connection_lost(now, generation);
                 }
                 inner.process_events(now, &self.hub, Party::Writer);
             }
@@ -338,14 +332,14 @@ impl Shared {
             self.hub.clear_writer();
             self.hub.writing();
         } else if needs_acks {
-            self.hub.register_writer(cx.waker(), true, true);
+            self.hub.register_writer(cx.waker(), WriterCall::WriteAwaitingAcks);
         }
         result
     }
 
     pub(super) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let _span = self.span.enter();
-        self.hub.register_writer(cx.waker(), false, false);
+        self.hub.register_writer(cx.waker(), WriterCall::Flush);
         let mut inner = self.lock();
         let now = now();
         let result = if let Some(err) = inner.core.failure() {
@@ -354,9 +348,7 @@ impl Shared {
             Poll::Ready(Err(Error::Closed.into()))
         } else {
             if let Some(generation) = inner.core.current_generation() {
-                if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
-                    inner.core.connection_lost(now, generation);
-                }
+                inner.transmit(now, generation, &mut self.write_cx());
                 inner.process_events(now, &self.hub, Party::Writer);
             }
             // Without a connection the bytes wait in the send buffer for
@@ -382,7 +374,7 @@ impl Shared {
 
     pub(super) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let _span = self.span.enter();
-        self.hub.register_writer(cx.waker(), true, false);
+        self.hub.register_writer(cx.waker(), WriterCall::Shutdown);
         let mut inner = self.lock();
         let now = now();
         let result = match inner.core.shutdown_write() {
@@ -391,9 +383,7 @@ impl Shared {
             Err(err) => Poll::Ready(Err(err.into())),
             Ok(()) => {
                 if let Some(generation) = inner.core.current_generation() {
-                    if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
-                        inner.core.connection_lost(now, generation);
-                    }
+                    inner.transmit(now, generation, &mut self.write_cx());
                     inner.process_events(now, &self.hub, Party::Writer);
                 }
                 if inner.core.is_shutdown_complete() { Poll::Ready(Ok(())) } else { Poll::Pending }
@@ -414,13 +404,11 @@ impl Shared {
         // One non-blocking attempt to tell the peer; the driver finishes it.
         let generations: Vec<Generation> = inner.core.generations().collect();
         for generation in generations {
-            if let Io::Lost = inner.transmit(now, generation, &mut self.write_cx()) {
-                inner.core.connection_lost(now, generation);
-            }
+            inner.transmit(now, generation, &mut self.write_cx());
         }
         inner.process_events(now, &self.hub, Party::Other);
         drop(inner);
-        self.hub.wake(true, true, true);
+        self.hub.wake(Wakes::ALL);
     }
 
     /// Closes, then waits until every connection has taken its close
@@ -448,8 +436,19 @@ impl Shared {
     }
 }
 
+/// What one read for the application may take from the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadScope {
+    /// DATA payload straight into the caller's buffer, or else the next
+    /// frames into the core.
+    Anything,
+    /// Only DATA payload straight into the caller's buffer: the caller has
+    /// bytes to return already.
+    PayloadOnly,
+}
+
 /// Outcome of one read for the application.
-pub(super) enum AppRead {
+enum AppRead {
     /// Bytes went into the application's buffer.
     Data,
     /// Something changed (frames read, the connection lost or replaced):

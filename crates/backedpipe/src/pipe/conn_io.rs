@@ -20,16 +20,22 @@ pub(super) const STASH_BYTES: usize = 4096;
 
 impl Inner {
     /// Writes what the core has for `generation` until done or blocked.
-    pub(super) fn transmit(&mut self, now: Instant, generation: Generation, cx: &mut Context<'_>) -> Io {
-        let Some(index) = self.conn_index(generation) else { return Io::Blocked };
+    pub(super) fn transmit(&mut self, now: Instant, generation: Generation, cx: &mut Context<'_>) -> Sent {
+        let Some(index) = self.conn_index(generation) else { return Sent::Blocked };
         let writer = Arc::clone(&self.conns[index].writer);
-        let Some(mut side) = try_half(&writer) else { return Io::Blocked };
+        let Some(mut side) = try_half(&writer) else { return Sent::Blocked };
         self.transmit_on(now, generation, &mut side, cx)
     }
 
     /// [`Inner::transmit`] with the connection's write half already locked.
-    fn transmit_on(&mut self, now: Instant, generation: Generation, conn: &mut WriteSide, cx: &mut Context<'_>) -> Io {
-        let mut progress = false;
+    fn transmit_on(
+        &mut self,
+        now: Instant,
+        generation: Generation,
+        conn: &mut WriteSide,
+        cx: &mut Context<'_>,
+    ) -> Sent {
+        let mut sent = Sent::Blocked;
         while let Some(transmit) = self.core.poll_transmit(generation) {
             if transmit.is_empty() {
                 break;
@@ -37,12 +43,12 @@ impl Inner {
             let slices = transmit.io_slices();
             let outcome = Pin::new(&mut conn.io).poll_write_vectored(cx, &slices);
             match self.wrote(now, generation, conn, outcome) {
-                Wrote::Bytes => progress = true,
+                Wrote::Bytes => sent = Sent::Progress,
                 Wrote::Blocked => break,
-                Wrote::Failed => return Io::Progress,
+                Wrote::Failed => return Sent::Progress,
             }
         }
-        self.finish_transmit(now, generation, conn, cx, progress)
+        self.finish_transmit(now, generation, conn, cx, sent)
     }
 
     /// Accounts for one write to `generation`.
@@ -76,48 +82,56 @@ impl Inner {
         }
     }
 
-    /// Flushes after writes to `generation`.
+    /// Flushes after the writes to `generation`, which did `sent`; what
+    /// writing did in all.
     pub(super) fn finish_transmit(
         &mut self,
         now: Instant,
         generation: Generation,
         conn: &mut WriteSide,
         cx: &mut Context<'_>,
-        progress: bool,
-    ) -> Io {
+        sent: Sent,
+    ) -> Sent {
         if conn.flush_pending {
             match Pin::new(&mut conn.io).poll_flush(cx) {
                 Poll::Ready(Ok(())) => conn.flush_pending = false,
-                Poll::Ready(Err(_)) => return self.write_failed(now, generation),
+                Poll::Ready(Err(_)) => {
+                    self.write_failed(now, generation);
+                    return Sent::Progress;
+                }
                 Poll::Pending => {}
             }
         }
-        if progress { Io::Progress } else { Io::Blocked }
+        sent
     }
 
     /// Writing to `generation` failed: the core keeps reading it for a
-    /// while (see [`Core::write_failed`]); the driver must arm the timer.
-    fn write_failed(&mut self, now: Instant, generation: Generation) -> Io {
+    /// while (see [`Core::write_failed`](crate::core::Core::write_failed));
+    /// the driver must arm the timer.
+    fn write_failed(&mut self, now: Instant, generation: Generation) {
         self.core.write_failed(now, generation);
         self.rearm_driver = true;
-        Io::Progress
     }
 
-    /// Reads from `generation` into the core until blocked or its buffer is
-    /// full, or (with `for_app`) until a DATA payload can go straight into
-    /// the application's buffer.
-    pub(super) fn receive(&mut self, now: Instant, generation: Generation, cx: &mut Context<'_>, for_app: bool) -> Io {
-        let Some(index) = self.conn_index(generation) else { return Io::Blocked };
+    /// Reads from `generation` into the core as far as `until` says.
+    pub(super) fn receive(
+        &mut self,
+        now: Instant,
+        generation: Generation,
+        cx: &mut Context<'_>,
+        until: ReceiveUntil,
+    ) -> Received {
+        let Some(index) = self.conn_index(generation) else { return Received::Blocked };
         let recv_limit = self.options.recv_buffer_bytes;
         let reader = Arc::clone(&self.conns[index].reader);
-        let Some(mut io) = try_half(&reader) else { return Io::Blocked };
+        let Some(mut io) = try_half(&reader) else { return Received::Blocked };
         let core = &mut self.core;
         let mut progress = false;
         let mut stash = [MaybeUninit::<u8>::uninit(); STASH_BYTES];
         // Bounded so that one busy connection cannot starve the others.
         for round in 0.. {
             if round == 64 {
-                return Io::More;
+                return Received::More;
             }
             // Between DATA payloads, one read takes the next frames whole
             // (acknowledgements, a DATA header and the first bytes of its
@@ -146,25 +160,64 @@ impl Inner {
             match outcome {
                 Poll::Ready(Ok(count)) => {
                     if count == 0 {
-                        return Io::Lost;
+                        return Received::Lost;
                     }
                     progress = true;
                     if core.generations().all(|g| g != generation) {
                         break;
                     }
-                    if for_app && (core.direct_read_len(generation) > 0 || core.recv_buffered() > 0) {
+                    if until == ReceiveUntil::Payload
+                        && (core.direct_read_len(generation) > 0 || core.recv_buffered() > 0)
+                    {
                         break;
                     }
                 }
                 Poll::Ready(Err(err)) => {
                     tracing::debug!(%generation, %err, "read failed");
-                    return Io::Lost;
+                    return Received::Lost;
                 }
                 Poll::Pending => break,
             }
         }
-        if progress { Io::Progress } else { Io::Blocked }
+        if progress { Received::Progress } else { Received::Blocked }
     }
+}
+
+/// How far [`Inner::receive`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReceiveUntil {
+    /// Until the connection would block or the receive buffer is full.
+    Blocked,
+    /// Also until a DATA payload can go straight into the application's
+    /// buffer, or the application has bytes to take.
+    Payload,
+}
+
+/// What writing to a connection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sent {
+    /// Bytes went, or writing failed (and the core now reads the
+    /// connection until it ends): the state changed.
+    Progress,
+    /// Nothing went: nothing waits, the write half is busy, or the
+    /// transport would block (and will wake the waker given).
+    Blocked,
+}
+
+/// What reading from a connection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Received {
+    /// Bytes came; the transport would now block (and will wake the waker
+    /// given), or there is no room for more.
+    Progress,
+    /// Bytes came and more are waiting: the transport will not wake anyone
+    /// for them, so the caller must come back.
+    More,
+    /// Nothing came: the read half is busy, or the transport will wake the
+    /// waker given.
+    Blocked,
+    /// The connection ended or failed.
+    Lost,
 }
 
 /// Outcome of one write to a connection.
@@ -175,16 +228,4 @@ pub(super) enum Wrote {
     Blocked,
     /// Writing failed; see [`Inner::write_failed`].
     Failed,
-}
-
-/// Outcome of one transport operation.
-pub(super) enum Io {
-    /// Bytes moved; the transport would now block (and will wake us).
-    Progress,
-    /// Bytes moved and more are waiting: the transport will not wake
-    /// anyone for them, so the caller must come back.
-    More,
-    /// Nothing moved; the transport will wake us.
-    Blocked,
-    Lost,
 }

@@ -11,8 +11,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::conn_io::Io;
-use super::hub::CLAIM_DELAY;
+use super::conn_io::{ReceiveUntil, Received, Sent};
 use super::now;
 use super::state::{Party, Shared};
 use crate::core::{ConnectionState, Generation};
@@ -112,32 +111,23 @@ impl Future for Driver {
                     let current = inner.core.current_generation() == Some(generation);
                     let (write_waker, read_waker) =
                         if current { (&shared.write_waker, &shared.read_waker) } else { (&own_waker, &own_waker) };
-                    let lost = match inner.transmit(now, generation, &mut Context::from_waker(write_waker)) {
-                        Io::Lost => true,
-                        Io::Progress | Io::More => {
-                            progress = true;
-                            false
-                        }
-                        Io::Blocked => false,
-                    };
-                    let lost = lost
-                        || (!current || claim_read || !shared.hub.reader_waiting())
-                            && match inner.receive(now, generation, &mut Context::from_waker(read_waker), false) {
-                                Io::Lost => true,
-                                Io::Progress => {
-                                    progress = true;
-                                    false
-                                }
-                                Io::More => {
-                                    progress = true;
-                                    more = true;
-                                    false
-                                }
-                                Io::Blocked => false,
-                            };
-                    if lost {
-                        inner.core.connection_lost(now, generation);
+                    if inner.transmit(now, generation, &mut Context::from_waker(write_waker)) == Sent::Progress {
                         progress = true;
+                    }
+                    if !current || claim_read || !shared.hub.reader_waiting() {
+                        let mut cx = Context::from_waker(read_waker);
+                        match inner.receive(now, generation, &mut cx, ReceiveUntil::Blocked) {
+                            Received::Lost => {
+                                inner.core.connection_lost(now, generation);
+                                progress = true;
+                            }
+                            Received::Progress => progress = true,
+                            Received::More => {
+                                progress = true;
+                                more = true;
+                            }
+                            Received::Blocked => {}
+                        }
                     }
                 }
                 inner.process_events(now, &shared.hub, Party::Driver);
@@ -205,45 +195,19 @@ impl Future for Driver {
 }
 
 impl Driver {
-    /// Tracks readiness wakes the application has not claimed; returns
+    /// Looks at the readiness wakes the application has not claimed (see
+    /// [`Hub::check_claims`](super::hub::Hub::check_claims)); returns
     /// whether the driver should read the current connection itself.
-    ///
-    /// A wake is claimed when the task it went to polls again; one left
-    /// unclaimed for [`CLAIM_DELAY`] is taken over. While wakes keep being
-    /// left to the application, the driver stays armed and looks again
-    /// every [`CLAIM_DELAY`] on its timer, so a busy stream does not wake
-    /// it for every readiness event.
     fn check_claims(&mut self, now: Instant) -> bool {
-        let hub = &self.shared.hub;
-        let mut slots = hub.lock();
-        let nanos = hub.nanos();
-        let delay = CLAIM_DELAY.as_nanos() as u64;
-        let overdue = |since: Option<u64>| since.is_some_and(|at| nanos.saturating_sub(at) >= delay);
-        let mut read = false;
-        if overdue(slots.unclaimed_read) || overdue(slots.unclaimed_write) {
-            read = slots.unclaimed_read.is_some() || hub.read_ready.load(Ordering::Acquire);
-            slots.unclaimed_read = None;
-            slots.unclaimed_write = None;
-        }
-        let oldest = [slots.unclaimed_read, slots.unclaimed_write].into_iter().flatten().min();
-        self.claim_deadline = if let Some(at) = oldest {
-            Some(now + Duration::from_nanos((at + delay).saturating_sub(nanos)))
-        } else if slots.claim_activity {
-            Some(now + CLAIM_DELAY)
-        } else {
-            // Keep an armed watch until it expires, then stop watching: the
-            // next wake left to the application wakes the driver again.
-            self.claim_deadline.filter(|&at| at > now)
-        };
-        slots.claim_activity = false;
-        slots.claim_armed = self.claim_deadline.is_some();
-        read
+        let claims = self.shared.hub.check_claims(now, self.claim_deadline);
+        self.claim_deadline = claims.watch_until;
+        claims.take_over_read
     }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        self.shared.hub.lock().driver_woken = false;
+        self.shared.hub.driver_ended();
     }
 }
 

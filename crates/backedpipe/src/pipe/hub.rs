@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
+use super::state::Party;
+
 /// How long the driver leaves a transport's readiness to the application
 /// task it woke before doing the I/O itself.
-pub(super) const CLAIM_DELAY: Duration = Duration::from_millis(5);
+const CLAIM_DELAY: Duration = Duration::from_millis(5);
 
 /// Who waits for what. Its lock is a leaf: nothing is called under it.
 pub(super) struct Hub {
@@ -31,7 +33,7 @@ pub(super) struct Hub {
 }
 
 impl Hub {
-    pub(super) fn lock(&self) -> MutexGuard<'_, Slots> {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -45,11 +47,11 @@ impl Hub {
         self.lock().reader = None;
     }
 
-    pub(super) fn register_writer(&self, waker: &Waker, needs_acks: bool, reads: bool) {
+    /// The application's writer waits in `call`.
+    pub(super) fn register_writer(&self, waker: &Waker, call: WriterCall) {
         let mut slots = self.lock();
         slots.unclaimed_write = None;
-        slots.writer_needs_acks = needs_acks;
-        slots.writer_reads = reads;
+        slots.writer_call = Some(call);
         set_waker(&mut slots.writer, waker);
     }
 
@@ -72,13 +74,20 @@ impl Hub {
         self.lock().reader.is_some()
     }
 
-    pub(super) fn wake(&self, reader: bool, writer: bool, driver: bool) {
+    /// Wakes the driver (to reconnect, to read again, to send what was
+    /// queued).
+    pub(super) fn wake_driver(&self) {
+        self.wake(Wakes::DRIVER);
+    }
+
+    /// Wakes whoever of `wakes` waits.
+    pub(super) fn wake(&self, wakes: Wakes) {
         let wakers = {
             let mut slots = self.lock();
             let wakers = [
-                if reader { slots.reader.take() } else { None },
-                if writer { slots.writer.take() } else { None },
-                if driver { slots.driver.take() } else { None },
+                if wakes.reader { slots.reader.take() } else { None },
+                if wakes.writer { slots.writer.take() } else { None },
+                if wakes.driver { slots.driver.take() } else { None },
             ];
             slots.driver_woken |= wakers[2].is_some();
             wakers
@@ -89,12 +98,17 @@ impl Hub {
     }
 
     /// Transport readiness in one direction.
-    fn ready(&self, read: bool) {
+    fn ready(&self, direction: Direction) {
         let (app, driver) = {
             let mut slots = self.lock();
-            let mut app = if read { slots.reader.take() } else { slots.writer.take() };
+            let mut app = match direction {
+                Direction::Read => slots.reader.take(),
+                Direction::Write => slots.writer.take(),
+            };
             let mut wake_driver = app.is_none();
-            if read && app.is_none() {
+            let writer_call = slots.writer_call;
+            let writer_reads = writer_call.is_some_and(WriterCall::reads);
+            if direction == Direction::Read && app.is_none() {
                 // No read waits: acknowledgements, pings or data nobody
                 // asked for yet. A writer that waits for acknowledgements
                 // is woken for them; a reader between two reads takes them
@@ -107,17 +121,19 @@ impl Hub {
                 // back within the claim delay, the driver reads them too.
                 self.read_ready.store(true, Ordering::Release);
                 let reader_busy = self.reader_busy();
-                if slots.writer_needs_acks || (slots.writer_reads && !reader_busy) {
+                if writer_call.is_some_and(WriterCall::needs_acks) || (writer_reads && !reader_busy) {
                     app = slots.writer.take();
                 }
                 if app.is_some() || reader_busy {
-                    wake_driver = self.leave_to_app(&mut slots, true);
+                    wake_driver = self.leave_to_app(&mut slots, Direction::Read);
                 }
-            } else if app.is_some() || (!read && slots.writer_reads && slots.reader.is_none() && self.writer_busy()) {
+            } else if app.is_some()
+                || (direction == Direction::Write && writer_reads && slots.reader.is_none() && self.writer_busy())
+            {
                 // A writer between two writes sends what waits on its next
                 // one; but while a read waits (perhaps for the answer to
                 // what was written), the driver sends it at once.
-                wake_driver = self.leave_to_app(&mut slots, read);
+                wake_driver = self.leave_to_app(&mut slots, direction);
             }
             let driver = if wake_driver { slots.driver.take() } else { None };
             slots.driver_woken |= driver.is_some();
@@ -133,8 +149,11 @@ impl Hub {
 
     /// Notes a readiness wake left to the application; whether the driver
     /// must be woken to watch that it is claimed.
-    fn leave_to_app(&self, slots: &mut Slots, read: bool) -> bool {
-        let unclaimed = if read { &mut slots.unclaimed_read } else { &mut slots.unclaimed_write };
+    fn leave_to_app(&self, slots: &mut Slots, direction: Direction) -> bool {
+        let unclaimed = match direction {
+            Direction::Read => &mut slots.unclaimed_read,
+            Direction::Write => &mut slots.unclaimed_write,
+        };
         if unclaimed.is_none() {
             *unclaimed = Some(self.nanos());
         }
@@ -142,12 +161,57 @@ impl Hub {
         !std::mem::replace(&mut slots.claim_armed, true)
     }
 
+    /// Notes that the application takes in what the current transport has
+    /// to read: a wake left to the reader is claimed.
+    pub(super) fn claim_read(&self) {
+        self.lock().unclaimed_read = None;
+    }
+
+    /// Tracks readiness wakes the application has not claimed, for the
+    /// driver, whose watch runs until `watch_until`.
+    ///
+    /// A wake is claimed when the task it went to polls again; one left
+    /// unclaimed for [`CLAIM_DELAY`] is taken over. While wakes keep being
+    /// left to the application, the driver stays armed and looks again
+    /// every [`CLAIM_DELAY`] on its timer, so a busy stream does not wake
+    /// it for every readiness event.
+    pub(super) fn check_claims(&self, now: Instant, watch_until: Option<Instant>) -> Claims {
+        let mut slots = self.lock();
+        let nanos = self.nanos();
+        let delay = CLAIM_DELAY.as_nanos() as u64;
+        let overdue = |since: Option<u64>| since.is_some_and(|at| nanos.saturating_sub(at) >= delay);
+        let mut take_over_read = false;
+        if overdue(slots.unclaimed_read) || overdue(slots.unclaimed_write) {
+            take_over_read = slots.unclaimed_read.is_some() || self.read_ready.load(Ordering::Acquire);
+            slots.unclaimed_read = None;
+            slots.unclaimed_write = None;
+        }
+        let oldest = [slots.unclaimed_read, slots.unclaimed_write].into_iter().flatten().min();
+        let watch_until = if let Some(at) = oldest {
+            Some(now + Duration::from_nanos((at + delay).saturating_sub(nanos)))
+        } else if slots.claim_activity {
+            Some(now + CLAIM_DELAY)
+        } else {
+            // Keep an armed watch until it expires, then stop watching: the
+            // next wake left to the application wakes the driver again.
+            watch_until.filter(|&at| at > now)
+        };
+        slots.claim_activity = false;
+        slots.claim_armed = watch_until.is_some();
+        Claims { take_over_read, watch_until }
+    }
+
+    /// Notes that the driver has ended: nobody is woken for it any more.
+    pub(super) fn driver_ended(&self) {
+        self.lock().driver_woken = false;
+    }
+
     /// Notes that an application read returned now.
     pub(super) fn reading(&self) {
         self.last_read_nanos.store(self.nanos(), Ordering::Relaxed);
     }
 
-    pub(super) fn nanos(&self) -> u64 {
+    fn nanos(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
     }
 
@@ -190,32 +254,27 @@ impl Default for Hub {
 
 /// Who waits, and what is left to whom: the hub's state, behind its lock.
 #[derive(Default)]
-pub(super) struct Slots {
+struct Slots {
     reader: Option<Waker>,
     writer: Option<Waker>,
     driver: Option<Waker>,
     /// A readiness wake went to the reader, which has not polled since
     /// (when the first such wake came, in [`Hub::nanos`]).
-    pub(super) unclaimed_read: Option<u64>,
+    unclaimed_read: Option<u64>,
     /// A readiness wake went to the writer, which has not polled since.
-    pub(super) unclaimed_write: Option<u64>,
+    unclaimed_write: Option<u64>,
     /// The driver looks at the unclaimed wakes again by itself (its timer
     /// is set, or it is about to run): wakes left to the application need
     /// not wake it.
-    pub(super) claim_armed: bool,
+    claim_armed: bool,
     /// A wake was left to the application since the driver last looked:
     /// while the stream is this busy, the driver keeps looking every
     /// [`CLAIM_DELAY`] instead of being woken for every wake.
-    pub(super) claim_activity: bool,
-    /// The waiting writer needs acknowledgements (the send buffer is full,
-    /// or a shutdown waits for its end of stream to be acknowledged), not
-    /// only a writable transport.
-    writer_needs_acks: bool,
-    /// The writer's last call was a write (not a flush or shutdown), which
-    /// reads what has arrived before it returns.
-    writer_reads: bool,
+    claim_activity: bool,
+    /// What the writer's last call waits for, once it has made one.
+    writer_call: Option<WriterCall>,
     /// The driver has been woken and has not run since (nor ended).
-    pub(super) driver_woken: bool,
+    driver_woken: bool,
 }
 
 fn set_waker(slot: &mut Option<Waker>, waker: &Waker) {
@@ -225,24 +284,105 @@ fn set_waker(slot: &mut Option<Waker>, waker: &Waker) {
     }
 }
 
+/// What [`Hub::check_claims`] found.
+pub(super) struct Claims {
+    /// The driver reads the current connection itself: a wake left to the
+    /// application went unclaimed.
+    pub(super) take_over_read: bool,
+    /// When the driver looks at the claims again, if it watches them.
+    pub(super) watch_until: Option<Instant>,
+}
+
+/// Which of the pipe's parties to wake.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Wakes {
+    /// The application's reader.
+    pub(super) reader: bool,
+    /// The application's writer.
+    pub(super) writer: bool,
+    /// The driver.
+    pub(super) driver: bool,
+}
+
+impl Wakes {
+    /// Everyone.
+    pub(super) const ALL: Wakes = Wakes { reader: true, writer: true, driver: true };
+    /// The driver alone.
+    const DRIVER: Wakes = Wakes { reader: false, writer: false, driver: true };
+
+    /// These wakes without the one of `party`, who is running anyway.
+    pub(super) fn except(self, party: Party) -> Wakes {
+        Wakes {
+            reader: self.reader && party != Party::Reader,
+            writer: self.writer && party != Party::Writer,
+            driver: self.driver && party != Party::Driver,
+        }
+    }
+
+    /// Whether anyone is to be woken.
+    pub(super) fn any(self) -> bool {
+        self.reader || self.writer || self.driver
+    }
+}
+
+/// What the application's writer waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WriterCall {
+    /// A write, with room in the send buffer: it waits for the transport,
+    /// and reads what has arrived before it returns.
+    Write,
+    /// A write into a full send buffer: it waits for acknowledgements, and
+    /// reads them itself.
+    WriteAwaitingAcks,
+    /// A flush: it waits for the transport.
+    Flush,
+    /// A shutdown: it waits for its end of stream to be acknowledged.
+    Shutdown,
+}
+
+impl WriterCall {
+    /// Whether the call waits for acknowledgements, not only for a
+    /// writable transport.
+    fn needs_acks(self) -> bool {
+        matches!(self, WriterCall::WriteAwaitingAcks | WriterCall::Shutdown)
+    }
+
+    /// Whether the call reads what has arrived before it returns.
+    fn reads(self) -> bool {
+        matches!(self, WriterCall::Write | WriterCall::WriteAwaitingAcks)
+    }
+}
+
+/// A direction of a transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Read,
+    Write,
+}
+
 /// The waker handed to transports: readiness goes through the hub.
 pub(super) struct Readiness {
     hub: Arc<Hub>,
-    read: bool,
+    direction: Direction,
 }
 
 impl Readiness {
-    /// A waker that reports readiness in one direction to `hub`.
-    pub(super) fn waker(hub: &Arc<Hub>, read: bool) -> Waker {
-        Waker::from(Arc::new(Readiness { hub: Arc::clone(hub), read }))
+    /// The waker a transport's read half wakes when it is readable.
+    pub(super) fn read_waker(hub: &Arc<Hub>) -> Waker {
+        Waker::from(Arc::new(Readiness { hub: Arc::clone(hub), direction: Direction::Read }))
+    }
+
+    /// The waker a transport's write half wakes when it is writable.
+    pub(super) fn write_waker(hub: &Arc<Hub>) -> Waker {
+        Waker::from(Arc::new(Readiness { hub: Arc::clone(hub), direction: Direction::Write }))
     }
 }
 
 impl Wake for Readiness {
     fn wake(self: Arc<Self>) {
-        self.hub.ready(self.read);
+        self.hub.ready(self.direction);
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        self.hub.ready(self.read);
+        self.hub.ready(self.direction);
     }
 }

@@ -431,7 +431,7 @@ impl PipeControl {
         inner.add_conn(generation, halves(conn));
         inner.process_events(now, &shared.hub, Party::Other);
         drop(inner);
-        shared.hub.wake(false, false, true);
+        shared.hub.wake_driver();
         Ok(generation)
     }
 
@@ -522,7 +522,7 @@ impl PipeControl {
                         inner.force_requested = true;
                     }
                     drop(inner);
-                    self.shared.hub.wake(false, false, true);
+                    self.shared.hub.wake_driver();
                     receiver
                 }
             }
@@ -612,7 +612,7 @@ impl PipeControl {
     /// The failure, or [`Error::Closed`], if the pipe has ended.
     pub fn shutdown_write(&self) -> Result<(), Error> {
         self.shared.lock().core.shutdown_write()?;
-        self.shared.hub.wake(false, false, true);
+        self.shared.hub.wake_driver();
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::hub::{Hub, Readiness};
+use super::hub::{Hub, Readiness, Wakes};
 use super::{PipeState, Status};
 use crate::core::{ConnectionState, Core, Event, Generation};
 use crate::error::Error;
@@ -40,8 +40,8 @@ impl Shared {
     /// when it dials.
     pub(super) fn new(core: Core, options: Options, active: bool, span: tracing::Span) -> Shared {
         let hub = Arc::new(Hub::default());
-        let read_waker = Readiness::waker(&hub, true);
-        let write_waker = Readiness::waker(&hub, false);
+        let read_waker = Readiness::read_waker(&hub);
+        let write_waker = Readiness::write_waker(&hub);
         let inner = Inner {
             core,
             options,
@@ -186,7 +186,7 @@ impl Inner {
     /// Handles the core's events: drops finished transports, keeps the
     /// reconnect bookkeeping, wakes whoever waits, publishes the status.
     pub(super) fn process_events(&mut self, now: Instant, shared_hub: &Hub, me: Party) {
-        let (mut reader, mut writer, mut driver) = (false, false, std::mem::take(&mut self.rearm_driver));
+        let mut wakes = Wakes { driver: std::mem::take(&mut self.rearm_driver), ..Wakes::default() };
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::Connected { generation, .. } => {
@@ -202,7 +202,7 @@ impl Inner {
                     self.redial.not_before = None;
                     self.redial.disconnected_since = None;
                     self.complete_force(Ok(generation));
-                    (reader, writer, driver) = (true, true, true);
+                    wakes = Wakes::ALL;
                 }
                 Event::ConnectionClosed { generation } => {
                     self.conns.retain(|conn| conn.generation != generation);
@@ -213,17 +213,17 @@ impl Inner {
                         self.redial.attempt = None;
                         self.attempt_failed(now);
                     }
-                    (reader, writer, driver) = (true, true, true);
+                    wakes = Wakes::ALL;
                 }
-                Event::Readable => reader = true,
+                Event::Readable => wakes.reader = true,
                 Event::Writable => {
-                    writer = true;
+                    wakes.writer = true;
                     shared_hub.acked.notify_waiters();
                 }
                 Event::Failed(err) => {
                     shared_hub.acked.notify_waiters();
                     self.complete_force(Err(err));
-                    (reader, writer, driver) = (true, true, true);
+                    wakes = Wakes::ALL;
                 }
             }
         }
@@ -236,10 +236,9 @@ impl Inner {
         self.publish();
         // The caller is running and looks at the state again before it
         // returns: waking it too would only poll it once more.
-        let (reader, writer, driver) =
-            (reader && me != Party::Reader, writer && me != Party::Writer, driver && me != Party::Driver);
-        if reader || writer || driver {
-            shared_hub.wake(reader, writer, driver);
+        let wakes = wakes.except(me);
+        if wakes.any() {
+            shared_hub.wake(wakes);
         }
     }
 
