@@ -8,12 +8,12 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::conn_io::{ReceiveUntil, Received, Sent};
 use super::now;
-use super::state::{Party, Shared};
+use super::state::{Inner, Party, Shared};
 use crate::core::{ConnectionState, Generation};
 use crate::error::Error;
 use crate::proto::Nonce;
@@ -27,6 +27,8 @@ pub(super) struct Driver {
     /// A finished dial, kept until the state can be locked.
     dialed: Option<io::Result<Halves>>,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// When the driver looks at the unclaimed readiness wakes again, while
+    /// it watches them (see [`Hub::check_claims`](super::hub::Hub::check_claims)).
     claim_deadline: Option<Instant>,
 }
 
@@ -47,144 +49,45 @@ impl Driver {
 impl Future for Driver {
     type Output = ();
 
+    /// Rounds of the steps below, each with the state locked once, until
+    /// nothing is left to do now; then the driver waits for a dial, a
+    /// deadline or a wake. Bounded, so that a busy pipe still lets other
+    /// tasks run.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let shared = Arc::clone(&this.shared);
         shared.hub.register_driver(cx.waker());
-        let own_waker = cx.waker().clone();
         for _ in 0..64 {
             let now = now();
             let mut inner = shared.lock();
-            if let Some(result) = this.dialed.take() {
-                inner.redial.dialing = false;
-                match result {
-                    Ok(io) if inner.core.state() != ConnectionState::Closed => {
-                        match inner.core.connect(now, Nonce::random()) {
-                            Ok(generation) => {
-                                inner.add_conn(generation, io);
-                                inner.redial.attempt = Some(generation);
-                            }
-                            Err(_) => drop(io),
-                        }
-                    }
-                    Ok(io) => drop(io),
-                    Err(err) => {
-                        tracing::debug!(%err, "dial failed");
-                        let err = Arc::new(err);
-                        inner.redial.last_error = Some(Arc::clone(&err));
-                        inner.complete_force(Err(Error::Io(err)));
-                        inner.attempt_failed(now);
-                    }
-                }
-                inner.process_events(now, &shared.hub, Party::Driver);
+            if let Some(dialed) = this.dialed.take() {
+                this.take_dialed(&mut inner, now, dialed);
             }
-            if inner.core.state() == ConnectionState::Closed {
-                this.dial = None;
-                inner.redial.dialing = false;
-                if inner.conns.is_empty() {
-                    inner.publish();
-                    return Poll::Ready(());
-                }
+            if this.wind_down(&mut inner).is_ready() {
+                return Poll::Ready(());
             }
-            if inner.core.poll_timeout().is_some_and(|at| at <= now) {
-                inner.core.handle_timeout(now);
-            }
-            let claim_read = this.check_claims(now);
-            shared.hub.read_ready.store(false, Ordering::Release);
-            if std::mem::take(&mut inner.force_requested) {
-                if let Some(generation) = inner.core.current_generation() {
-                    inner.core.connection_lost(now, generation);
-                }
-                inner.redial.not_before = None;
-                inner.redial.failures = 0;
-            }
-            // Move bytes on every connection the application does not serve.
-            let mut more = false;
-            for _ in 0..4 {
-                let mut progress = false;
-                more = false;
-                let generations: Vec<Generation> = inner.conns.iter().map(|conn| conn.generation).collect();
-                for generation in generations {
-                    // The current connection's readiness goes through the
-                    // hub (the application may wait on it); any other
-                    // connection is the driver's alone.
-                    let current = inner.core.current_generation() == Some(generation);
-                    let (write_waker, read_waker) =
-                        if current { (&shared.write_waker, &shared.read_waker) } else { (&own_waker, &own_waker) };
-                    if inner.transmit(now, generation, &mut Context::from_waker(write_waker)) == Sent::Progress {
-                        progress = true;
-                    }
-                    if !current || claim_read || !shared.hub.reader_waiting() {
-                        let mut cx = Context::from_waker(read_waker);
-                        match inner.receive(now, generation, &mut cx, ReceiveUntil::Blocked) {
-                            Received::Lost => {
-                                inner.core.connection_lost(now, generation);
-                                progress = true;
-                            }
-                            Received::Progress => progress = true,
-                            Received::More => {
-                                progress = true;
-                                more = true;
-                            }
-                            Received::Blocked => {}
-                        }
-                    }
-                }
-                inner.process_events(now, &shared.hub, Party::Driver);
-                if !progress {
-                    break;
-                }
-            }
-            // Dial when the dialling side has nothing.
-            let mut dial_at = None;
-            if this.dialer.is_some() && this.dial.is_none() && inner.core.state() == ConnectionState::Disconnected {
-                let since = *inner.redial.disconnected_since.get_or_insert(now);
-                let give_up = inner.options.backoff.give_up_after.is_some_and(|limit| now >= since + limit);
-                if give_up && inner.redial.failures > 0 {
-                    let error = Error::GaveUp {
-                        attempts: u64::from(inner.redial.failures),
-                        last_error: inner.redial.last_error.clone(),
-                    };
-                    inner.core.abort(now, error);
-                    inner.process_events(now, &shared.hub, Party::Driver);
-                    continue;
-                }
-                match inner.redial.not_before {
-                    Some(at) if at > now => dial_at = Some(at),
-                    _ => {
-                        if let Some(dialer) = &this.dialer {
-                            this.dial = Some(dialer());
-                            inner.redial.dialing = true;
-                            inner.publish();
-                        }
-                    }
-                }
-            }
+            keep_time(&mut inner, now);
+            let read_current = this.check_claims(now);
+            apply_forced_reconnect(&mut inner, now);
+            let backlog = this.move_bytes(&mut inner, now, read_current, cx.waker());
+            let dial_at = match this.dial_if_due(&mut inner, now) {
+                DialWait::None => None,
+                DialWait::Until(at) => Some(at),
+                DialWait::GaveUp => continue,
+            };
             let next_timeout = inner.core.poll_timeout();
             drop(inner);
-            if more {
+            if backlog == Backlog::Unannounced {
                 // Bytes wait that no readiness will announce: come back
                 // after other tasks had their turn.
                 cx.waker().wake_by_ref();
             }
-
-            if let Some(dial) = this.dial.as_mut()
-                && let Poll::Ready(result) = dial.as_mut().poll(cx)
-            {
-                this.dial = None;
-                this.dialed = Some(result);
+            if this.poll_dial(cx).is_ready() {
                 continue;
             }
-
             let next = [next_timeout, dial_at, this.claim_deadline].into_iter().flatten().min();
-            if let Some(at) = next {
-                if at <= self::now() {
-                    continue;
-                }
-                this.timer.as_mut().reset(at.into());
-                if this.timer.as_mut().poll(cx).is_ready() {
-                    continue;
-                }
+            if this.sleep_until(next, cx).is_ready() {
+                continue;
             }
             return Poll::Pending;
         }
@@ -195,13 +98,153 @@ impl Future for Driver {
 }
 
 impl Driver {
+    /// Takes in a finished dial: the new connection starts its handshake,
+    /// or the failure counts against the backoff.
+    fn take_dialed(&self, inner: &mut Inner, now: Instant, dialed: io::Result<Halves>) {
+        inner.redial.dialing = false;
+        match dialed {
+            Ok(halves) if inner.core.state() != ConnectionState::Closed => {
+                match inner.core.connect(now, Nonce::random()) {
+                    Ok(generation) => {
+                        inner.add_conn(generation, halves);
+                        inner.redial.attempt = Some(generation);
+                    }
+                    Err(_) => drop(halves),
+                }
+            }
+            Ok(halves) => drop(halves),
+            Err(err) => {
+                tracing::debug!(%err, "dial failed");
+                let err = Arc::new(err);
+                inner.redial.last_error = Some(Arc::clone(&err));
+                inner.complete_force(Err(Error::Io(err)));
+                inner.attempt_failed(now);
+            }
+        }
+        inner.process_events(now, &self.shared.hub, Party::Driver);
+    }
+
+    /// Once the pipe has closed: stops dialling, and ends the driver when
+    /// no connection is left to finish (close reports still going out).
+    fn wind_down(&mut self, inner: &mut Inner) -> Poll<()> {
+        if inner.core.state() != ConnectionState::Closed {
+            return Poll::Pending;
+        }
+        self.dial = None;
+        inner.redial.dialing = false;
+        if !inner.conns.is_empty() {
+            return Poll::Pending;
+        }
+        inner.publish();
+        Poll::Ready(())
+    }
+
     /// Looks at the readiness wakes the application has not claimed (see
-    /// [`Hub::check_claims`](super::hub::Hub::check_claims)); returns
-    /// whether the driver should read the current connection itself.
-    fn check_claims(&mut self, now: Instant) -> bool {
-        let claims = self.shared.hub.check_claims(now, self.claim_deadline);
+    /// [`Hub::check_claims`](super::hub::Hub::check_claims)): whether the
+    /// driver reads the current connection even while the application's
+    /// reader waits on it.
+    fn check_claims(&mut self, now: Instant) -> ReadCurrent {
+        let hub = &self.shared.hub;
+        let claims = hub.check_claims(now, self.claim_deadline);
         self.claim_deadline = claims.watch_until;
-        claims.take_over_read
+        // What is readable now, the driver reads below.
+        hub.read_ready.store(false, Ordering::Release);
+        if claims.take_over_read { ReadCurrent::Always } else { ReadCurrent::UnlessReaderWaits }
+    }
+
+    /// Moves bytes on every connection the application does not serve:
+    /// what the core has to send, and what has arrived (on the current
+    /// connection only as `read_current` says). `own` wakes the driver for
+    /// the connections that are not current, which are the driver's alone;
+    /// the current connection's readiness goes through the hub, as the
+    /// application may wait on it.
+    fn move_bytes(&self, inner: &mut Inner, now: Instant, read_current: ReadCurrent, own: &Waker) -> Backlog {
+        let shared = &self.shared;
+        let mut backlog = Backlog::Clear;
+        for _ in 0..4 {
+            let mut progress = false;
+            backlog = Backlog::Clear;
+            let generations: Vec<Generation> = inner.conns.iter().map(|conn| conn.generation).collect();
+            for generation in generations {
+                let current = inner.core.current_generation() == Some(generation);
+                let (write_waker, read_waker) =
+                    if current { (&shared.write_waker, &shared.read_waker) } else { (own, own) };
+                if inner.transmit(now, generation, &mut Context::from_waker(write_waker)) == Sent::Progress {
+                    progress = true;
+                }
+                let reads = !current || read_current == ReadCurrent::Always || !shared.hub.reader_waiting();
+                if !reads {
+                    continue;
+                }
+                match inner.receive(now, generation, &mut Context::from_waker(read_waker), ReceiveUntil::Blocked) {
+                    Received::Lost => {
+                        inner.core.connection_lost(now, generation);
+                        progress = true;
+                    }
+                    Received::Progress => progress = true,
+                    Received::More => {
+                        progress = true;
+                        backlog = Backlog::Unannounced;
+                    }
+                    Received::Blocked => {}
+                }
+            }
+            inner.process_events(now, &shared.hub, Party::Driver);
+            if !progress {
+                break;
+            }
+        }
+        backlog
+    }
+
+    /// Starts a dial when the dialling side has no connection and its
+    /// backoff allows, or gives up when the pipe has been disconnected
+    /// longer than [`Backoff::give_up_after`](crate::Backoff::give_up_after).
+    fn dial_if_due(&mut self, inner: &mut Inner, now: Instant) -> DialWait {
+        let Some(dialer) = &self.dialer else { return DialWait::None };
+        if self.dial.is_some() || inner.core.state() != ConnectionState::Disconnected {
+            return DialWait::None;
+        }
+        let since = *inner.redial.disconnected_since.get_or_insert(now);
+        let give_up = inner.options.backoff.give_up_after.is_some_and(|limit| now >= since + limit);
+        if give_up && inner.redial.failures > 0 {
+            let error = Error::GaveUp {
+                attempts: u64::from(inner.redial.failures),
+                last_error: inner.redial.last_error.clone(),
+            };
+            inner.core.abort(now, error);
+            inner.process_events(now, &self.shared.hub, Party::Driver);
+            return DialWait::GaveUp;
+        }
+        match inner.redial.not_before {
+            Some(at) if at > now => DialWait::Until(at),
+            _ => {
+                self.dial = Some(dialer());
+                inner.redial.dialing = true;
+                inner.publish();
+                DialWait::None
+            }
+        }
+    }
+
+    /// Polls the dial in flight; ready when it has finished (its result is
+    /// kept for the next round, which locks the state).
+    fn poll_dial(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(dial) = self.dial.as_mut() else { return Poll::Pending };
+        let result = std::task::ready!(dial.as_mut().poll(cx));
+        self.dial = None;
+        self.dialed = Some(result);
+        Poll::Ready(())
+    }
+
+    /// Arms the timer for `next`; ready when that has passed already.
+    fn sleep_until(&mut self, next: Option<Instant>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(at) = next else { return Poll::Pending };
+        if at <= now() {
+            return Poll::Ready(());
+        }
+        self.timer.as_mut().reset(at.into());
+        self.timer.as_mut().poll(cx)
     }
 }
 
@@ -211,6 +254,57 @@ impl Drop for Driver {
     }
 }
 
+/// Runs the core's timers that are due.
+fn keep_time(inner: &mut Inner, now: Instant) {
+    if inner.core.poll_timeout().is_some_and(|at| at <= now) {
+        inner.core.handle_timeout(now);
+    }
+}
+
+/// Drops the current connection if a forced reconnect asked for it, and
+/// lets the next dial go at once.
+fn apply_forced_reconnect(inner: &mut Inner, now: Instant) {
+    if std::mem::take(&mut inner.force_requested) {
+        if let Some(generation) = inner.core.current_generation() {
+            inner.core.connection_lost(now, generation);
+        }
+        inner.redial.not_before = None;
+        inner.redial.failures = 0;
+    }
+}
+
+/// Whether the driver reads the current connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadCurrent {
+    /// Only while the application's reader does not wait on it.
+    UnlessReaderWaits,
+    /// Also while it does: a readiness wake left to the application went
+    /// unclaimed.
+    Always,
+}
+
+/// What [`Driver::move_bytes`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backlog {
+    /// Nothing, or nothing that readiness will not announce.
+    Clear,
+    /// Bytes wait on a connection that no readiness will announce.
+    Unannounced,
+}
+
+/// What the dialling step leaves the driver to wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DialWait {
+    /// Nothing: a dial is in flight (or has just started), or none is
+    /// needed.
+    None,
+    /// The backoff's delay: the next dial is due then.
+    Until(Instant),
+    /// The pipe gave up reconnecting and has just closed: look again.
+    GaveUp,
+}
+
+/// A dial in flight: the transport it opens, already split.
 pub(super) type DialFuture = Pin<Box<dyn Future<Output = io::Result<Halves>> + Send>>;
 
 /// Starts a dial; `None` on the passive side.
