@@ -1,7 +1,9 @@
 //! The application's calls: reads, writes, flushes, shutdown and close.
 //! They do the current connection's I/O inline, with the state unlocked
-//! during each system call: a read takes DATA payload straight into the
-//! caller's buffer, a write lends the caller's bytes to the connection.
+//! during each system call and the connection's half held instead (the
+//! locks and their order are in `state`): a read takes DATA payload
+//! straight into the caller's buffer, a write lends the caller's bytes to
+//! the connection.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -38,9 +40,10 @@ impl Shared {
     /// number `window.0`) are written from the caller's buffer with the
     /// state unlocked: the connection's write half is held instead, so
     /// that no one else writes to it meanwhile, and the core is told the
-    /// write is out (see [`Core::lend_transmit`]). Others who find the
-    /// half taken leave their frames in the core; they are written here
-    /// before the half is let go, while the state is held.
+    /// write is out (see
+    /// [`Core::lend_transmit`](crate::core::Core::lend_transmit)). Others
+    /// who find the half taken leave their frames in the core; they are
+    /// written here before the half is let go, while the state is held.
     fn write_out<'a>(
         &'a self,
         mut inner: StateGuard<'a>,
@@ -176,7 +179,8 @@ impl Shared {
             Some(io) => io,
             None => {
                 // The half is held only by one of the pipe's tasks in a
-                // system call; the order is always the half, then the state.
+                // system call; wait for it without the state (lock order
+                // rule 1 in `state`).
                 drop(inner);
                 let io = lock_half(&reader);
                 inner = self.lock();

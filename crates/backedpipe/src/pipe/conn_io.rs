@@ -1,6 +1,17 @@
 //! Moving bytes between the core and a connection: writing what the core
 //! has to send, and reading into the core, each on the connection's half
-//! alone. The application's own calls (`app_io`) and the driver use them.
+//! alone (tried, never waited for: see the lock order in `state`). The
+//! application's own calls (`app_io`) and the driver use them.
+//!
+//! Between DATA payloads a read takes up to [`STASH_BYTES`] at once, so
+//! control frames and the next DATA header cost no read of their own; the
+//! payload then goes into the core's buffer, or (in `app_io`) straight
+//! into the caller's.
+//!
+//! A failed write does not end a connection at once: it is read on (for
+//! a short while) until it ends, so that an ERROR frame the peer sent
+//! before it closed is still seen (see
+//! [`Core::write_failed`](crate::core::Core::write_failed)).
 
 use std::io;
 use std::mem::MaybeUninit;

@@ -2,6 +2,23 @@
 //! and of the driver, which of them a transport's readiness goes to, and
 //! the readiness wakes left to the application that the driver takes over
 //! when they are not claimed in time.
+//!
+//! Readiness of a transport wakes the application task that waits for it,
+//! or the driver when none does. Work that arrives while an application
+//! task is between two calls is left to its next call: incoming bytes to
+//! a reader between two reads; acknowledgements, and room in the
+//! transport, to a writer between two writes (a writer waiting in a write
+//! is woken for incoming bytes, as a write reads what has arrived). Waking
+//! the driver for them would put a second task in the runtime's queue,
+//! which the other worker thread steals: the stream's tasks then bounce
+//! between cores. If the application does not come back for the I/O
+//! within [`CLAIM_DELAY`] (its read or write future was dropped, or it
+//! stopped reading or writing), the driver does the I/O itself, so a
+//! cancelled read never stalls acknowledgements. While the stream is busy,
+//! the driver checks on this from its timer every [`CLAIM_DELAY`] instead
+//! of being woken by each readiness event.
+//!
+//! The hub's lock is the innermost of the shell's (see `state`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +31,7 @@ use super::state::Party;
 /// task it woke before doing the I/O itself.
 const CLAIM_DELAY: Duration = Duration::from_millis(5);
 
-/// Who waits for what. Its lock is a leaf: nothing is called under it.
+/// Who waits for what; see the module documentation.
 pub(super) struct Hub {
     epoch: Instant,
     /// When an application read last returned, in nanoseconds after `epoch`.

@@ -14,45 +14,22 @@
 //!
 //! # How the work is shared
 //!
-//! The state (the core, the list of connections, the reconnect
-//! bookkeeping) lives in one mutex, never held across an await. Each
-//! connection is split into a read half and a write half, each behind a
-//! lock of its own (how the halves relate underneath is the transport's:
-//! see [`Transport`]). The application's own `poll_read`/`poll_write` do
-//! the I/O of the current connection inline: a write copies into the send
-//! buffer and hands the new frame to the transport with one vectored
-//! write, from the caller's buffer, with only the write half held; a read
-//! reads DATA payload straight from the transport into the caller's
-//! buffer with only the read half held. So a pipe's reading and writing
-//! never wait for each other's system calls. Locks are taken half first, then state;
-//! whoever holds the state only ever tries a half, and leaves what it
-//! cannot send in the core for the half's holder, who sends it before
-//! letting go. A driver task (one per pipe) handles everything else:
-//! dialling, handshakes, timers, and reading when no application read is
-//! waiting (acknowledgements, pings, end of stream).
+//! One driver task per pipe dials, runs handshakes, keeps the timers, and
+//! reads when no application read waits (acknowledgements, pings, end of
+//! stream). The rest happens in the application's own calls: a write
+//! copies into the send buffer and hands the new frame to the connection
+//! with one vectored write from the caller's buffer; a read takes DATA
+//! payload straight from the connection into the caller's buffer. Each
+//! connection is split into a read half and a write half (how they relate
+//! underneath is the transport's: see [`Transport`]), and these system
+//! calls run with their half held and the state unlocked, so a pipe's
+//! reading and writing never wait for each other. Every lock, what it
+//! guards and the order they are taken in are listed once, in `state`'s
+//! module documentation.
 //!
-//! Readiness of a transport wakes the application task that waits for it,
-//! or the driver when none does. Work that arrives while an application
-//! task is between two calls is left to its next call: incoming bytes to
-//! a reader between two reads; acknowledgements, and room in the
-//! transport, to a writer between two writes (a writer waiting in a write
-//! is woken for incoming bytes, as a write reads what has arrived). Waking
-//! the driver for them would put a second task in the runtime's queue,
-//! which the other worker thread steals: the stream's tasks then bounce
-//! between cores. If the application does not come back for the I/O
-//! within [`CLAIM_DELAY`](hub::CLAIM_DELAY) (its read or write future was dropped, or it
-//! stopped reading or writing), the driver does the I/O itself, so a
-//! cancelled read never stalls acknowledgements. While the stream is busy,
-//! the driver checks on this from its timer every [`CLAIM_DELAY`](hub::CLAIM_DELAY) instead
-//! of being woken by each readiness event.
-//!
-//! Between DATA payloads a read takes up to [`STASH_BYTES`](conn_io::STASH_BYTES) at once, so
-//! control frames and the next DATA header cost no read of their own; the
-//! payload then goes straight into the caller's buffer.
-//!
-//! A failed write does not end a connection at once: it is read on (for
-//! a short while) until it ends, so that an ERROR frame the peer sent
-//! before it closed is still seen (see [`Core::write_failed`]).
+//! A transport's readiness goes to the application task that waits for
+//! it, or is left to that task's next call; the driver takes over what is
+//! not claimed in time. `hub` says when.
 //!
 //! # Logs
 //!

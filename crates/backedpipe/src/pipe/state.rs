@@ -3,6 +3,70 @@
 //! lock each), the reconnect bookkeeping and the published status, behind
 //! one lock; and the handling of the core's events, which keeps that
 //! bookkeeping and wakes whoever waits.
+//!
+//! # Locks
+//!
+//! This is the one description of the shell's locks; the rest of the code
+//! points here. Every lock is a `std::sync::Mutex` (or a lock inside a
+//! tokio primitive), held only for computation and non-blocking system
+//! calls, and never across an await.
+//!
+//! - **A connection's read half** ([`ConnIo::reader`]) guards the
+//!   transport's reading half. Whoever reads the connection holds it for
+//!   one read and its bookkeeping: the application's read (with the state
+//!   unlocked during the system call), or a `receive` under the state.
+//! - **A connection's write half** ([`ConnIo::writer`]) guards the
+//!   transport's writing half and whether it owes a flush. Whoever writes
+//!   the connection holds it for one write and its bookkeeping: the
+//!   application's write (with the state unlocked during a lent write), or
+//!   a `transmit` under the state.
+//! - **The state** ([`Shared::lock`]) guards [`Inner`]: the core, the
+//!   connections, the reconnect bookkeeping, the counters and the status
+//!   to publish. Everyone takes it, for computation and, on the driver's
+//!   and the control paths, non-blocking system calls on halves they only
+//!   tried.
+//! - **The hub's slots** ([`Hub`]) guard who waits for what: the wakers
+//!   and the readiness left unclaimed. Everyone takes them, and so does a
+//!   transport's wake, for a few assignments.
+//! - **The status channel** ([`Shared::status`]) guards the published
+//!   [`Status`]. [`StateGuard`]'s drop sends to it; the `wait_for` closures
+//!   of those who watch it run under it.
+//! - **The forced reconnect's channel** ([`Inner::force`]) guards the one
+//!   outcome that concurrent `force_reconnect` calls share; it is sent to
+//!   and subscribed under the state.
+//! - **A transport's own locks**, below its halves: [`Joined`](crate::Joined)'s
+//!   halves share one (`tokio::io::split`'s), transport-stream's halves
+//!   each lock their pipe's slot. Each call on a half takes them.
+//!
+//! The order, outermost first:
+//!
+//! 1. **A half, then the state.** The holder of a half may wait for the
+//!    state; whoever holds the state only ever *tries* a half
+//!    ([`try_half`]) and, when it is taken, leaves what it would have sent
+//!    in the core: the half's holder sends what others left there before
+//!    it lets the half go. To wait for a half, a task first lets go of the
+//!    state ([`lock_half`]). No one holds both halves of a connection.
+//! 2. **The state, then the forced reconnect's channel and the
+//!    `Notify`s** (acknowledgements, drained): nothing is locked under
+//!    these.
+//! 3. **The status channel only after the state is released.** A
+//!    `wait_for` closure runs under the channel's lock and may call into
+//!    the pipe, which locks the state; so [`StateGuard`] unlocks first and
+//!    then sends what changed.
+//! 4. **A transport's own locks**, taken by each call on a half (under
+//!    the half, and perhaps the state).
+//! 5. **The hub's slots innermost of all.** Everyone takes them, under any
+//!    of the above, and so does a transport that delivers a wake while it
+//!    holds its own locks; nothing is locked, and no waker is woken, under
+//!    them.
+//!
+//! The application's calls make their system calls with the state
+//! unlocked and a half held: a read takes DATA payload straight into the
+//! caller's buffer, a write lends the caller's bytes to the connection
+//! ([`Core::lend_transmit`](crate::core::Core::lend_transmit)). Whatever
+//! happens to the connection meanwhile (another task reports an error on
+//! it, the pipe closes) waits for the count of the lent write, so a report
+//! never lands inside a half-written DATA frame.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,12 +85,18 @@ use crate::options::Options;
 use crate::transport::{Halves, Split};
 
 /// What a pipe's handles and its driver share: the state behind one
-/// lock, the hub, and the status channel.
+/// lock, the hub, and the status channel (see "Locks" above).
 pub(super) struct Shared {
+    /// The state.
     inner: Mutex<Inner>,
+    /// Who waits for what.
     pub(super) hub: Arc<Hub>,
+    /// The waker the current connection's read half is polled with: its
+    /// readiness goes through the hub.
     pub(super) read_waker: Waker,
+    /// The same for the write half.
     pub(super) write_waker: Waker,
+    /// The published status.
     pub(super) status: watch::Sender<Status>,
     /// The number of the newest change sent to `status`.
     status_sent: AtomicU64,
@@ -77,10 +147,7 @@ impl Shared {
         Shared { inner: Mutex::new(inner), hub, read_waker, write_waker, status, status_sent: AtomicU64::new(0), span }
     }
 
-    /// Locks the state. It is never held across an await; the application's
-    /// reads and writes make their system calls without it, so the wait is
-    /// short (the driver and control paths may be inside one non-blocking
-    /// system call while holding it).
+    /// Locks the state (see "Locks" above for the order).
     pub(super) fn lock(&self) -> StateGuard<'_> {
         StateGuard { guard: Some(self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())), shared: self }
     }
@@ -95,9 +162,7 @@ impl Shared {
 }
 
 /// The locked state. Dropping it unlocks, then sends a status change made
-/// meanwhile to the watch channel: never the other way round, because a
-/// `wait_for` closure runs under the channel's lock and may call into the
-/// pipe, which locks the state.
+/// meanwhile to the watch channel (rule 3 of "Locks" above).
 pub(super) struct StateGuard<'a> {
     guard: Option<MutexGuard<'a, Inner>>,
     shared: &'a Shared,
@@ -141,17 +206,26 @@ impl Drop for StateGuard<'_> {
 
 /// The pipe's state, behind [`Shared`]'s lock.
 pub(super) struct Inner {
+    /// The protocol.
     pub(super) core: Core,
     pub(super) options: Options,
+    /// The pipe dials (it has a reconnector).
     pub(super) active: bool,
+    /// Every connection the core still uses (the current one, handshakes
+    /// under way, old ones still sending their close report).
     pub(super) conns: Vec<ConnIo>,
+    /// The connection that carries the stream, as of the last event.
     current: Option<Generation>,
     pub(super) redial: Redial,
+    /// Dials and handshakes that failed, on the dialling side.
     pub(super) failed_attempts: u64,
-    /// Connections taken, by how their transport split.
+    /// Connections taken whose transport split into independent halves.
     pub(super) independent_halves: u64,
+    /// Connections taken whose transport split into halves sharing a lock.
     pub(super) shared_halves: u64,
+    /// The forced reconnect under way, and the channel its callers wait on.
     pub(super) force: Option<watch::Sender<ForceResult>>,
+    /// A forced reconnect asks the driver to drop the current connection.
     pub(super) force_requested: bool,
     /// The core has a new deadline the driver's timer does not know.
     pub(super) rearm_driver: bool,
@@ -324,11 +398,13 @@ pub(super) struct WriteSide {
     pub(super) flush_pending: bool,
 }
 
-/// One connection, in two halves, each behind its own lock: reading and
-/// writing never wait for each other.
+/// One connection, in two halves, each behind its own lock (see "Locks"
+/// above): reading and writing never wait for each other's system calls.
 pub(super) struct ConnIo {
     pub(super) generation: Generation,
+    /// The read half.
     pub(super) reader: Arc<Mutex<ReadIo>>,
+    /// The write half.
     pub(super) writer: Arc<Mutex<WriteSide>>,
 }
 
@@ -353,7 +429,7 @@ pub(super) fn try_half<S: ?Sized>(half: &Mutex<S>) -> Option<MutexGuard<'_, S>> 
 }
 
 /// Locks a connection half, waiting for its holder (who holds it only for
-/// one system call and its bookkeeping).
+/// one system call and its bookkeeping); never with the state held.
 pub(super) fn lock_half<S: ?Sized>(half: &Mutex<S>) -> MutexGuard<'_, S> {
     half.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
