@@ -65,61 +65,6 @@ use crate::proto::{self, DecodeError, Hello, Nonce, SessionId};
 use crate::reconnect::Reconnector;
 use crate::transport::{Transport, halves};
 
-/// The state a pipe reports through [`BackedPipe::watch_status`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub enum PipeState {
-    /// No connection; waiting to dial again (backoff) or, on the passive
-    /// side, for the next connection to be handed over.
-    Disconnected,
-    /// Dialling or handshaking.
-    Reconnecting,
-    /// A connection carries the stream.
-    Connected,
-    /// Closed or failed; see [`BackedPipe::failure`].
-    Closed,
-}
-
-/// The pipe's state and the generation of its newest connection attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub struct Status {
-    /// Connected, disconnected, reconnecting or closed.
-    pub state: PipeState,
-    /// The current connection's generation, or that of the newest attempt.
-    pub generation: Generation,
-}
-
-/// Counters of a pipe; see [`BackedPipe::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub struct Stats {
-    /// Application bytes transmitted, replays included.
-    pub bytes_sent: u64,
-    /// Application bytes received.
-    pub bytes_received: u64,
-    /// Application bytes transmitted again after a reconnect.
-    pub bytes_replayed: u64,
-    /// Successful handshakes after the first one.
-    pub reconnects: u64,
-    /// Dials and handshakes that failed.
-    pub failed_attempts: u64,
-    /// The current (or newest) connection's generation.
-    pub generation: Generation,
-    /// Memory held by the send and receive buffers. It follows what they
-    /// hold, and drops to 0 when an idle pipe has nothing unacknowledged.
-    pub buffer_bytes: usize,
-    /// Connections whose transport split into halves that read and write
-    /// at the same time (sockets, a child's stdio; see [`Transport`]).
-    pub independent_halves: u64,
-    /// Connections whose transport split into halves sharing one lock
-    /// ([`Joined`](crate::Joined)): reading and writing take turns.
-    pub shared_halves: u64,
-}
-
 /// A reliable byte stream over a transport that may break and be replaced.
 ///
 /// See the [crate documentation](crate) for the model and an example. A
@@ -228,21 +173,6 @@ impl BackedPipe {
         BackedPipe::start(Core::passive(options.clone(), session_id), options, None)
     }
 
-    fn start(core: Core, options: Options, dialer: Dialer) -> BackedPipe {
-        let span = match core.role() {
-            Role::Active => tracing::info_span!("pipe", side = %"active", session = tracing::field::Empty),
-            Role::Passive => tracing::info_span!("pipe", side = %"passive", session = %core.session_id()),
-        };
-        let active = dialer.is_some();
-        let shared = Arc::new(Shared::new(core, options, active, span.clone()));
-        tokio::spawn(Driver::new(Arc::clone(&shared), dialer).instrument(span));
-        BackedPipe { handle: Arc::new(Handle { shared }) }
-    }
-
-    fn shared(&self) -> &Arc<Shared> {
-        &self.handle.shared
-    }
-
     /// Passive side: hands the pipe a new connection from the peer. The
     /// pipe runs the handshake on it; the current connection, if any, keeps
     /// carrying the stream until the new one has authenticated, so a bogus
@@ -347,6 +277,101 @@ impl BackedPipe {
     /// As [`PipeControl::close_gracefully`].
     pub async fn close_gracefully(&self, timeout: Duration) -> bool {
         self.shared().close_gracefully(timeout).await
+    }
+
+    /// Starts a pipe around `core`: its state, and its driver in the
+    /// pipe's span.
+    fn start(core: Core, options: Options, dialer: Dialer) -> BackedPipe {
+        let span = match core.role() {
+            Role::Active => tracing::info_span!("pipe", side = %"active", session = tracing::field::Empty),
+            Role::Passive => tracing::info_span!("pipe", side = %"passive", session = %core.session_id()),
+        };
+        let active = dialer.is_some();
+        let shared = Arc::new(Shared::new(core, options, active, span.clone()));
+        tokio::spawn(Driver::new(Arc::clone(&shared), dialer).instrument(span));
+        BackedPipe { handle: Arc::new(Handle { shared }) }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+}
+
+impl AsyncRead for BackedPipe {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for BackedPipe {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.handle.shared.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_shutdown(cx)
+    }
+}
+
+/// The reading half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub struct OwnedReadHalf {
+    handle: Arc<Handle>,
+}
+
+/// The writing half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub struct OwnedWriteHalf {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for OwnedReadHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedReadHalf").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for OwnedWriteHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedWriteHalf").finish_non_exhaustive()
+    }
+}
+
+impl OwnedReadHalf {
+    /// Status and control of the pipe; see [`BackedPipe::control`].
+    pub fn control(&self) -> PipeControl {
+        PipeControl { shared: Arc::clone(&self.handle.shared) }
+    }
+}
+
+impl OwnedWriteHalf {
+    /// Status and control of the pipe; see [`BackedPipe::control`].
+    pub fn control(&self) -> PipeControl {
+        PipeControl { shared: Arc::clone(&self.handle.shared) }
+    }
+}
+
+impl AsyncRead for OwnedReadHalf {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for OwnedWriteHalf {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.handle.shared.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.handle.shared.poll_shutdown(cx)
     }
 }
 
@@ -594,82 +619,59 @@ impl PipeControl {
     }
 }
 
-impl AsyncRead for BackedPipe {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.handle.shared.poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for BackedPipe {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.handle.shared.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.handle.shared.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.handle.shared.poll_shutdown(cx)
-    }
-}
-
-/// The reading half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
+/// The state a pipe reports through [`BackedPipe::watch_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub struct OwnedReadHalf {
-    handle: Arc<Handle>,
+pub enum PipeState {
+    /// No connection; waiting to dial again (backoff) or, on the passive
+    /// side, for the next connection to be handed over.
+    Disconnected,
+    /// Dialling or handshaking.
+    Reconnecting,
+    /// A connection carries the stream.
+    Connected,
+    /// Closed or failed; see [`BackedPipe::failure`].
+    Closed,
 }
 
-/// The writing half of a [`BackedPipe`] (see [`BackedPipe::into_split`]).
+/// The pipe's state and the generation of its newest connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub struct OwnedWriteHalf {
-    handle: Arc<Handle>,
+pub struct Status {
+    /// Connected, disconnected, reconnecting or closed.
+    pub state: PipeState,
+    /// The current connection's generation, or that of the newest attempt.
+    pub generation: Generation,
 }
 
-impl std::fmt::Debug for OwnedReadHalf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OwnedReadHalf").finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for OwnedWriteHalf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OwnedWriteHalf").finish_non_exhaustive()
-    }
-}
-
-impl OwnedReadHalf {
-    /// Status and control of the pipe; see [`BackedPipe::control`].
-    pub fn control(&self) -> PipeControl {
-        PipeControl { shared: Arc::clone(&self.handle.shared) }
-    }
-}
-
-impl OwnedWriteHalf {
-    /// Status and control of the pipe; see [`BackedPipe::control`].
-    pub fn control(&self) -> PipeControl {
-        PipeControl { shared: Arc::clone(&self.handle.shared) }
-    }
-}
-
-impl AsyncRead for OwnedReadHalf {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        self.handle.shared.poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for OwnedWriteHalf {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.handle.shared.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.handle.shared.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.handle.shared.poll_shutdown(cx)
-    }
+/// Counters of a pipe; see [`BackedPipe::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub struct Stats {
+    /// Application bytes transmitted, replays included.
+    pub bytes_sent: u64,
+    /// Application bytes received.
+    pub bytes_received: u64,
+    /// Application bytes transmitted again after a reconnect.
+    pub bytes_replayed: u64,
+    /// Successful handshakes after the first one.
+    pub reconnects: u64,
+    /// Dials and handshakes that failed.
+    pub failed_attempts: u64,
+    /// The current (or newest) connection's generation.
+    pub generation: Generation,
+    /// Memory held by the send and receive buffers. It follows what they
+    /// hold, and drops to 0 when an idle pipe has nothing unacknowledged.
+    pub buffer_bytes: usize,
+    /// Connections whose transport split into halves that read and write
+    /// at the same time (sockets, a child's stdio; see [`Transport`]).
+    pub independent_halves: u64,
+    /// Connections whose transport split into halves sharing one lock
+    /// ([`Joined`](crate::Joined)): reading and writing take turns.
+    pub shared_halves: u64,
 }
 
 /// Reads exactly one HELLO frame from a new connection, without reading a

@@ -152,10 +152,13 @@ impl Shared {
         StateGuard { guard: Some(self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())), shared: self }
     }
 
+    /// A context whose waker routes the current connection's read
+    /// readiness through the hub.
     pub(super) fn read_cx(&self) -> Context<'_> {
         Context::from_waker(&self.read_waker)
     }
 
+    /// The same for write readiness.
     pub(super) fn write_cx(&self) -> Context<'_> {
         Context::from_waker(&self.write_waker)
     }
