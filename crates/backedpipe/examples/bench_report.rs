@@ -58,8 +58,8 @@ async fn read_n<R: AsyncRead + Unpin>(reader: &mut R, bytes: u64) {
 /// client's current connection.
 #[allow(missing_debug_implementations)]
 struct Pipes {
-    client: BackedPipe<UnixStream>,
-    server: BackedPipe<UnixStream>,
+    client: BackedPipe,
+    server: BackedPipe,
     current: Cutter,
 }
 

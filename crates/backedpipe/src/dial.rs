@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::reconnect::Reconnector;
+use crate::transport::Transport;
 
 /// The default bound on one connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,8 +56,8 @@ impl TcpDialer {
     }
 }
 
-impl Reconnector<TcpStream> for TcpDialer {
-    async fn reconnect(&self) -> io::Result<TcpStream> {
+impl Reconnector for TcpDialer {
+    async fn reconnect(&self) -> io::Result<impl Transport> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr.as_str()))
             .await
             .map_err(|_| timed_out(&self.addr))??;
@@ -96,8 +97,8 @@ impl UnixDialer {
     }
 }
 
-impl Reconnector<UnixStream> for UnixDialer {
-    async fn reconnect(&self) -> io::Result<UnixStream> {
+impl Reconnector for UnixDialer {
+    async fn reconnect(&self) -> io::Result<impl Transport> {
         tokio::time::timeout(self.connect_timeout, UnixStream::connect(&self.path))
             .await
             .map_err(|_| timed_out(&self.path.display().to_string()))?
@@ -116,13 +117,15 @@ mod child {
     use transport_stream::{Handle, Options, Stream};
 
     use crate::reconnect::Reconnector;
+    use crate::transport::Transport;
 
     type MakeCommand = dyn Fn() -> Command + Send + Sync;
     type MakeOptions = dyn Fn() -> Options + Send + Sync;
 
     /// Starts a child process on every attempt and uses its stdin/stdout as
-    /// the transport ([`transport_stream::Stream`]), e.g. `ssh host agent`
-    /// where the agent bridges its stdio to the server.
+    /// the transport ([`transport_stream::Stream`], whose stdout and stdin
+    /// are independent halves), e.g. `ssh host agent` where the agent
+    /// bridges its stdio to the server.
     ///
     /// A connection that breaks is dropped by the pipe, which ends and
     /// reaps its child (in the background). Clones share the record of the
@@ -179,8 +182,8 @@ mod child {
         }
     }
 
-    impl Reconnector<Stream> for ChildDialer {
-        async fn reconnect(&self) -> io::Result<Stream> {
+    impl Reconnector for ChildDialer {
+        async fn reconnect(&self) -> io::Result<impl Transport> {
             let stream = Stream::spawn((self.command)(), (self.options)())?;
             *self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(stream.handle());
             Ok(stream)

@@ -55,7 +55,7 @@ use tokio::net::UnixStream;
 
 # #[tokio::main(flavor = "current_thread")]
 # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-let mut server = BackedPipe::<UnixStream>::passive(Options::new());
+let mut server = BackedPipe::passive(Options::new());
 let accept = server.control();
 let dial = move || {
     let accept = accept.clone();
@@ -93,14 +93,16 @@ assert_eq!(client.stats().reconnects, 1);
 //!   socket, an async runtime or the clock; time is an input. Its module
 //!   documentation states the polling order and the time contract. Use it
 //!   directly to run the protocol over anything.
-//! - [`BackedPipe`]: the tokio shell around it, over any transport that is
-//!   `AsyncRead + AsyncWrite + Unpin + Send`. One driver task per pipe; the
-//!   application's reads and writes do the current connection's I/O inline,
-//!   so a payload byte is copied once into the send buffer and otherwise
-//!   moves straight between the transport and the caller's buffer. Reading
-//!   and writing run at once: `tokio::net::UnixStream` and `TcpStream` are
-//!   split into independent halves; other transports into halves that
-//!   share one lock per call, as with `tokio::io::split`.
+//! - [`BackedPipe`]: the tokio shell around it, over any [`Transport`].
+//!   One driver task per pipe; the application's reads and writes do the
+//!   current connection's I/O inline, so a payload byte is copied once
+//!   into the send buffer and otherwise moves straight between the
+//!   transport and the caller's buffer. Reading and writing run at once:
+//!   the transport says how it splits into a read half and a write half
+//!   (sockets and a child's stdio into independent halves; any other
+//!   stream, through [`Joined`], into halves that share one lock per
+//!   call, as with `tokio::io::split`). The pipe carries no transport
+//!   type.
 //! - [`proto`]: the wire format's encoders and decoders.
 //! - [`server`] and [`dial`]: the many-session server and the ready-made
 //!   dialers, built on the public API of the layers above.
@@ -156,6 +158,8 @@ mod recv_buffer;
 #[cfg(all(feature = "tokio", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod server;
+#[cfg(all(feature = "tokio", target_os = "linux"))]
+mod transport;
 
 /// The wire protocol's specification, `docs/protocol.md` in the package.
 ///
@@ -174,6 +178,8 @@ pub use crate::pipe::{BackedPipe, OwnedReadHalf, OwnedWriteHalf, PipeControl, Pi
 pub use crate::reconnect::Reconnector;
 #[cfg(all(feature = "tokio", target_os = "linux"))]
 pub use crate::server::{Listener, ServerOptions};
+#[cfg(all(feature = "tokio", target_os = "linux"))]
+pub use crate::transport::{Halves, Joined, Transport};
 
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]

@@ -65,6 +65,10 @@ use crate::error::Error;
 use crate::options::Options;
 use crate::pipe::{BackedPipe, PipeControl, PipeState, read_hello};
 use crate::proto::{ErrorCode, Hello, SessionId, error_frame};
+use crate::transport::Transport;
+
+/// A connection as the listener holds it, whatever its source.
+type Conn = Box<dyn Transport>;
 
 /// Which peers a [`Listener`] admits by their user id, where the transport
 /// reports one (Unix sockets, through `SO_PEERCRED`).
@@ -169,28 +173,27 @@ impl<C> Accepted<C> {
 /// the listener drops it when it shuts down.
 pub trait Accept: Send + 'static {
     /// The connection type.
-    type Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Conn: Transport;
 
     /// The next connection; `Ok(None)` when the source has ended. An error
     /// is logged and the listener tries again after a short pause (as for
     /// running out of descriptors).
     fn accept(&mut self) -> impl Future<Output = io::Result<Option<Accepted<Self::Conn>>>> + Send;
 
-    /// This source with every connection converted by `map` (e.g. boxed,
-    /// to serve several transports with one [`Listener`]).
+    /// This source with every connection converted by `map` (e.g. a
+    /// socket option set, or each wrapped in a [`Transport`] of one's own).
     ///
     /// ```
     /// use backedpipe::server::{Accept, Listener, ServerOptions};
-    /// use tokio::io::{AsyncRead, AsyncWrite};
-    ///
-    /// trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-    /// impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::io::Result<()> {
     /// let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    /// let listener: Listener<Box<dyn Io>> = Listener::new(ServerOptions::new());
-    /// listener.listen(tcp.map_conn(|conn| Box::new(conn) as Box<dyn Io>));
+    /// let listener = Listener::new(ServerOptions::new());
+    /// listener.listen(tcp.map_conn(|conn| {
+    ///     let _ = conn.set_ttl(16);
+    ///     conn
+    /// }));
     /// # Ok(())
     /// # }
     /// ```
@@ -198,7 +201,7 @@ pub trait Accept: Send + 'static {
     where
         Self: Sized,
         F: FnMut(Self::Conn) -> U + Send + 'static,
-        U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        U: Transport,
     {
         MapConn { source: self, map }
     }
@@ -228,7 +231,7 @@ impl Accept for UnixListener {
     }
 }
 
-impl<C: AsyncRead + AsyncWrite + Unpin + Send + 'static> Accept for mpsc::Receiver<C> {
+impl<C: Transport> Accept for mpsc::Receiver<C> {
     type Conn = C;
 
     async fn accept(&mut self) -> io::Result<Option<Accepted<C>>> {
@@ -252,7 +255,7 @@ impl<A, F, U> Accept for MapConn<A, F>
 where
     A: Accept,
     F: FnMut(A::Conn) -> U + Send + 'static,
-    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    U: Transport,
 {
     type Conn = U;
 
@@ -410,27 +413,27 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-struct Entry<T> {
-    control: PipeControl<T>,
+struct Entry {
+    control: PipeControl,
     /// When the client was last seen leaving, while it is away.
     disconnected_since: Option<Instant>,
 }
 
-struct Table<T> {
-    sessions: HashMap<SessionId, Entry<T>>,
+struct Table {
+    sessions: HashMap<SessionId, Entry>,
     /// New sessions whose first handshake is under way: they count
     /// against `max_sessions`.
     reserved: usize,
 }
 
-struct Router<T> {
+struct Router {
     options: ServerOptions,
     /// The span current where the listener was made: the parent of the
     /// spans of its connections and sessions (see the module's "Logs").
     span: tracing::Span,
-    table: Mutex<Table<T>>,
+    table: Mutex<Table>,
     handshakes: Arc<Semaphore>,
-    accepted: mpsc::Sender<BackedPipe<T>>,
+    accepted: mpsc::Sender<BackedPipe>,
     stopping: watch::Sender<bool>,
     counters: Counters,
 }
@@ -491,19 +494,19 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// but leaves the sessions already handed out to the application: they
 /// work while connected and can no longer be resumed.
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
-pub struct Listener<T> {
-    router: Arc<Router<T>>,
-    accepted: tokio::sync::Mutex<mpsc::Receiver<BackedPipe<T>>>,
+pub struct Listener {
+    router: Arc<Router>,
+    accepted: tokio::sync::Mutex<mpsc::Receiver<BackedPipe>>,
     sources: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl<T> std::fmt::Debug for Listener<T> {
+impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener").field("sessions", &lock(&self.router.table).sessions.len()).finish_non_exhaustive()
     }
 }
 
-impl Listener<TcpStream> {
+impl Listener {
     /// A listener serving the connections of a TCP listener. Every client
     /// must prove the secret, so one is required.
     ///
@@ -518,7 +521,7 @@ impl Listener<TcpStream> {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn tcp(listener: TcpListener, options: ServerOptions) -> io::Result<Listener<TcpStream>> {
+    pub fn tcp(listener: TcpListener, options: ServerOptions) -> io::Result<Listener> {
         if options.pipe.secret.is_none() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a TCP listener requires a secret"));
         }
@@ -528,7 +531,7 @@ impl Listener<TcpStream> {
     }
 }
 
-impl Listener<UnixStream> {
+impl Listener {
     /// A listener serving the connections of a Unix socket listener, with
     /// the peer uid check of [`ServerOptions::peer_uid`] (by default: the server's
     /// own user only) and the secret, if one is configured.
@@ -536,17 +539,17 @@ impl Listener<UnixStream> {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn unix(listener: UnixListener, options: ServerOptions) -> Listener<UnixStream> {
+    pub fn unix(listener: UnixListener, options: ServerOptions) -> Listener {
         let server = Listener::new(options);
         server.listen(listener);
         server
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
+impl Listener {
     /// A listener with no source yet; add sources with
     /// [`Listener::listen`].
-    pub fn new(options: ServerOptions) -> Listener<T> {
+    pub fn new(options: ServerOptions) -> Listener {
         let (tx, rx) = mpsc::channel(options.accept_backlog.max(1));
         let router = Router {
             handshakes: Arc::new(Semaphore::new(options.max_handshakes.max(1))),
@@ -568,7 +571,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
     /// # Panics
     ///
     /// Outside a tokio runtime.
-    pub fn listen<A: Accept<Conn = T>>(&self, mut source: A) {
+    pub fn listen<A: Accept>(&self, mut source: A) {
         let router = Arc::clone(&self.router);
         let mut stopping = router.stopping.subscribe();
         let span = router.span.clone();
@@ -580,7 +583,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
                         _ = stopping.wait_for(|stop| *stop) => return,
                     };
                     match accepted {
-                        Ok(Some(accepted)) => {
+                        Ok(Some(Accepted { conn, credentials })) => {
+                            let accepted = Accepted { conn: Box::new(conn) as Conn, credentials };
                             bump(&router.counters.connections);
                             match Arc::clone(&router.handshakes).try_acquire_owned() {
                                 Ok(permit) => {
@@ -618,7 +622,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
     /// # Cancel safety
     ///
     /// Cancel safe: a dropped call loses no session.
-    pub async fn accept(&self) -> Option<BackedPipe<T>> {
+    pub async fn accept(&self) -> Option<BackedPipe> {
         let mut stopping = self.router.stopping.subscribe();
         let mut accepted = self.accepted.lock().await;
         tokio::select! {
@@ -649,12 +653,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
 
     /// The controls of every session the listener holds (e.g. to cut all
     /// their connections with `force_reconnect`).
-    pub fn sessions(&self) -> Vec<PipeControl<T>> {
+    pub fn sessions(&self) -> Vec<PipeControl> {
         lock(&self.router.table).sessions.values().map(|entry| entry.control.clone()).collect()
     }
 
     /// The control of the session `id`, if the listener holds it.
-    pub fn session(&self, id: SessionId) -> Option<PipeControl<T>> {
+    pub fn session(&self, id: SessionId) -> Option<PipeControl> {
         lock(&self.router.table).sessions.get(&id).map(|entry| entry.control.clone())
     }
 
@@ -699,7 +703,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener<T> {
     }
 }
 
-impl<T> Drop for Listener<T> {
+impl Drop for Listener {
     fn drop(&mut self) {
         self.router.stopping.send_replace(true);
         for task in lock(&self.sources).drain(..) {
@@ -708,9 +712,9 @@ impl<T> Drop for Listener<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
+impl Router {
     /// Admits, reads the HELLO of, and routes one new connection.
-    async fn serve(self: Arc<Self>, accepted: Accepted<T>, permit: OwnedSemaphorePermit) {
+    async fn serve(self: Arc<Self>, accepted: Accepted<Conn>, permit: OwnedSemaphorePermit) {
         let Accepted { mut conn, credentials } = accepted;
         if !self.options.peer_uid.admits(credentials) {
             bump(&self.counters.refused_peer_uid);
@@ -742,7 +746,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
         }
     }
 
-    async fn resume(&self, conn: T, hello: Hello) {
+    async fn resume(&self, conn: Conn, hello: Hello) {
         let id = hello.session_id();
         // The session it names, whether or not it proves to belong there.
         tracing::Span::current().record("session", tracing::field::display(id));
@@ -764,7 +768,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
     /// Runs a new client's first handshake; `permit` (a handshake slot) is
     /// given back before the session waits for the application to accept
     /// it.
-    async fn start_session(self: Arc<Self>, conn: T, hello: Hello, permit: OwnedSemaphorePermit) {
+    async fn start_session(self: Arc<Self>, conn: Conn, hello: Hello, permit: OwnedSemaphorePermit) {
         if *self.stopping.borrow() {
             return refuse(conn, ErrorCode::Closed, "the server is shutting down").await;
         }
@@ -855,10 +859,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Router<T> {
 
 /// Follows a session: records when its client leaves, expires it when the
 /// client stays away too long, and forgets it when it ends.
-async fn watch_session<T>(router: Weak<Router<T>>, id: SessionId, control: PipeControl<T>, expiry: Duration)
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn watch_session(router: Weak<Router>, id: SessionId, control: PipeControl, expiry: Duration) {
     let mut status = control.watch_status();
     loop {
         let state = status.borrow_and_update().state;

@@ -11,23 +11,28 @@ use std::time::{Duration, Instant};
 
 use backedpipe::proto::{AuthMethod, Hello, Nonce};
 use backedpipe::{BackedPipe, Error, PipeState, Secret};
-use common::{Pair, Transport, options, within};
+use common::{Pair, options, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 #[test]
 fn public_types_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
-    send_sync::<BackedPipe<UnixStream>>();
-    send_sync::<backedpipe::OwnedReadHalf<UnixStream>>();
-    send_sync::<backedpipe::OwnedWriteHalf<UnixStream>>();
-    send_sync::<backedpipe::PipeControl<UnixStream>>();
+    send_sync::<BackedPipe>();
+    send_sync::<backedpipe::OwnedReadHalf>();
+    send_sync::<backedpipe::OwnedWriteHalf>();
+    send_sync::<backedpipe::PipeControl>();
+    send_sync::<backedpipe::Joined<tokio::io::DuplexStream>>();
     send_sync::<backedpipe::core::Core>();
     send_sync::<Error>();
     send_sync::<backedpipe::Options>();
     send_sync::<backedpipe::Stats>();
     send_sync::<backedpipe::Status>();
     send_sync::<Hello>();
+    // A connection's halves move into the pipe; nothing shares them.
+    fn send<T: Send>() {}
+    send::<backedpipe::Halves>();
+    send::<Box<dyn backedpipe::Transport>>();
 }
 
 async fn exchange_one(pair: &mut Pair, message: &[u8]) {
@@ -267,7 +272,7 @@ trait FailureExt {
     async fn connected_then_failure(&self) -> Error;
 }
 
-impl FailureExt for BackedPipe<Transport> {
+impl FailureExt for BackedPipe {
     async fn connected_then_failure(&self) -> Error {
         let mut status = self.watch_status();
         status.wait_for(|s| s.state == PipeState::Closed).await.unwrap();

@@ -128,7 +128,10 @@ mod dialer {
             .await;
         }
         let halves = within(120, "streams", streams).await.unwrap().expect("both directions intact");
-        assert!(control.stats().reconnects >= kills, "{:?}", control.stats());
+        let stats = control.stats();
+        assert!(stats.reconnects >= kills, "{stats:?}");
+        // A child's stdout and stdin are the connection's independent halves.
+        assert!(stats.independent_halves > stats.reconnects && stats.shared_halves == 0, "{stats:?}");
         assert!(listener.stats().resumes_routed >= kills);
         drop(halves);
         control.close();

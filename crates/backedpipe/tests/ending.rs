@@ -14,7 +14,7 @@ use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 use backedpipe::{BackedPipe, Error, PipeState};
-use common::{Faulty, Pair, Transport, dialer, options, within};
+use common::{Faulty, Pair, dialer, options, within};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -152,7 +152,7 @@ async fn a_close_right_before_the_runtime_ends_reaches_the_peer() {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         theirs.set_nonblocking(true).unwrap();
-        let server = BackedPipe::<Transport>::passive(options());
+        let server = BackedPipe::passive(options());
         server.resume(Faulty::new(UnixStream::from_std(theirs).unwrap()).0).unwrap();
         let ours = Mutex::new(Some(ours));
         let dial = move || {
@@ -222,7 +222,7 @@ fn pattern(at: u64) -> u8 {
 async fn a_close_while_a_write_is_on_the_wire_ends_the_peer_cleanly() {
     const CHUNK: usize = 64 << 10;
     for round in 0..100u64 {
-        let mut server = BackedPipe::<UnixStream>::passive(options());
+        let mut server = BackedPipe::passive(options());
         let accept = server.control();
         let dial = move || {
             let accept = accept.clone();
@@ -287,14 +287,14 @@ async fn a_close_while_a_write_is_on_the_wire_ends_the_peer_cleanly() {
 /// gets it when it connects. By default flush waits for a connection.
 #[tokio::test]
 async fn flush_can_complete_while_disconnected_and_the_bytes_follow() {
-    let mut waiting = BackedPipe::<Transport>::passive(options());
+    let mut waiting = BackedPipe::passive(options());
     within(5, "write", waiting.write_all(b"x")).await.unwrap();
     let flushed = tokio::time::timeout(Duration::from_millis(200), waiting.flush()).await;
     assert!(flushed.is_err(), "the default flush waits for a connection");
     waiting.close();
 
     let queueing = options().flush_waits_for_connection(false);
-    let mut server = BackedPipe::<Transport>::passive(queueing);
+    let mut server = BackedPipe::passive(queueing);
     assert_eq!(server.status().state, PipeState::Disconnected);
     within(5, "write while nobody is connected", server.write_all(b"queued for later")).await.unwrap();
     within(5, "flush while nobody is connected", server.flush()).await.unwrap();
@@ -318,7 +318,7 @@ async fn flush_can_complete_while_disconnected_and_the_bytes_follow() {
 #[tokio::test]
 async fn acknowledged_waits_for_the_peer_and_ends_with_the_pipe() {
     let queueing = options().flush_waits_for_connection(false);
-    let mut server = BackedPipe::<Transport>::passive(queueing);
+    let mut server = BackedPipe::passive(queueing);
     within(5, "write", server.write_all(&vec![1u8; 100 << 10])).await.unwrap();
     let control = server.control();
     let acked = tokio::spawn(async move { control.acknowledged().await });

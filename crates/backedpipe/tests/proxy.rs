@@ -22,11 +22,7 @@ static MEMORY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Streams `total` bytes each way between `client` and `session` at once
 /// and checks every byte; returns the pipes' halves when done.
-async fn stream_both_ways(
-    client: BackedPipe<tokio::net::TcpStream>,
-    session: BackedPipe<tokio::net::TcpStream>,
-    total: u64,
-) -> std::io::Result<()> {
+async fn stream_both_ways(client: BackedPipe, session: BackedPipe, total: u64) -> std::io::Result<()> {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = session.into_split();
     let up = async {

@@ -73,7 +73,7 @@ async fn expect_hello(conn: &mut UnixStream) -> (u64, [u8; 16]) {
 
 #[tokio::test]
 async fn write_before_connect_is_delivered_after_connect() {
-    let server = BackedPipe::<UnixStream>::passive(options());
+    let server = BackedPipe::passive(options());
     let gate = Arc::new(Notify::new());
     let accept = server.control();
     let dial = {
@@ -291,7 +291,7 @@ async fn the_old_connection_ending_after_a_reconnect_changes_nothing() {
 
 #[tokio::test]
 async fn a_failed_handshake_leaves_the_pipe_retrying() {
-    let server = BackedPipe::<UnixStream>::passive(options());
+    let server = BackedPipe::passive(options());
     let accept = server.control();
     let dials = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&dials);

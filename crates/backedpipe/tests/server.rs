@@ -8,19 +8,18 @@ use std::time::Duration;
 
 use backedpipe::dial::{TcpDialer, UnixDialer};
 use backedpipe::server::{Listener, PeerUid, ServerOptions, ServerStats};
-use backedpipe::{BackedPipe, Error, PipeState};
+use backedpipe::{BackedPipe, Error, Joined, PipeState};
 use common::net::{
     Gated, TempDir, client_options, eventually, expect_pattern, send_pattern, server_options, tcp_server,
 };
 use common::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 
 #[test]
 fn public_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
-    check::<Listener<TcpStream>>();
-    check::<Listener<UnixStream>>();
+    check::<Listener>();
     check::<ServerOptions>();
     check::<ServerStats>();
     check::<PeerUid>();
@@ -307,17 +306,16 @@ async fn graceful_shutdown_ends_every_stream_after_its_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_stream_of_connections_can_feed_a_listener() {
     // In-memory connections, accepted elsewhere and handed over through a
-    // channel, boxed on the way in.
-    type Conn = Box<dyn common::net::Io>;
-    let (tx, rx) = tokio::sync::mpsc::channel::<tokio::io::DuplexStream>(4);
-    let listener: Listener<Conn> = Listener::new(server_options());
-    listener.listen(backedpipe::server::Accept::map_conn(rx, |conn| Box::new(conn) as Conn));
+    // channel, made transports by `Joined`.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Joined<tokio::io::DuplexStream>>(4);
+    let listener = Listener::new(server_options());
+    listener.listen(rx);
     let dial = move || {
         let tx = tx.clone();
         async move {
             let (ours, theirs) = tokio::io::duplex(64 << 10);
-            tx.send(theirs).await.map_err(|_| std::io::Error::other("listener gone"))?;
-            std::io::Result::Ok(Box::new(ours) as Conn)
+            tx.send(Joined::new(theirs)).await.map_err(|_| std::io::Error::other("listener gone"))?;
+            std::io::Result::Ok(Joined::new(ours))
         }
     };
     let mut client = BackedPipe::connect(dial, client_options());
@@ -328,6 +326,11 @@ async fn any_stream_of_connections_can_feed_a_listener() {
     within(10, "read", session.read_exact(&mut got)).await.unwrap();
     assert_eq!(&got, b"in memory");
     assert_eq!(listener.stats().resumes_routed, 1);
+    // Streams with no split of their own take turns through one lock.
+    let stats = client.stats();
+    assert_eq!((stats.independent_halves, stats.shared_halves), (0, 2), "{stats:?}");
+    let stats = session.stats();
+    assert_eq!((stats.independent_halves, stats.shared_halves), (0, 2), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,10 +60,7 @@ async fn read_side<R: AsyncRead + Unpin>(mut reader: R) -> io::Result<(u64, u64)
     }
 }
 
-async fn exchange<T>(client: BackedPipe<T>, server: BackedPipe<T>, cutter: Arc<Mutex<Option<Arc<Fault>>>>)
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn exchange(client: BackedPipe, server: BackedPipe, cutter: Arc<Mutex<Option<Arc<Fault>>>>) {
     let client_control = client.control();
     let server_control = server.control();
     let cuts = Arc::new(AtomicUsize::new(0));
@@ -88,6 +85,9 @@ where
     assert!(stats.reconnects >= cuts as u64, "{cuts} cuts but {stats:?}");
     assert!(stats.bytes_replayed > 0 || server_control.stats().bytes_replayed > 0, "no cut lost a byte in flight");
     assert_eq!(stats.bytes_received, TOTAL);
+    // Sockets split into independent halves, also behind the fault switch.
+    assert_eq!(stats.shared_halves, 0, "{stats:?}");
+    assert!(stats.independent_halves > stats.reconnects, "{stats:?}");
     assert_eq!(server_control.stats().bytes_received, TOTAL);
 }
 
@@ -113,7 +113,7 @@ async fn unix_socket_pairs_256_mib_each_way_with_cuts() {
 async fn loopback_tcp_256_mib_each_way_with_cuts() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let server = BackedPipe::<Faulty<TcpStream>>::passive(options());
+    let server = BackedPipe::passive(options());
     let accept = server.control();
     let acceptor = tokio::spawn(async move {
         loop {
@@ -159,7 +159,7 @@ async fn unix_listener_sessions_routed_by_hello() {
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let (new_sessions, mut accepted) = tokio::sync::mpsc::unbounded_channel();
     let server = tokio::spawn(async move {
-        let mut sessions: HashMap<SessionId, backedpipe::PipeControl<UnixStream>> = HashMap::new();
+        let mut sessions: HashMap<SessionId, backedpipe::PipeControl> = HashMap::new();
         loop {
             let Ok((mut conn, _)) = listener.accept().await else { return };
             let Ok(Ok(hello)) =

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use backedpipe::server::{Accept, Listener};
+use backedpipe::server::Listener;
 use backedpipe::{BackedPipe, PipeControl, PipeState};
 use ptysession::framing::{self, ServeOutcome};
 use ptysession::{Session, SessionManager, State};
@@ -27,7 +27,7 @@ use crate::protocol::{
     self, ClientHello, ErrorKind, Exit, NewSession, Request, Response, SessionEntry, SessionState, Size, VERSION,
 };
 use crate::secret;
-use crate::transport::{self, Conn};
+use crate::transport;
 
 /// How long a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -486,7 +486,7 @@ async fn finish<C: AsyncRead + AsyncWrite + Unpin>(mut conn: C, timeout: Option<
 
 /// Closes a client's pipe when the client stays away longer than it asked
 /// the server to wait.
-async fn expire_when_away(control: PipeControl<Conn>, window: Duration) {
+async fn expire_when_away(control: PipeControl, window: Duration) {
     let mut status = control.watch_status();
     loop {
         let away = status.wait_for(|status| status.state != PipeState::Connected).await.map(|s| s.state);
@@ -578,10 +578,10 @@ pub(crate) async fn run(runtime: RuntimeDir, config: ServeConfig) -> Result<()> 
         .with_context(|| format!("cannot make {} private", socket.display()))?;
     write_pid_file(&runtime.pid_file())?;
     let local = Listener::new(transport::server_config(None));
-    local.listen(unix.map_conn(|conn| Box::new(conn) as Conn));
+    local.listen(unix);
     // TCP clients get a listener of their own, so that a session begun on
     // one kind of transport is never resumed through the other.
-    let mut remote: Option<Listener<Conn>> = None;
+    let mut remote: Option<Listener> = None;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "server listening");
     if let Some(addr) = &config.listen {
         let path = config.secret_file.clone().unwrap_or_else(|| runtime.secret_file());
@@ -589,11 +589,8 @@ pub(crate) async fn run(runtime: RuntimeDir, config: ServeConfig) -> Result<()> 
         let tcp = TcpListener::bind(addr.as_str()).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = tcp.local_addr().context("cannot read the TCP address")?;
         let listener = Listener::new(transport::server_config(Some(secret)));
-        listener.listen(tcp.map_conn(|conn| {
-            // Small frames (handshakes, acknowledgements) must not wait.
-            let _ = conn.set_nodelay(true);
-            Box::new(conn) as Conn
-        }));
+        // backedpipe's TCP source sets `TCP_NODELAY` on every connection.
+        listener.listen(tcp);
         remote = Some(listener);
         tracing::info!(%local, secret = %path.display(), generated, "listening on TCP");
         say(&format!(
@@ -648,7 +645,7 @@ pub(crate) async fn run(runtime: RuntimeDir, config: ServeConfig) -> Result<()> 
 }
 
 /// The next new client of `listener`; pending for ever without one.
-async fn accept_from(listener: Option<&Listener<Conn>>) -> Option<BackedPipe<Conn>> {
+async fn accept_from(listener: Option<&Listener>) -> Option<BackedPipe> {
     match listener {
         Some(listener) => listener.accept().await,
         None => std::future::pending().await,
@@ -657,8 +654,8 @@ async fn accept_from(listener: Option<&Listener<Conn>>) -> Option<BackedPipe<Con
 
 /// Drops every client's current connection; the clients resume on new ones
 /// (`SIGUSR1`, for trying out resumption).
-fn cut_all(local: &Listener<Conn>, remote: Option<&Listener<Conn>>) {
-    let controls: Vec<PipeControl<Conn>> =
+fn cut_all(local: &Listener, remote: Option<&Listener>) {
+    let controls: Vec<PipeControl> =
         local.sessions().into_iter().chain(remote.into_iter().flat_map(Listener::sessions)).collect();
     tracing::info!(pipes = controls.len(), "cutting every client connection");
     for control in controls {
@@ -670,8 +667,9 @@ fn cut_all(local: &Listener<Conn>, remote: Option<&Listener<Conn>>) {
 
 /// Serves one accepted pipe, closing it when the client stays away longer
 /// than its resume window.
-async fn serve_pipe(server: Server, pipe: BackedPipe<Conn>) {
+async fn serve_pipe(server: Server, pipe: BackedPipe) {
     let control = pipe.control();
+    tracing::info!(session = %control.session_id(), stats = ?control.stats(), "client connected");
     let expiry = control.clone();
     let mut watcher = None;
     server

@@ -16,9 +16,8 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use backedpipe::server::{PeerUid, ServerOptions};
 use backedpipe::{
-    BackedPipe, Backoff, Options, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Reconnector, Secret,
+    BackedPipe, Backoff, Options, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Reconnector, Secret, Transport,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 
@@ -26,13 +25,10 @@ use crate::autostart;
 use crate::cli::with_causes;
 use crate::paths::RuntimeDir;
 
-/// Any byte stream a pipe can run over.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
-
-/// A transport connection, whatever it is.
-pub(crate) type Conn = Box<dyn Io>;
+/// A transport connection, whatever it is: a Unix socket, a TCP
+/// connection or a `--via` process's stdio, each split by the pipe into
+/// independent halves.
+type Conn = Box<dyn Transport>;
 
 /// How long the first connection (dial and handshake) may take.
 const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -81,6 +77,15 @@ impl Target {
         }
     }
 
+    /// The kind of transport, for logs: `unix`, `tcp` or `via`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Target::Local { .. } => "unix",
+            Target::Tcp { .. } => "tcp",
+            Target::Via { .. } => "via",
+        }
+    }
+
     fn has_secret(&self) -> bool {
         matches!(self, Target::Tcp { secret: Some(_), .. })
     }
@@ -124,7 +129,7 @@ struct DialNotes {
     /// session with it) has ended, so there is nothing to resume.
     server_gone: bool,
     /// The pipe, to close it when there is nothing to resume.
-    control: Option<PipeControl<Conn>>,
+    control: Option<PipeControl>,
 }
 
 /// Ends every `--via` process still running, and waits until each is
@@ -204,8 +209,8 @@ impl Dialer {
     }
 }
 
-impl Reconnector<Conn> for Dialer {
-    async fn reconnect(&self) -> io::Result<Conn> {
+impl Reconnector for Dialer {
+    async fn reconnect(&self) -> io::Result<impl Transport> {
         let first = lock(&self.first).take();
         match first {
             Some(conn) => Ok(conn),
@@ -222,7 +227,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// whether it is connected right now.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    pipe: BackedPipe<Conn>,
+    pipe: BackedPipe,
     target: Target,
     transports: Transports,
 }
@@ -275,7 +280,12 @@ pub(crate) async fn connect(target: &Target) -> Result<Connection> {
     let pipe = BackedPipe::connect(dialer, pipe_config(secret, Some(target.resume_window())));
     lock(&notes).control = Some(pipe.control());
     match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, first_handshake(&pipe)).await {
-        Ok(Ok(())) => Ok(Connection { pipe, target: target.clone(), transports: Transports(notes) }),
+        Ok(Ok(())) => {
+            // The counters say, among others, how the transport split
+            // (every kind splits into independent halves).
+            tracing::info!(transport = target.kind(), stats = ?pipe.stats(), "connected");
+            Ok(Connection { pipe, target: target.clone(), transports: Transports(notes) })
+        }
         Ok(Err(failure)) => {
             pipe.close();
             let explained = explain_first_failure(target, failure, &notes);
@@ -292,7 +302,7 @@ pub(crate) async fn connect(target: &Target) -> Result<Connection> {
 
 /// Waits for the first successful handshake; the first failed attempt (or
 /// the pipe's end) is an error, not a retry.
-async fn first_handshake(pipe: &BackedPipe<Conn>) -> Result<(), Option<backedpipe::Error>> {
+async fn first_handshake(pipe: &BackedPipe) -> Result<(), Option<backedpipe::Error>> {
     let mut status = pipe.watch_status();
     loop {
         let state = status.borrow_and_update().state;
@@ -372,7 +382,7 @@ impl Connection {
     }
 
     /// The connection as one stream (for the control exchange).
-    pub(crate) fn stream(&mut self) -> &mut BackedPipe<Conn> {
+    pub(crate) fn stream(&mut self) -> &mut BackedPipe {
         &mut self.pipe
     }
 
@@ -389,9 +399,7 @@ impl Connection {
 
     /// Splits the connection into its halves, whether it is connected (a
     /// watch that follows every break and resume), and its control.
-    pub(crate) fn split(
-        self,
-    ) -> (OwnedReadHalf<Conn>, OwnedWriteHalf<Conn>, watch::Receiver<bool>, PipeControl<Conn>, Transports) {
+    pub(crate) fn split(self) -> (OwnedReadHalf, OwnedWriteHalf, watch::Receiver<bool>, PipeControl, Transports) {
         let control = self.pipe.control();
         let mut status = self.pipe.watch_status();
         let (link_tx, link_rx) = watch::channel(true);

@@ -4,56 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Stdio};
-use std::time::Duration;
 
-use common::{Sandbox, Term};
-
-/// A foreground `rpty serve`, stopped with SIGTERM when dropped.
-struct Served {
-    child: Child,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        for _ in 0..500 {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `rpty serve --listen 127.0.0.1:0` and returns it with the
-/// address it listens on.
-fn serve(sandbox: &Sandbox) -> (Served, String) {
-    let mut command = sandbox.command(&["serve", "--listen", "127.0.0.1:0"]);
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let served = Served { child };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(common::STEP_TIMEOUT).expect("rpty serve says where it listens");
-    let addr = line
-        .split_whitespace()
-        .find(|word| word.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .trim_end_matches(';')
-        .to_owned();
-    (served, addr)
-}
+use common::{Sandbox, Term, serve};
 
 #[test]
 fn tcp_without_the_secret_is_refused_and_with_it_works() {

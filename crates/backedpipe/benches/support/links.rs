@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backedpipe::{BackedPipe, Options, Reconnector};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use backedpipe::{BackedPipe, Options, Reconnector, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 /// The newest connection's socket, shared with whoever cuts it.
@@ -26,15 +26,11 @@ pub(crate) fn cut(current: &Mutex<Option<OwnedFd>>) {
 /// `client` and returns how long until `peer` has read it. Then waits
 /// (untimed) until both sides have finished the new handshake, so that
 /// each call measures one whole reconnect.
-pub(crate) async fn timed_resume<C, P>(
-    client: &mut BackedPipe<C>,
-    peer: &mut BackedPipe<P>,
+pub(crate) async fn timed_resume(
+    client: &mut BackedPipe,
+    peer: &mut BackedPipe,
     current: &Mutex<Option<OwnedFd>>,
-) -> Duration
-where
-    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    P: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> Duration {
     let (before, peer_before) = (client.stats().reconnects, peer.stats().reconnects);
     cut(current);
     let started = Instant::now();
@@ -50,7 +46,7 @@ where
 
 /// A connected pair of pipes; every dial makes a new Unix socket pair and
 /// hands one end to the passive side.
-pub(crate) async fn unix_pipes(options: Options) -> (BackedPipe<UnixStream>, BackedPipe<UnixStream>, Cutter) {
+pub(crate) async fn unix_pipes(options: Options) -> (BackedPipe, BackedPipe, Cutter) {
     let server = BackedPipe::passive(options.clone());
     let accept = server.control();
     let current: Cutter = Arc::new(Mutex::new(None));
@@ -79,8 +75,8 @@ pub(crate) struct CuttableDialer {
     pub(crate) current: Cutter,
 }
 
-impl Reconnector<TcpStream> for CuttableDialer {
-    async fn reconnect(&self) -> io::Result<TcpStream> {
+impl Reconnector for CuttableDialer {
+    async fn reconnect(&self) -> io::Result<impl Transport> {
         let stream = TcpStream::connect(self.addr).await?;
         stream.set_nodelay(true)?;
         *self.current.lock().unwrap() = Some(stream.as_fd().try_clone_to_owned()?);

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 pub mod net;
 
-use backedpipe::{BackedPipe, Backoff, Options, PipeControl};
+use backedpipe::{BackedPipe, Backoff, Halves, Options, PipeControl, Transport};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// Awaits `future`, failing the test if it takes longer than `seconds`.
 pub async fn within<F: Future>(seconds: u64, what: &str, future: F) -> F::Output {
@@ -62,16 +62,64 @@ impl Fault {
     }
 }
 
-/// A transport with a [`Fault`] switch.
+/// A transport with a [`Fault`] switch. A socket in it splits into
+/// independent halves, each with the same switch.
 pub struct Faulty<S> {
     inner: S,
-    fault: Arc<Fault>,
+    fault: Switch,
+}
+
+/// A connection's hold on its [`Fault`]: dropping it wakes whoever waits
+/// on the fault, as the end of a connection would.
+struct Switch(Arc<Fault>);
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.0.wake();
+    }
+}
+
+impl std::ops::Deref for Switch {
+    type Target = Fault;
+    fn deref(&self) -> &Fault {
+        &self.0
+    }
 }
 
 impl<S> Faulty<S> {
     pub fn new(inner: S) -> (Faulty<S>, Arc<Fault>) {
         let fault = Arc::new(Fault::default());
-        (Faulty { inner, fault: Arc::clone(&fault) }, fault)
+        (Faulty::with_fault(inner, Arc::clone(&fault)), fault)
+    }
+
+    /// `inner` with the switch `fault`.
+    pub fn with_fault(inner: S, fault: Arc<Fault>) -> Faulty<S> {
+        Faulty { inner, fault: Switch(fault) }
+    }
+
+    /// Splits into halves with `into_split` and puts each behind the same
+    /// switch.
+    fn split<R, W>(self, into_split: impl FnOnce(S) -> (R, W)) -> Halves
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let Faulty { inner, fault } = self;
+        let (read, write) = into_split(inner);
+        let read = Faulty::with_fault(read, Arc::clone(&fault.0));
+        Halves::independent(read, Faulty::with_fault(write, Arc::clone(&fault.0)))
+    }
+}
+
+impl Transport for Faulty<UnixStream> {
+    fn into_halves(self: Box<Self>) -> Halves {
+        self.split(UnixStream::into_split)
+    }
+}
+
+impl Transport for Faulty<TcpStream> {
+    fn into_halves(self: Box<Self>) -> Halves {
+        self.split(TcpStream::into_split)
     }
 }
 
@@ -131,12 +179,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Faulty<S> {
     }
 }
 
-impl<S> Drop for Faulty<S> {
-    fn drop(&mut self) {
-        self.fault.wake();
-    }
-}
-
 /// The idle timeout of [`options`].
 pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -154,13 +196,14 @@ pub fn backoff() -> Backoff {
     Backoff::new().initial_delay(Duration::from_millis(5)).max_delay(Duration::from_millis(100))
 }
 
-pub type Transport = Faulty<UnixStream>;
+/// The transport of a [`Pair`].
+pub type Conn = Faulty<UnixStream>;
 
 /// Two pipes over Unix socket pairs: every dial of the client makes a new
 /// pair and hands one end to the server pipe.
 pub struct Pair {
-    pub client: BackedPipe<Transport>,
-    pub server: BackedPipe<Transport>,
+    pub client: BackedPipe,
+    pub server: BackedPipe,
     /// Dials so far.
     pub dials: Arc<AtomicUsize>,
     /// The fault switch of the client's newest connection.
@@ -169,7 +212,7 @@ pub struct Pair {
 
 impl Pair {
     pub fn new(client_options: Options, server_options: Options) -> Pair {
-        let server = BackedPipe::<Transport>::passive(server_options);
+        let server = BackedPipe::passive(server_options);
         let dials = Arc::new(AtomicUsize::new(0));
         let newest = Arc::new(Mutex::new(None));
         let dial = dialer(server.control(), Arc::clone(&dials), Arc::clone(&newest));
@@ -191,10 +234,10 @@ impl Pair {
 
 /// A dialler that connects to `server` over a new Unix socket pair.
 pub fn dialer(
-    server: PipeControl<Transport>,
+    server: PipeControl,
     dials: Arc<AtomicUsize>,
     newest: Arc<Mutex<Option<Arc<Fault>>>>,
-) -> impl Fn() -> Pin<Box<dyn Future<Output = io::Result<Transport>> + Send>> + Send + Sync + 'static {
+) -> impl Fn() -> Pin<Box<dyn Future<Output = io::Result<Conn>> + Send>> + Send + Sync + 'static {
     move || {
         let server = server.clone();
         let dials = Arc::clone(&dials);
@@ -204,7 +247,7 @@ pub fn dialer(
             let (ours, theirs) = UnixStream::pair()?;
             let (ours, fault) = Faulty::new(ours);
             // Both ends share the switch: a cut loses what is in flight.
-            let theirs = Faulty { inner: theirs, fault: Arc::clone(&fault) };
+            let theirs = Faulty::with_fault(theirs, Arc::clone(&fault));
             server.resume(theirs).map_err(io::Error::from)?;
             *newest.lock().unwrap() = Some(fault);
             Ok(ours)

@@ -13,7 +13,7 @@ use std::time::Duration;
 use backedpipe::dial::TcpDialer;
 use backedpipe::proto::{ErrorCode, FrameHeader, FrameKind, HEADER_LEN};
 use backedpipe::server::{Listener, ServerOptions};
-use backedpipe::{Options, Reconnector, Secret};
+use backedpipe::{Options, Reconnector, Secret, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -33,7 +33,7 @@ pub fn server_options() -> ServerOptions {
 }
 
 /// A listener on a fresh loopback port.
-pub async fn tcp_server(options: ServerOptions) -> (Listener<TcpStream>, SocketAddr) {
+pub async fn tcp_server(options: ServerOptions) -> (Listener, SocketAddr) {
     let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let addr = tcp.local_addr().expect("local address");
     (Listener::tcp(tcp, options).expect("listener"), addr)
@@ -61,8 +61,8 @@ impl Gated {
     }
 }
 
-impl Reconnector<TcpStream> for Gated {
-    async fn reconnect(&self) -> io::Result<TcpStream> {
+impl Reconnector for Gated {
+    async fn reconnect(&self) -> io::Result<impl Transport> {
         if self.shut.load(Ordering::SeqCst) {
             return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "gate shut by the test"));
         }
@@ -178,8 +178,3 @@ pub async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
-
-/// Any transport, for boxing different connection types into one.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}

@@ -1,11 +1,12 @@
 //! Helpers shared by the end-to-end tests: a [`Sandbox`] (an isolated
-//! runtime directory whose server is stopped at the end) and a [`Term`]
+//! runtime directory whose server is stopped at the end), a foreground
+//! server listening on TCP too ([`serve`]) and a [`Term`]
 //! (a pseudo-terminal running the real `rpty` binary, typed into and read
 //! as a person would).
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -140,6 +141,50 @@ impl Drop for Sandbox {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A foreground `rpty serve`, stopped with SIGTERM when dropped.
+pub struct Served {
+    child: Child,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        for _ in 0..500 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `rpty serve --listen 127.0.0.1:0` in `sandbox` and returns it
+/// with the address it listens on.
+pub fn serve(sandbox: &Sandbox) -> (Served, String) {
+    let mut command = sandbox.command(&["serve", "--listen", "127.0.0.1:0"]);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let served = Served { child };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(STEP_TIMEOUT).expect("rpty serve says where it listens");
+    let addr = line
+        .split_whitespace()
+        .find(|word| word.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches(';')
+        .to_owned();
+    (served, addr)
 }
 
 /// Whether process `pid` exists and is not a zombie.
