@@ -37,7 +37,7 @@ struct Relay {
 }
 
 /// Relays the client's `number`th connection to the server's pipe.
-async fn relay(relay: Arc<Relay>, number: usize, mut client: TcpStream, server: PipeControl<UnixStream>) {
+async fn relay(relay: Arc<Relay>, number: usize, mut client: TcpStream, server: PipeControl) {
     let Ok(hello) = read_hello(&mut client).await else { return };
     let (near, far) = UnixStream::pair().expect("socket pair");
     if server.resume_with_hello(near, hello).is_err() {
@@ -97,7 +97,7 @@ async fn a_resume_that_skips_late_bytes_of_the_old_connection_flows_at_once() {
     let addr = listener.local_addr().unwrap();
 
     let controls = Arc::new(Relay::default());
-    let server = BackedPipe::<UnixStream>::passive(Options::new());
+    let server = BackedPipe::passive(Options::new());
     {
         let controls = Arc::clone(&controls);
         let server = server.control();
