@@ -110,13 +110,14 @@ assert_eq!(client.stats().reconnects, 1);
 //! # Features
 //!
 //! - `tokio` (default): the tokio shell: [`BackedPipe`] and its halves,
-//!   [`PipeControl`], [`read_hello`], [`Reconnector`], the [`server`]
-//!   ([`Listener`]) and the [`dial`] modules. Without it the crate is the
-//!   sans-IO [`core`], the wire format ([`proto`]), the configuration
-//!   ([`Options`], [`Secret`], [`Backoff`]) and [`Error`], and depends on
-//!   no async runtime.
+//!   [`PipeControl`], [`read_hello`], [`Transport`] and [`Joined`],
+//!   [`Reconnector`], the [`server`] ([`Listener`]) and the [`dial`]
+//!   modules. Without it the crate is the sans-IO [`core`], the wire
+//!   format ([`proto`]), the configuration ([`Options`], [`Secret`],
+//!   [`Backoff`]) and [`Error`], and depends on no async runtime.
 //! - `child-stdio`: `dial::ChildDialer`, a child process's stdin/stdout
-//!   as the transport (through `transport-stream`). Implies `tokio`.
+//!   as the transport (through `transport-stream`, whose `Stream` is then
+//!   a [`Transport`] with independent halves). Implies `tokio`.
 //!
 //! # Caveats
 //!

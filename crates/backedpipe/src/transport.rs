@@ -37,18 +37,12 @@ use tokio::net::{TcpStream, UnixStream};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// // Sockets are transports as they are; other streams through `Joined`.
-/// fn transports() -> Vec<Box<dyn Transport>> {
-///     let (socket, _) = std::os::unix::net::UnixStream::pair().unwrap();
-///     socket.set_nonblocking(true).unwrap();
-///     let (memory, _) = tokio::io::duplex(1024);
-///     vec![
-///         Box::new(tokio::net::UnixStream::from_std(socket).unwrap()),
-///         Box::new(Joined::new(memory)),
-///     ]
-/// }
+/// let (socket, _) = tokio::net::UnixStream::pair().unwrap();
+/// let (memory, _) = tokio::io::duplex(1024);
+/// let transports: Vec<Box<dyn Transport>> = vec![Box::new(socket), Box::new(Joined::new(memory))];
 ///
 /// let pipe = BackedPipe::passive(Options::new());
-/// for conn in transports() {
+/// for conn in transports {
 ///     pipe.resume(conn).unwrap();
 /// }
 /// assert_eq!(pipe.stats().independent_halves, 1);
