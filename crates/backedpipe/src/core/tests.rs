@@ -357,6 +357,117 @@ fn a_new_session_hello_is_refused_once_established() {
     assert_eq!(server.current_generation(), Some(sg));
 }
 
+/// Takes the HELLO a client's new connection sends: decoded, and as bytes
+/// to hand on.
+fn take_hello(now: Instant, client: &mut Core, generation: Generation) -> (Hello, Vec<u8>) {
+    let bytes: Vec<u8> = client.poll_transmit(generation).unwrap().parts().concat();
+    client.transmitted(now, generation, bytes.len());
+    (Hello::decode(&bytes).unwrap().0, bytes)
+}
+
+#[test]
+fn the_server_confirms_a_verified_proof_before_anything_else() {
+    for secret in [None, Some(Secret::new(b"the right secret".to_vec()))] {
+        let now = Instant::now();
+        let mut client = Core::active(options().secret(secret.clone()));
+        let mut server = Core::passive(options().secret(secret), SessionId::from_bytes([9; 16]));
+        server.write(b"queued before the client came").unwrap();
+        server.shutdown_write().unwrap();
+        let cg = client.connect(now, nonce(1)).unwrap();
+        let sg = server.accept(now, nonce(2)).unwrap();
+        pump(now, &mut client, cg, &mut server, sg); // HELLO
+        pump(now, &mut server, sg, &mut client, cg); // WELCOME
+        assert_eq!(client.state(), ConnectionState::Connected, "the client writes right after its PROOF");
+        assert!(!client.is_confirmed());
+        pump(now, &mut client, cg, &mut server, sg); // PROOF
+        let sent: Vec<u8> = server.poll_transmit(sg).unwrap().parts().concat();
+        assert_eq!(sent[0], FrameKind::Ack.to_byte(), "the confirmation comes first");
+        assert_eq!(sent.len(), HEADER_LEN + 9, "and alone, before DATA");
+        assert_eq!(sent[HEADER_LEN..HEADER_LEN + 8], 0u64.to_be_bytes());
+        server.transmitted(now, sg, sent.len());
+        client.handle_read(now, cg, &sent[..HEADER_LEN - 1]);
+        assert!(!client.is_confirmed(), "not before a whole header");
+        client.handle_read(now, cg, &sent[HEADER_LEN - 1..]);
+        assert!(client.is_confirmed());
+        settle(now, &mut client, cg, &mut server, sg);
+        assert_eq!(read_all(&mut client), b"queued before the client came");
+        assert!(matches!(client.read(&mut [0; 4]), ReadOutcome::EndOfStream));
+    }
+}
+
+#[test]
+fn a_resume_is_confirmed_too_even_with_nothing_to_send() {
+    let (now, mut client, cg, mut server, sg) = connected_pair(options());
+    assert!(client.is_confirmed());
+    client.connection_lost(now, cg);
+    server.connection_lost(now, sg);
+    let cg = client.connect(now, nonce(3)).unwrap();
+    let (hello, bytes) = take_hello(now, &mut client, cg);
+    assert!(!hello.is_unconfirmed(), "a confirmed session is resumed plainly");
+    let sg = server.accept(now, nonce(4)).unwrap();
+    server.handle_read(now, sg, &bytes);
+    pump(now, &mut server, sg, &mut client, cg); // WELCOME
+    pump(now, &mut client, cg, &mut server, sg); // PROOF
+    let sent: Vec<u8> = server.poll_transmit(sg).unwrap().parts().concat();
+    assert_eq!((sent[0], sent.len()), (FrameKind::Ack.to_byte(), HEADER_LEN + 9));
+}
+
+#[test]
+fn an_unconfirmed_client_flags_its_session_id_until_the_server_speaks() {
+    let now = Instant::now();
+    let mut client = Core::active(options());
+    let mut server = Core::passive(options(), SessionId::from_bytes([9; 16]));
+    client.write(b"request").unwrap();
+    let cg = client.connect(now, nonce(1)).unwrap();
+    let sg = server.accept(now, nonce(2)).unwrap();
+    pump(now, &mut client, cg, &mut server, sg); // HELLO
+    pump(now, &mut server, sg, &mut client, cg); // WELCOME
+    // The PROOF (and the request) never reach the server.
+    let lost: Vec<u8> = client.poll_transmit(cg).unwrap().parts().concat();
+    client.transmitted(now, cg, lost.len());
+    client.connection_lost(now, cg);
+    server.connection_lost(now, sg);
+    assert_eq!(client.session_id(), server.session_id(), "adopted from the WELCOME");
+    assert!(!client.is_confirmed());
+    assert_eq!(server.first_handshake(), FirstHandshake::Failed);
+
+    // The next HELLO names the id, flagged; the passive core that owns
+    // the id takes it (a listener would start the session under it).
+    let cg = client.connect(now, nonce(3)).unwrap();
+    let (hello, bytes) = take_hello(now, &mut client, cg);
+    assert_eq!(hello.session_id(), server.session_id());
+    assert!(hello.is_unconfirmed());
+    assert_eq!((hello.reader_seq(), hello.flags() & FLAG_EOS_RECEIVED), (0, 0));
+    let sg = server.accept(now, nonce(4)).unwrap();
+    server.handle_read(now, sg, &bytes);
+    settle(now, &mut client, cg, &mut server, sg);
+    assert!(client.is_confirmed());
+    assert_eq!(server.first_handshake(), FirstHandshake::Completed);
+    assert_eq!(read_all(&mut server), b"request");
+
+    // Confirmed: later resumes are plain.
+    client.connection_lost(now, cg);
+    let cg = client.connect(now, nonce(5)).unwrap();
+    assert!(!take_hello(now, &mut client, cg).0.is_unconfirmed());
+}
+
+#[test]
+fn an_error_after_the_proof_is_no_confirmation() {
+    let now = Instant::now();
+    // A client that claims more than the server ever wrote: the server
+    // answers its PROOF with ERROR InvalidSequence, not a confirmation.
+    let mut client = Core::active(options());
+    client.recv_seq = 50;
+    let mut server = Core::passive(options(), SessionId::from_bytes([3; 16]));
+    server.write(&[1; 10]).unwrap();
+    let cg = client.connect(now, nonce(1)).unwrap();
+    let sg = server.accept(now, nonce(2)).unwrap();
+    settle(now, &mut client, cg, &mut server, sg);
+    assert!(matches!(client.failure(), Some(Error::Remote { code: ErrorCode::InvalidSequence, .. })));
+    assert!(!client.is_confirmed());
+    assert_eq!(server.first_handshake(), FirstHandshake::Failed);
+}
+
 #[test]
 fn idle_pipe_gives_its_memory_back() {
     let (now, mut client, cg, mut server, sg) = connected_pair(options());
