@@ -68,7 +68,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::core::{ConnectionState, Core, Event, Generation, ReadOutcome, Role};
+use crate::core::{ConnectionState, Core, Event, FirstHandshake, Generation, ReadOutcome, Role};
 use crate::error::Error;
 use crate::options::Options;
 use crate::proto::{self, DecodeError, Hello, Nonce, SessionId};
@@ -1827,6 +1827,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PipeControl<T> {
     /// handshake).
     pub fn session_id(&self) -> SessionId {
         self.shared.lock().core.session_id()
+    }
+
+    /// Passive side: how the first handshake stands, read from the core
+    /// (the published status follows it only once the state's lock is
+    /// released). The server enters a new session in its table by it.
+    pub(crate) fn first_handshake(&self) -> FirstHandshake {
+        self.shared.lock().core.first_handshake()
     }
 
     /// Passive side: hands the pipe a new connection; see
