@@ -1,8 +1,10 @@
-//! backedpipe's two cores over the simulated link, driven by arbitrary
-//! operation sequences (writes, reads, cuts at any byte offset, one-sided
-//! cuts, stalls, black holes, forced reconnects, failing dials, half-close,
-//! close); afterwards both streams must be byte-exact, as in the proptest
-//! model.
+//! backedpipe's client core and a server (one passive core, or a session
+//! table that routes connections by their HELLO as the `Listener` does)
+//! over the simulated link, driven by arbitrary operation sequences
+//! (writes, reads, cuts at any byte offset, first handshake included,
+//! one-sided cuts, stalls, black holes, forced reconnects, failing dials,
+//! half-close, close); afterwards both streams must be byte-exact and no
+//! session lost, as in the proptest model.
 
 #![no_main]
 

@@ -116,8 +116,8 @@ use sha2::Sha256;
 use crate::error::Error;
 use crate::options::{Options, Secret};
 use crate::proto::{
-    self, AuthMethod, Control, DecodeError, ErrorCode, FLAG_EOS_RECEIVED, FrameHeader, FrameKind, HEADER_LEN, Hello,
-    MAX_HANDSHAKE_LEN, Nonce, SessionId, Welcome,
+    self, AuthMethod, Control, DecodeError, ErrorCode, FLAG_EOS_RECEIVED, FLAG_UNCONFIRMED, FrameHeader, FrameKind,
+    HEADER_LEN, Hello, MAX_HANDSHAKE_LEN, Nonce, SessionId, Welcome,
 };
 use crate::recv_buffer::RecvBuffer;
 
@@ -152,6 +152,20 @@ pub enum ConnectionState {
     Connected,
     /// Closed or failed; nothing more happens.
     Closed,
+}
+
+/// How a passive core's first handshake stands: what a server asks before
+/// it enters a new session in its table (see [`Core::first_handshake`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FirstHandshake {
+    /// A handshake is under way and none has completed yet.
+    UnderWay,
+    /// A handshake completed: the session exists for both sides.
+    Completed,
+    /// No handshake completed and none is under way (every connection
+    /// ended or was refused), or the core has ended: nothing can complete
+    /// one any more unless another connection is handed to it.
+    Failed,
 }
 
 /// What the core reports to its driver.
@@ -256,8 +270,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// report the peer sent before it closed) before it is given up.
 pub const LAST_WORDS_WAIT: Duration = Duration::from_millis(250);
 
-const SERVER_LABEL: &[u8] = b"backedpipe/1 server proof";
-const CLIENT_LABEL: &[u8] = b"backedpipe/1 client proof";
+const SERVER_LABEL: &[u8] = b"backedpipe/2 server proof";
+const CLIENT_LABEL: &[u8] = b"backedpipe/2 client proof";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -441,7 +455,13 @@ pub struct Core {
     options: Options,
     auth: AuthMethod,
     session_id: SessionId,
+    /// A handshake completed on this side.
     established: bool,
+    /// Active side: a frame other than ERROR arrived on a connection after
+    /// this side's PROOF, so the server verified a PROOF and holds the
+    /// session. Until then the session id is sent with
+    /// [`FLAG_UNCONFIRMED`].
+    confirmed: bool,
     next_generation: u64,
     /// Passive side: the highest client attempt number promoted so far.
     peer_attempt: u64,
@@ -525,6 +545,7 @@ impl Core {
             auth,
             session_id,
             established: false,
+            confirmed: false,
             next_generation: 0,
             peer_attempt: 0,
             recv_seq: 0,
@@ -558,6 +579,51 @@ impl Core {
     /// first handshake).
     pub fn session_id(&self) -> SessionId {
         self.session_id
+    }
+
+    /// Whether a handshake has completed on this side.
+    pub fn is_established(&self) -> bool {
+        self.established
+    }
+
+    /// Active side: whether the server has confirmed the session, i.e.
+    /// sent a frame (other than ERROR) after this side's PROOF. Until then
+    /// the server may not hold the session, and every HELLO carries
+    /// [`FLAG_UNCONFIRMED`] with the session id. Always true on the
+    /// passive side once a handshake completed.
+    pub fn is_confirmed(&self) -> bool {
+        match self.role {
+            Role::Active => self.confirmed,
+            Role::Passive => self.established,
+        }
+    }
+
+    /// Passive side: how the first handshake stands. A server enters a
+    /// new session in its table once this says
+    /// [`FirstHandshake::Completed`], and forgets it (without a trace on
+    /// the wire) if it says [`FirstHandshake::Failed`] while no further
+    /// connection has been handed to it.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use backedpipe::core::{Core, FirstHandshake};
+    /// use backedpipe::proto::{Nonce, SessionId};
+    /// let now = Instant::now();
+    /// let mut server = Core::passive(backedpipe::Options::new(), SessionId::random());
+    /// assert_eq!(server.first_handshake(), FirstHandshake::Failed); // nothing to complete it
+    /// let generation = server.accept(now, Nonce::random()).unwrap();
+    /// assert_eq!(server.first_handshake(), FirstHandshake::UnderWay);
+    /// server.connection_lost(now, generation);
+    /// assert_eq!(server.first_handshake(), FirstHandshake::Failed);
+    /// ```
+    pub fn first_handshake(&self) -> FirstHandshake {
+        if self.established {
+            FirstHandshake::Completed
+        } else if !self.closed && !self.pending.is_empty() {
+            FirstHandshake::UnderWay
+        } else {
+            FirstHandshake::Failed
+        }
     }
 
     /// The connection state.
@@ -825,9 +891,12 @@ impl Core {
         }
         let generation = self.new_generation();
         let mut conn = Conn::new(generation, Phase::AwaitWelcome, now, nonce, now + self.options.handshake_timeout);
+        // A session id the server has not confirmed may be unknown to it:
+        // the flag lets it start the session under this id.
+        let unconfirmed = if self.session_id.is_new() || self.confirmed { 0 } else { FLAG_UNCONFIRMED };
         let hello = Hello::new(self.auth, self.session_id, self.recv_seq, nonce)
             .with_attempt(generation.0)
-            .with_flags(self.eos_flag())
+            .with_flags(self.eos_flag() | unconfirmed)
             .with_limits(self.options.send_buffer_bytes as u64, self.options.max_payload_bytes);
         proto::encode_handshake(&mut conn.ctrl, FrameKind::Hello, hello.payload());
         conn.announced_recv = self.recv_seq;
@@ -1045,7 +1114,7 @@ impl Core {
             return refuse(self, conn, ErrorCode::Protocol, "unexpected HELLO");
         }
         if hello.max_version() < proto::VERSION {
-            return refuse(self, conn, ErrorCode::UnsupportedVersion, "version 1 required");
+            return refuse(self, conn, ErrorCode::UnsupportedVersion, "version 2 required");
         }
         if hello.auth() != self.auth {
             return refuse(self, conn, ErrorCode::AuthenticationFailed, "authentication method mismatch");
@@ -1224,6 +1293,13 @@ impl Core {
         conn.last_rx = now;
         conn.hello = None;
         conn.welcome_signed = Vec::new();
+        if self.role == Role::Passive {
+            // The confirmation: the first frame after a verified PROOF,
+            // before any other, sent even with nothing else to say. It
+            // tells the client that the session exists on this side.
+            conn.queue(&Control::Ack { seq: self.recv_seq, flags: self.eos_flag() });
+            conn.last_ack_sent = self.recv_seq;
+        }
         conn.ack_now = self.recv_seq > conn.last_ack_sent;
         let generation = conn.generation;
         self.current = Some(conn);
@@ -1328,6 +1404,12 @@ impl Core {
                     let error =
                         DecodeError::Unexpected { kind: header.kind, context: "in this phase of the connection" };
                     return self.protocol_error(conn, was_current, now, error);
+                }
+                if self.role == Role::Active && conn.phase == Phase::Connected && header.kind != FrameKind::Error {
+                    // The server speaks after a PROOF only once it verified
+                    // it (the confirmation ACK comes first): it holds the
+                    // session now.
+                    self.confirmed = true;
                 }
                 if header.kind == FrameKind::Data {
                     conn.rx = RxState::Payload { remaining: len };

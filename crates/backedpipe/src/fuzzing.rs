@@ -1,18 +1,29 @@
-//! A deterministic simulated link between two [`Core`]s, with virtual time
-//! and injectable faults (cuts at any byte offset, one-sided cuts, stalls,
-//! black holes, failing dials), and the model checks that drive it: shared
-//! by the proptest model test and the cargo-fuzz targets.
+//! A deterministic simulated link between a client [`Core`] and a server,
+//! with virtual time and injectable faults (cuts at any byte offset,
+//! one-sided cuts, stalls, black holes, failing dials), and the model
+//! checks that drive it: shared by the proptest model test and the
+//! cargo-fuzz targets.
+//!
+//! The server is one passive core that every connection reaches (a pipe
+//! used without a listener), or, with [`Setup::router`], a session table
+//! that reads each connection's HELLO and routes it as the server's
+//! `Listener` does (see the `server` module, "Routing"): a new session is
+//! entered in the table and handed to the application only once its first
+//! handshake completed ([`Core::first_handshake`]); a HELLO naming a
+//! session that is held, or still starting, reaches that session's core;
+//! an unknown id is refused with `SessionUnknown`, unless it is flagged
+//! unconfirmed and never ended, which starts a new session under it.
 //!
 //! Not part of the public API: it exists only under `cfg(test)` and
 //! `cfg(fuzzing)`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::core::{ConnectionState, Core, Event, Generation, ReadOutcome};
+use crate::core::{ConnectionState, Core, Event, FirstHandshake, Generation, ReadOutcome};
 use crate::error::Error;
 use crate::options::{Options, Secret};
-use crate::proto::{self, FrameHeader, Hello, Nonce, SessionId};
+use crate::proto::{self, DecodeError, ErrorCode, FLAG_EOS_RECEIVED, FrameHeader, Hello, Nonce, SessionId};
 
 /// One step of a simulation.
 #[derive(Debug, Clone)]
@@ -45,11 +56,22 @@ pub enum Op {
     /// Break the newest link now; both sides notice.
     Cut,
     /// Break the newest link after `bytes` more bytes have entered it in
-    /// one direction (this lands inside handshakes and replays too).
+    /// one direction (this lands inside handshakes and replays too); bytes
+    /// that entered but were not delivered yet are lost with it.
     CutAfter {
         /// Client-to-server direction (else server-to-client).
         c2s: bool,
         /// Bytes before the break.
+        bytes: u16,
+    },
+    /// Break the newest link once exactly `bytes` more bytes have arrived
+    /// in one direction: those are delivered, what follows them is lost,
+    /// and both sides see the end. A cut not yet due still happens when the
+    /// link gets there, also while healing.
+    CutAtOffset {
+        /// Client-to-server direction (else server-to-client).
+        c2s: bool,
+        /// Bytes delivered before the break.
         bytes: u16,
     },
     /// The client notices a break that the server does not: the server's
@@ -113,6 +135,15 @@ pub struct Setup {
     pub secret: bool,
     /// Bytes a link holds per direction, reduced to 1..=16384.
     pub link_capacity: u16,
+    /// Whether connections reach the server through a session table that
+    /// routes them by their HELLO, as a `Listener` does (else every
+    /// connection goes to one passive core).
+    pub router: bool,
+    /// Whether the router forgets a new session whose first handshake
+    /// failed only two rounds after it saw it fail (as a listener whose
+    /// task has not run yet), so that the client's next connection still
+    /// reaches it.
+    pub router_lags: bool,
 }
 
 impl Setup {
@@ -152,6 +183,9 @@ struct App {
 #[derive(Debug)]
 struct Link {
     client_gen: Generation,
+    /// The server core the connection reaches: from the dial without a
+    /// router, once its HELLO is routed with one.
+    server_core: Option<usize>,
     server_gen: Generation,
     client_open: bool,
     server_open: bool,
@@ -159,6 +193,17 @@ struct Link {
     s2c: VecDeque<u8>,
     c2s_cut_after: Option<u64>,
     s2c_cut_after: Option<u64>,
+    /// Bytes that may still arrive each way before the link breaks
+    /// ([`Op::CutAtOffset`]).
+    c2s_arrivals: Option<u64>,
+    s2c_arrivals: Option<u64>,
+    /// Bytes delivered each way.
+    c2s_delivered: u64,
+    s2c_delivered: u64,
+    /// The router's part of the connection before it is routed: the HELLO
+    /// read so far, and when the router gives up waiting for it.
+    hello: Vec<u8>,
+    hello_deadline: Instant,
     broken: bool,
     blackholed: bool,
     stalled_until: Option<Instant>,
@@ -169,15 +214,47 @@ struct Link {
 }
 
 impl Link {
+    fn new(client_gen: Generation, hello_deadline: Instant) -> Link {
+        Link {
+            client_gen,
+            server_core: None,
+            server_gen: Generation(0),
+            client_open: true,
+            server_open: true,
+            c2s: VecDeque::new(),
+            s2c: VecDeque::new(),
+            c2s_cut_after: None,
+            s2c_cut_after: None,
+            c2s_arrivals: None,
+            s2c_arrivals: None,
+            c2s_delivered: 0,
+            s2c_delivered: 0,
+            hello: Vec::new(),
+            hello_deadline,
+            broken: false,
+            blackholed: false,
+            stalled_until: None,
+            eof_to_client: false,
+            eof_to_server: false,
+        }
+    }
+
     /// Takes what one side writes, as far as there is room (all of it if
     /// the link swallows bytes); returns how many bytes were taken.
     fn carry(&mut self, client: bool, capacity: usize, parts: &[&[u8]]) -> usize {
-        let swallow = self.broken || self.blackholed;
-        let (queue, budget) =
-            if client { (&mut self.c2s, &mut self.c2s_cut_after) } else { (&mut self.s2c, &mut self.s2c_cut_after) };
+        let (queue, budget, arrivals) = if client {
+            (&mut self.c2s, &mut self.c2s_cut_after, &mut self.c2s_arrivals)
+        } else {
+            (&mut self.s2c, &mut self.s2c_cut_after, &mut self.s2c_arrivals)
+        };
+        // Past its arrival budget a direction is as good as cut.
+        let swallow = self.broken || self.blackholed || *arrivals == Some(0);
         let mut room = if swallow { usize::MAX } else { capacity.saturating_sub(queue.len()) };
         if let Some(left) = budget {
             room = room.min(usize::try_from(*left).unwrap_or(usize::MAX));
+        }
+        if let Some(left) = arrivals.filter(|_| !swallow) {
+            room = room.min(usize::try_from(left).unwrap_or(usize::MAX));
         }
         let mut taken = 0;
         for part in parts {
@@ -187,6 +264,9 @@ impl Link {
             }
             taken += count;
         }
+        if let Some(left) = arrivals.as_mut().filter(|_| !swallow) {
+            *left -= taken as u64;
+        }
         if let Some(left) = budget {
             *left -= taken as u64;
             if *left == 0 {
@@ -195,20 +275,128 @@ impl Link {
         }
         taken
     }
+
+    /// Whether a direction used up its arrival budget and delivered what
+    /// it took: time for the cut.
+    fn arrivals_done(&self) -> bool {
+        let c2s = self.c2s_arrivals == Some(0) && (self.c2s.is_empty() || !self.server_open);
+        let s2c = self.s2c_arrivals == Some(0) && (self.s2c.is_empty() || !self.client_open);
+        c2s || s2c
+    }
 }
 
-/// Two cores over simulated links.
+/// What the simulated router did; see [`Sim::router_stats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouterStats {
+    /// New sessions started (a core made for a first handshake).
+    pub sessions_started: u64,
+    /// Of those, started under an unconfirmed id the client named.
+    pub started_unconfirmed: u64,
+    /// New sessions whose first handshake completed (handed out).
+    pub sessions_created: u64,
+    /// Of those, sessions started under an unconfirmed id.
+    pub created_unconfirmed: u64,
+    /// New sessions forgotten because their first handshake failed.
+    pub failed_first_handshakes: u64,
+    /// Connections routed to a session held or starting.
+    pub resumes_routed: u64,
+    /// Of those, HELLOs flagged unconfirmed.
+    pub resumes_unconfirmed: u64,
+    /// Of those, routed to a session still in its first handshake.
+    pub routed_to_starting: u64,
+    /// Connections refused with `SessionUnknown`.
+    pub refused_unknown: u64,
+    /// Connections refused for any other reason.
+    pub refused_other: u64,
+}
+
+/// The session table of a `Listener`, as far as routing goes (no limits,
+/// no expiry).
+#[derive(Debug, Default)]
+struct Router {
+    /// Sessions whose first handshake completed: core numbers by id.
+    sessions: BTreeMap<SessionId, usize>,
+    /// New sessions in their first handshake.
+    starting: BTreeMap<SessionId, Starting>,
+    /// Sessions that existed and ended.
+    ended: BTreeSet<SessionId>,
+    /// Ids given out so far.
+    ids: u64,
+    stats: RouterStats,
+}
+
+impl Router {
+    fn holds(&self, id: &SessionId) -> bool {
+        self.sessions.contains_key(id) || self.starting.contains_key(id) || self.ended.contains(id)
+    }
+
+    /// A fresh session id (deterministic, never all zeros).
+    fn fresh_id(&mut self) -> SessionId {
+        self.ids += 1;
+        let mut bytes = [0x5E; 16];
+        bytes[..8].copy_from_slice(&self.ids.to_be_bytes());
+        SessionId::from_bytes(bytes)
+    }
+}
+
+/// A new session in its first handshake.
+#[derive(Debug, Clone, Copy)]
+struct Starting {
+    core: usize,
+    /// The id came from an unconfirmed client.
+    unconfirmed: bool,
+    /// The round in which the router saw its first handshake fail.
+    failed_in_round: Option<u64>,
+}
+
+/// Where [`Sim::route`] sends a connection.
+enum Route {
+    To { core: usize },
+    Refuse(ErrorCode, &'static str),
+    Start { id: SessionId, unconfirmed: bool },
+}
+
+/// The server side: its passive cores, and the router that owns them.
+#[derive(Debug)]
+struct Server {
+    /// Every passive core made, by number. A core the router forgot stays
+    /// (closed) while its connections flush their last frames.
+    cores: Vec<Core>,
+    router: Option<Router>,
+    /// See [`Setup::router_lags`].
+    lags: bool,
+    /// The core handed to the server's application, if any.
+    handed: Option<usize>,
+}
+
+/// The core of one side of a link, and the link's generation there.
+fn side_core<'a>(
+    client_core: &'a mut Core,
+    server_cores: &'a mut [Core],
+    link: &Link,
+    client: bool,
+) -> Option<(&'a mut Core, Generation)> {
+    if client {
+        Some((client_core, link.client_gen))
+    } else {
+        link.server_core.map(|index| (&mut server_cores[index], link.server_gen))
+    }
+}
+
+/// A client and a server over simulated links.
 #[derive(Debug)]
 pub struct Sim {
     now: Instant,
+    options: Options,
     client: Core,
-    server: Core,
+    server: Server,
     links: Vec<Link>,
     apps: [App; 2],
     link_capacity: usize,
     failing_dials: u32,
     nonces: u64,
     rounds: u64,
+    cuts_at_offset: u64,
 }
 
 fn side(client: bool) -> usize {
@@ -216,25 +404,48 @@ fn side(client: bool) -> usize {
 }
 
 impl Sim {
-    /// A client and a server, disconnected; the client dials on the first
-    /// step.
+    /// A client and a server; the client has just dialled, and nothing has
+    /// moved yet, so the first steps can break the first handshake.
     pub fn new(setup: &Setup) -> Sim {
         let options = setup.options();
-        Sim {
+        let server = if setup.router {
+            Server { cores: Vec::new(), router: Some(Router::default()), lags: setup.router_lags, handed: None }
+        } else {
+            let core = Core::passive(options.clone(), SessionId::from_bytes([0x42; 16]));
+            Server { cores: vec![core], router: None, lags: false, handed: Some(0) }
+        };
+        let mut sim = Sim {
             now: Instant::now(),
             client: Core::active(options.clone()),
-            server: Core::passive(options, SessionId::from_bytes([0x42; 16])),
+            options,
+            server,
             links: Vec::new(),
             apps: [App::default(), App::default()],
             link_capacity: usize::from(setup.link_capacity).clamp(1, 16384),
             failing_dials: 0,
             nonces: 0,
             rounds: 0,
+            cuts_at_offset: 0,
+        };
+        sim.dial();
+        sim
+    }
+
+    /// The core of one side's application: the server's only once a
+    /// session was handed to it.
+    fn app_core(&mut self, client: bool) -> Option<&mut Core> {
+        if client {
+            Some(&mut self.client)
+        } else {
+            let index = self.server.handed?;
+            Some(&mut self.server.cores[index])
         }
     }
 
-    fn core(&mut self, client: bool) -> &mut Core {
-        if client { &mut self.client } else { &mut self.server }
+    /// The core of the session handed to the server's application, if
+    /// one was (always, without a router).
+    pub fn handed_core(&self) -> Option<&Core> {
+        self.server.handed.map(|index| &self.server.cores[index])
     }
 
     fn nonce(&mut self) -> Nonce {
@@ -267,6 +478,13 @@ impl Sim {
                     if c2s { link.c2s_cut_after = budget } else { link.s2c_cut_after = budget }
                 }
             }
+            Op::CutAtOffset { c2s, bytes } => {
+                if let Some(link) = self.links.last_mut() {
+                    // A cut already armed (or due) is never put off.
+                    let arrivals = if c2s { &mut link.c2s_arrivals } else { &mut link.s2c_arrivals };
+                    *arrivals = Some(arrivals.map_or(u64::from(bytes), |left| left.min(u64::from(bytes))));
+                }
+            }
             Op::ClientOnlyCut => {
                 let now = self.now;
                 if let Some(link) = self.links.last_mut().filter(|link| link.client_open) {
@@ -279,20 +497,18 @@ impl Sim {
             }
             Op::WriteFails { client } => {
                 let now = self.now;
-                let failed = self.links.last_mut().and_then(|link| {
+                if let Some(link) = self.links.last_mut() {
                     let open = if client { link.client_open } else { link.server_open };
-                    if !open {
-                        return None;
+                    if let Some((core, generation)) =
+                        side_core(&mut self.client, &mut self.server.cores, link, client).filter(|_| open)
+                    {
+                        if client {
+                            link.eof_to_server = true
+                        } else {
+                            link.eof_to_client = true
+                        }
+                        core.write_failed(now, generation);
                     }
-                    if client {
-                        link.eof_to_server = true
-                    } else {
-                        link.eof_to_client = true
-                    }
-                    Some(if client { link.client_gen } else { link.server_gen })
-                });
-                if let Some(generation) = failed {
-                    self.core(client).write_failed(now, generation);
                 }
                 self.round();
             }
@@ -314,17 +530,22 @@ impl Sim {
             }
             Op::FailDials { count } => self.failing_dials = u32::from(count % 8),
             Op::Shutdown { client } => {
-                let result = self.core(client).shutdown_write();
+                // Without a session yet, the server's application has
+                // nothing to shut down.
+                let Some(core) = self.app_core(client) else { return self.check_invariants() };
+                let result = core.shutdown_write();
+                let failed = core.failure().is_some();
                 let app = &mut self.apps[side(client)];
                 if result.is_ok() {
                     app.shut = true;
                 } else {
-                    assert!(app.closed || self.core(client).failure().is_some(), "shutdown refused: {result:?}");
+                    assert!(app.closed || failed, "shutdown refused: {result:?}");
                 }
             }
             Op::Close { client } => {
                 let now = self.now;
-                self.core(client).close(now);
+                let Some(core) = self.app_core(client) else { return self.check_invariants() };
+                core.close(now);
                 self.apps[side(client)].closed = true;
             }
             Op::LentTransmit { client, close } => self.lent_transmit(client, close),
@@ -335,14 +556,18 @@ impl Sim {
     fn write(&mut self, client: bool, len: usize) {
         let app = self.apps[side(client)].clone();
         let data: Vec<u8> = (0..len as u64).map(|i| pattern(client, app.written + i)).collect();
-        match self.core(client).write(&data) {
+        // Without a session yet, the server's application cannot write.
+        let Some(core) = self.app_core(client) else { return };
+        let result = core.write(&data);
+        let failed = core.failure().is_some();
+        match result {
             Ok(taken) => {
                 assert!(!app.shut && !app.closed, "write accepted after shutdown or close");
                 self.apps[side(client)].written += taken as u64;
             }
             Err(Error::WriteAfterShutdown) => assert!(app.shut, "spurious WriteAfterShutdown"),
             Err(Error::Closed) => assert!(app.closed, "spurious Closed"),
-            Err(_) => assert!(self.core(client).failure().is_some(), "write error without failure"),
+            Err(_) => assert!(failed, "write error without failure"),
         }
         self.transmit_all();
     }
@@ -359,7 +584,8 @@ impl Sim {
 
     fn read(&mut self, client: bool, len: usize) {
         let mut buf = vec![0; len.max(1)];
-        match self.core(client).read(&mut buf) {
+        let Some(core) = self.app_core(client) else { return };
+        match core.read(&mut buf) {
             ReadOutcome::Data(count) => {
                 let bytes = buf[..count].to_vec();
                 self.verify_read(client, &bytes);
@@ -380,25 +606,32 @@ impl Sim {
     /// Reads straight from the link into the application's buffer, as the
     /// shell does when the core allows it.
     fn direct_read(&mut self, client: bool, buf: &mut [u8]) {
-        let Some(generation) = self.core(client).current_generation() else { return };
-        let allowed = self.core(client).direct_read_len(generation);
+        let handed = self.server.handed;
+        let Some(core) = self.app_core(client) else { return };
+        let Some(generation) = core.current_generation() else { return };
+        let allowed = core.direct_read_len(generation);
         let now = self.now;
-        let Some(link) = self
-            .links
-            .iter_mut()
-            .find(|link| if client { link.client_gen == generation } else { link.server_gen == generation })
-        else {
+        let Some(link) = self.links.iter_mut().find(|link| {
+            if client {
+                link.client_gen == generation
+            } else {
+                link.server_core == handed && link.server_gen == generation
+            }
+        }) else {
             return;
         };
         if link.broken || link.blackholed || link.stalled_until.is_some_and(|until| until > now) {
             return;
         }
-        let queue = if client { &mut link.s2c } else { &mut link.c2s };
+        let (queue, delivered) =
+            if client { (&mut link.s2c, &mut link.s2c_delivered) } else { (&mut link.c2s, &mut link.c2s_delivered) };
         let count = allowed.min(buf.len()).min(queue.len());
         for (slot, byte) in buf.iter_mut().zip(queue.drain(..count)) {
             *slot = byte;
         }
-        self.core(client).direct_read_done(now, generation, count);
+        *delivered += count as u64;
+        let Some(core) = self.app_core(client) else { return };
+        core.direct_read_done(now, generation, count);
         let bytes = buf[..count].to_vec();
         self.verify_read(client, &bytes);
     }
@@ -411,39 +644,184 @@ impl Sim {
         let now = self.now;
         let (client_nonce, server_nonce) = (self.nonce(), self.nonce());
         let Ok(client_gen) = self.client.connect(now, client_nonce) else { return };
-        let Ok(server_gen) = self.server.accept(now, server_nonce) else {
-            self.client.connection_lost(now, client_gen);
-            return;
+        let mut link = Link::new(client_gen, now + self.options.handshake_timeout);
+        if self.server.router.is_none() {
+            let Ok(server_gen) = self.server.cores[0].accept(now, server_nonce) else {
+                self.client.connection_lost(now, client_gen);
+                return;
+            };
+            link.server_core = Some(0);
+            link.server_gen = server_gen;
+        }
+        self.links.push(link);
+    }
+
+    /// Reads what has arrived of the HELLO of link `index`, not routed yet,
+    /// and routes the connection once the HELLO is whole (the router reads
+    /// no byte past it); returns whether bytes moved.
+    fn read_hello(&mut self, index: usize) -> bool {
+        let link = &mut self.links[index];
+        let mut moved = false;
+        let hello = loop {
+            match Hello::decode(&link.hello) {
+                Ok((hello, _)) => break hello,
+                Err(DecodeError::Incomplete { needed }) => {
+                    let take = needed.saturating_sub(link.hello.len()).min(link.c2s.len());
+                    if take == 0 {
+                        return moved;
+                    }
+                    link.hello.extend(link.c2s.drain(..take));
+                    link.c2s_delivered += take as u64;
+                    moved = true;
+                }
+                Err(_) => {
+                    self.refuse(index, ErrorCode::Protocol, "not a HELLO");
+                    return true;
+                }
+            }
         };
-        self.links.push(Link {
-            client_gen,
-            server_gen,
-            client_open: true,
-            server_open: true,
-            c2s: VecDeque::new(),
-            s2c: VecDeque::new(),
-            c2s_cut_after: None,
-            s2c_cut_after: None,
-            broken: false,
-            blackholed: false,
-            stalled_until: None,
-            eof_to_client: false,
-            eof_to_server: false,
-        });
+        let now = self.now;
+        let nonce = self.nonce();
+        let core = match self.route(&hello) {
+            Route::Refuse(code, reason) => return self.refuse(index, code, reason),
+            Route::To { core } => core,
+            Route::Start { id, unconfirmed } => {
+                let core = self.server.cores.len();
+                self.server.cores.push(Core::passive(self.options.clone(), id));
+                let router = self.server.router.as_mut().expect("routing with a router");
+                router.starting.insert(id, Starting { core, unconfirmed, failed_in_round: None });
+                router.stats.sessions_started += 1;
+                router.stats.started_unconfirmed += u64::from(unconfirmed);
+                core
+            }
+        };
+        let link = &mut self.links[index];
+        match self.server.cores[core].accept_with_hello(now, nonce, hello) {
+            Ok(generation) => {
+                link.server_core = Some(core);
+                link.server_gen = generation;
+            }
+            Err(_) => {
+                // The session ended meanwhile: the connection is dropped.
+                link.server_open = false;
+                link.eof_to_client = true;
+            }
+        }
+        true
+    }
+
+    /// Where a connection with `hello` goes: `server::Router::route`'s
+    /// decisions, in the same order.
+    fn route(&mut self, hello: &Hello) -> Route {
+        let Server { cores, router, .. } = &mut self.server;
+        let router = router.as_mut().expect("routing with a router");
+        let id = hello.session_id();
+        if !id.is_new() {
+            let live = router.sessions.get(&id).copied().filter(|&core| cores[core].state() != ConnectionState::Closed);
+            let starting = router.starting.get(&id).map(|starting| starting.core);
+            if let Some(core) = live.or(starting) {
+                router.stats.resumes_routed += 1;
+                router.stats.resumes_unconfirmed += u64::from(hello.is_unconfirmed());
+                router.stats.routed_to_starting += u64::from(live.is_none());
+                return Route::To { core };
+            }
+            if !hello.is_unconfirmed() || router.holds(&id) {
+                return Route::Refuse(ErrorCode::SessionUnknown, "unknown session");
+            }
+            if hello.reader_seq() != 0 || hello.flags() & FLAG_EOS_RECEIVED != 0 {
+                return Route::Refuse(ErrorCode::InvalidSequence, "an unconfirmed session has received nothing");
+            }
+            return Route::Start { id, unconfirmed: true };
+        }
+        Route::Start { id: router.fresh_id(), unconfirmed: false }
+    }
+
+    /// The router refuses the connection of link `index`: one ERROR frame,
+    /// then its end is closed. Returns true (bytes moved).
+    fn refuse(&mut self, index: usize, code: ErrorCode, reason: &str) -> bool {
+        if let Some(router) = self.server.router.as_mut() {
+            if code == ErrorCode::SessionUnknown {
+                router.stats.refused_unknown += 1;
+            } else {
+                router.stats.refused_other += 1;
+            }
+        }
+        let link = &mut self.links[index];
+        // A refusal is small: any real socket buffer takes it whole.
+        link.carry(false, usize::MAX, &[&proto::error_frame(code, reason)]);
+        link.server_open = false;
+        link.eof_to_client = true;
+        true
+    }
+
+    /// The router's bookkeeping after the cores moved, as the listener's
+    /// tasks do it: a new session whose first handshake completed enters
+    /// the table and goes to the application, one whose first handshake
+    /// failed is forgotten (and its core closed, as a dropped pipe is), and
+    /// a session that ended leaves the table.
+    fn settle_sessions(&mut self) {
+        let (now, round) = (self.now, self.rounds);
+        let Server { cores, router, lags, handed } = &mut self.server;
+        let Some(router) = router.as_mut() else { return };
+        let mut settled = Vec::new();
+        for (&id, starting) in &mut router.starting {
+            let Starting { core, unconfirmed, .. } = *starting;
+            match cores[core].first_handshake() {
+                FirstHandshake::UnderWay => starting.failed_in_round = None,
+                FirstHandshake::Completed => settled.push((id, core, unconfirmed, true)),
+                FirstHandshake::Failed => {
+                    let seen = *starting.failed_in_round.get_or_insert(round);
+                    // Lagging, the next round's dial still finds it.
+                    if !*lags || seen + 1 < round {
+                        settled.push((id, core, unconfirmed, false));
+                    }
+                }
+            }
+        }
+        for (id, core, unconfirmed, completed) in settled {
+            router.starting.remove(&id);
+            if completed {
+                router.sessions.insert(id, core);
+                router.stats.sessions_created += 1;
+                router.stats.created_unconfirmed += u64::from(unconfirmed);
+                assert!(handed.is_none(), "a second session handed to the server's application: {id}");
+                *handed = Some(core);
+            } else {
+                router.stats.failed_first_handshakes += 1;
+                cores[core].close(now);
+            }
+        }
+        let ended: Vec<SessionId> = router
+            .sessions
+            .iter()
+            .filter(|&(_, &core)| cores[core].state() == ConnectionState::Closed)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ended {
+            router.sessions.remove(&id);
+            router.ended.insert(id);
+        }
     }
 
     fn drain_events(&mut self) {
         let now = self.now;
-        for client in [true, false] {
-            while let Some(event) = self.core(client).poll_event() {
+        while let Some(event) = self.client.poll_event() {
+            if let Event::ConnectionClosed { generation } = event {
+                for link in &mut self.links {
+                    if link.client_gen == generation && link.client_open {
+                        // The server sees EOF after the bytes in flight.
+                        link.client_open = false;
+                        link.eof_to_server = true;
+                        link.s2c.clear();
+                    }
+                }
+            }
+        }
+        for index in 0..self.server.cores.len() {
+            while let Some(event) = self.server.cores[index].poll_event() {
                 if let Event::ConnectionClosed { generation } = event {
                     for link in &mut self.links {
-                        if client && link.client_gen == generation && link.client_open {
-                            // The server sees EOF after the bytes in flight.
-                            link.client_open = false;
-                            link.eof_to_server = true;
-                            link.s2c.clear();
-                        } else if !client && link.server_gen == generation && link.server_open {
+                        if link.server_core == Some(index) && link.server_gen == generation && link.server_open {
                             link.server_open = false;
                             link.eof_to_client = true;
                             link.c2s.clear();
@@ -452,31 +830,51 @@ impl Sim {
                 }
             }
         }
+        self.settle_sessions();
+        let mut cuts = 0;
+        for link in &mut self.links {
+            if !link.broken && link.arrivals_done() {
+                link.broken = true;
+                cuts += 1;
+            }
+            // The router stops waiting for a HELLO after the handshake
+            // timeout.
+            if link.server_core.is_none() && link.server_open && link.hello_deadline <= now {
+                link.server_open = false;
+                link.eof_to_client = true;
+            }
+        }
+        self.cuts_at_offset += cuts;
         // Tell each side about broken links it still uses, and about ends
         // closed by the peer once the bytes before the close have arrived.
         let mut lost = Vec::new();
         for link in &mut self.links {
             if link.eof_to_client && link.client_open && link.s2c.is_empty() && !link.blackholed {
                 link.client_open = false;
-                lost.push((true, link.client_gen));
+                lost.push((None, link.client_gen));
             }
             if link.eof_to_server && link.server_open && link.c2s.is_empty() && !link.blackholed {
                 link.server_open = false;
-                lost.push((false, link.server_gen));
+                lost.push((Some(link.server_core), link.server_gen));
             }
             if link.broken {
                 if link.client_open {
                     link.client_open = false;
-                    lost.push((true, link.client_gen));
+                    lost.push((None, link.client_gen));
                 }
                 if link.server_open {
                     link.server_open = false;
-                    lost.push((false, link.server_gen));
+                    lost.push((Some(link.server_core), link.server_gen));
                 }
             }
         }
-        for (client, generation) in lost {
-            self.core(client).connection_lost(now, generation);
+        for (server_core, generation) in lost {
+            match server_core {
+                None => self.client.connection_lost(now, generation),
+                Some(Some(index)) => self.server.cores[index].connection_lost(now, generation),
+                // A connection the router was still reading: nobody else knew it.
+                Some(None) => {}
+            }
         }
         self.links.retain(|link| link.client_open || link.server_open);
     }
@@ -486,13 +884,13 @@ impl Sim {
         let capacity = self.link_capacity;
         for index in 0..self.links.len() {
             for client in [true, false] {
-                let link = &mut self.links[index];
-                let (generation, open) =
-                    if client { (link.client_gen, link.client_open) } else { (link.server_gen, link.server_open) };
-                if !open {
+                let link = &self.links[index];
+                let open = if client { link.client_open } else { link.server_open };
+                let Some((core, generation)) =
+                    side_core(&mut self.client, &mut self.server.cores, link, client).filter(|_| open)
+                else {
                     continue;
-                }
-                let core = if client { &mut self.client } else { &mut self.server };
+                };
                 loop {
                     let link = &mut self.links[index];
                     let Some(transmit) = core.poll_transmit(generation) else { break };
@@ -509,12 +907,16 @@ impl Sim {
     fn lent_transmit(&mut self, client: bool, close: bool) {
         let now = self.now;
         let Some(link) = self.links.last() else { return };
-        let (generation, open) =
-            if client { (link.client_gen, link.client_open) } else { (link.server_gen, link.server_open) };
-        if !open {
+        let open = if client { link.client_open } else { link.server_open };
+        let server_core = link.server_core;
+        // Only the application closes its pipe: not a core the server has
+        // not handed out.
+        let close = close && (client || server_core == self.server.handed);
+        let Some((core, generation)) =
+            side_core(&mut self.client, &mut self.server.cores, link, client).filter(|_| open)
+        else {
             return;
-        }
-        let core = self.core(client);
+        };
         let Some(transmit) = core.poll_transmit(generation) else { return };
         let bytes = transmit.parts().concat();
         core.lend_transmit(generation);
@@ -526,12 +928,15 @@ impl Sim {
         }
         let capacity = self.link_capacity;
         let link = self.links.iter_mut().find(|link| {
-            let (gen_of_side, open) =
-                if client { (link.client_gen, link.client_open) } else { (link.server_gen, link.server_open) };
-            open && gen_of_side == generation
+            if client {
+                link.client_open && link.client_gen == generation
+            } else {
+                link.server_open && link.server_core == server_core && link.server_gen == generation
+            }
         });
         let taken = link.map_or(0, |link| link.carry(client, capacity, &[&bytes]));
-        self.core(client).transmitted(now, generation, taken);
+        let core = if client { &mut self.client } else { &mut self.server.cores[server_core.unwrap_or(0)] };
+        core.transmitted(now, generation, taken);
     }
 
     fn deliver_all(&mut self) -> bool {
@@ -546,22 +951,28 @@ impl Sim {
             if link.broken || link.blackholed || link.stalled_until.is_some_and(|until| until > now) {
                 continue;
             }
+            if link.server_core.is_none() && link.server_open {
+                moved |= self.read_hello(index);
+            }
             for client in [true, false] {
                 let link = &mut self.links[index];
-                let (generation, open, queue) = if client {
-                    (link.client_gen, link.client_open, &mut link.s2c)
-                } else {
-                    (link.server_gen, link.server_open, &mut link.c2s)
-                };
-                if !open {
+                let open = if client { link.client_open } else { link.server_open };
+                let Some((core, generation)) =
+                    side_core(&mut self.client, &mut self.server.cores, link, client).filter(|_| open)
+                else {
                     continue;
-                }
-                let core = if client { &mut self.client } else { &mut self.server };
+                };
+                let (queue, delivered) = if client {
+                    (&mut link.s2c, &mut link.s2c_delivered)
+                } else {
+                    (&mut link.c2s, &mut link.c2s_delivered)
+                };
                 // Alternate between the two ways a driver feeds the core.
                 let copy_path = self.rounds.is_multiple_of(3);
                 while !queue.is_empty() {
                     if copy_path && core.recv_buffered() == 0 {
                         let chunk: Vec<u8> = queue.drain(..queue.len().min(97)).collect();
+                        *delivered += chunk.len() as u64;
                         core.handle_read(now, generation, &chunk);
                         moved = true;
                         continue;
@@ -571,6 +982,7 @@ impl Sim {
                     for (slot, byte) in target.iter_mut().zip(queue.drain(..count)) {
                         *slot = byte;
                     }
+                    *delivered += count as u64;
                     core.recv_done(now, generation, count);
                     moved |= count > 0;
                     if count == 0 {
@@ -601,44 +1013,72 @@ impl Sim {
         }
     }
 
+    /// When a timer of either side (or the router's wait for a HELLO) is
+    /// due next.
+    fn next_timeout(&self) -> Option<Instant> {
+        let routing = self.links.iter().filter(|link| link.server_core.is_none() && link.server_open);
+        [self.client.poll_timeout()]
+            .into_iter()
+            .chain(self.server.cores.iter().map(Core::poll_timeout))
+            .chain(routing.map(|link| Some(link.hello_deadline)))
+            .flatten()
+            .min()
+    }
+
+    /// Fires the timers due at `now` on every core.
+    fn fire_timeouts(&mut self, now: Instant) {
+        self.client.handle_timeout(now);
+        for core in &mut self.server.cores {
+            core.handle_timeout(now);
+        }
+    }
+
     fn advance(&mut self, by: Duration) {
         let target = self.now + by;
         for _ in 0..10_000 {
             self.round();
-            let next = [self.client.poll_timeout(), self.server.poll_timeout()].into_iter().flatten().min();
-            match next {
+            match self.next_timeout() {
                 Some(at) if at <= target => {
                     self.now = self.now.max(at);
-                    let now = self.now;
-                    self.client.handle_timeout(now);
-                    self.server.handle_timeout(now);
+                    self.fire_timeouts(self.now);
                 }
                 _ => break,
             }
         }
         self.now = target;
-        let now = self.now;
-        self.client.handle_timeout(now);
-        self.server.handle_timeout(now);
+        self.fire_timeouts(self.now);
         self.round();
     }
 
     fn check_invariants(&self) {
-        for (client, core, peer) in [(true, &self.client, &self.server), (false, &self.server, &self.client)] {
-            let app = &self.apps[side(client)];
-            assert_eq!(core.written_seq(), app.written, "{}: written", name(client));
-            assert!(core.recv_seq() <= peer.written_seq(), "{}: received more than written", name(client));
-            assert!(core.acked_seq() <= peer.recv_seq(), "{}: acked beyond what the peer received", name(client));
-            assert!(app.read <= core.recv_seq(), "{}: read more than received", name(client));
-            assert_eq!(core.stats().bytes_received, core.recv_seq(), "{}: received counter", name(client));
+        let client = &self.client;
+        let sides = match self.handed_core() {
+            Some(server) => vec![(true, client, Some(server)), (false, server, Some(client))],
+            None => vec![(true, client, None)],
+        };
+        for (is_client, core, peer) in sides {
+            let app = &self.apps[side(is_client)];
+            let who = name(is_client);
+            assert_eq!(core.written_seq(), app.written, "{who}: written");
+            // Without a session on the server, nothing was written to the
+            // client (the confirmation carries no byte).
+            let peer_written = peer.map_or(0, Core::written_seq);
+            assert!(core.recv_seq() <= peer_written, "{who}: received more than written");
+            if let Some(peer) = peer {
+                assert!(core.acked_seq() <= peer.recv_seq(), "{who}: acked beyond what the peer received");
+            }
+            assert!(app.read <= core.recv_seq(), "{who}: read more than received");
+            assert_eq!(core.stats().bytes_received, core.recv_seq(), "{who}: received counter");
             let limit = core_storage_limit(core);
-            assert!(core.allocated_bytes() <= limit, "{}: {} bytes held", name(client), core.allocated_bytes());
+            assert!(core.allocated_bytes() <= limit, "{who}: {} bytes held", core.allocated_bytes());
         }
     }
 
     /// Removes every fault, lets both sides run to quiescence, and checks
     /// that both streams arrived whole (or, when a side closed, that what
-    /// arrived is an exact prefix).
+    /// arrived is an exact prefix). With a router: exactly one session was
+    /// handed to the server's application, and no connection was refused
+    /// as naming an unknown session.
     pub fn heal_and_check(&mut self) {
         self.failing_dials = 0;
         for link in &mut self.links {
@@ -653,7 +1093,8 @@ impl Sim {
             }
             for client in [true, false] {
                 if self.apps[side(client)].closed {
-                    assert_eq!(self.core(client).state(), ConnectionState::Closed, "{} open after close", name(client));
+                    let state = self.app_core(client).map(|core| core.state());
+                    assert_eq!(state, Some(ConnectionState::Closed), "{} open after close", name(client));
                 }
             }
             return;
@@ -674,23 +1115,24 @@ impl Sim {
                 break;
             }
             if self.nothing_moves() {
-                let next = [self.client.poll_timeout(), self.server.poll_timeout()].into_iter().flatten().min();
-                match next {
+                match self.next_timeout() {
                     Some(at) => {
                         self.now = self.now.max(at);
-                        let now = self.now;
-                        self.client.handle_timeout(now);
-                        self.server.handle_timeout(now);
+                        self.fire_timeouts(self.now);
                     }
                     None => self.now += Duration::from_millis(100),
                 }
             }
         }
         assert!(self.client.failure().is_none(), "client failed: {:?}", self.client.failure());
-        assert!(self.server.failure().is_none(), "server failed: {:?}", self.server.failure());
+        let server = self.handed_core().expect("a session handed to the server's application");
+        assert!(server.failure().is_none(), "server failed: {:?}", server.failure());
+        assert_eq!(self.router_stats().refused_unknown, 0, "a session was lost");
         assert!(self.quiescent(), "did not converge: {self:#?}");
+        assert!(self.client.is_confirmed(), "connected and not confirmed");
+        assert_eq!(self.client.session_id(), server.session_id(), "the client's session is the one handed out");
         for client in [true, false] {
-            let (core, peer) = if client { (&self.client, &self.server) } else { (&self.server, &self.client) };
+            let (core, peer) = if client { (&self.client, server) } else { (server, &self.client) };
             assert_eq!(self.apps[side(client)].read, self.apps[side(!client)].written, "{} read", name(client));
             assert_eq!(core.recv_seq(), peer.written_seq(), "{} sequence", name(client));
             assert_eq!(core.acked_seq(), core.written_seq(), "{} acknowledged", name(client));
@@ -702,15 +1144,16 @@ impl Sim {
     }
 
     fn quiescent(&self) -> bool {
+        let Some(server) = self.handed_core() else { return false };
         self.client.state() == ConnectionState::Connected
             && self.apps.iter().enumerate().all(|(index, app)| {
                 let peer = &self.apps[1 - index];
                 app.read == peer.written && app.eof == peer.shut
             })
             && self.client.acked_seq() == self.client.written_seq()
-            && self.server.acked_seq() == self.server.written_seq()
+            && server.acked_seq() == server.written_seq()
             && (!self.apps[0].shut || self.client.is_shutdown_complete())
-            && (!self.apps[1].shut || self.server.is_shutdown_complete())
+            && (!self.apps[1].shut || server.is_shutdown_complete())
     }
 
     fn nothing_moves(&self) -> bool {
@@ -723,9 +1166,30 @@ impl Sim {
         })
     }
 
-    /// The client and server cores (for tests that look closer).
+    /// The client's core and the core of the session handed to the
+    /// server's application (for tests that look closer).
+    ///
+    /// # Panics
+    ///
+    /// With a router, before a session was handed out.
     pub fn cores(&self) -> (&Core, &Core) {
-        (&self.client, &self.server)
+        (&self.client, self.handed_core().expect("a session handed to the server's application"))
+    }
+
+    /// What the router did (all zeros without one).
+    pub fn router_stats(&self) -> RouterStats {
+        self.server.router.as_ref().map(|router| router.stats).unwrap_or_default()
+    }
+
+    /// Bytes the newest link delivered so far, client to server and
+    /// server to client.
+    pub fn newest_link_delivered(&self) -> Option<(u64, u64)> {
+        self.links.last().map(|link| (link.c2s_delivered, link.s2c_delivered))
+    }
+
+    /// How many links an [`Op::CutAtOffset`] broke.
+    pub fn cuts_at_offset(&self) -> u64 {
+        self.cuts_at_offset
     }
 }
 
@@ -762,7 +1226,15 @@ pub fn decode_garbage(data: &[u8]) {
     let split = data.first().map_or(0, |byte| usize::from(*byte)).min(data.len());
     let (first, second) = data.split_at(split);
     for secret in [false, true] {
-        let setup = Setup { send_buffer: 4096, max_payload: 512, recv_buffer: 1024, secret, link_capacity: 4096 };
+        let setup = Setup {
+            send_buffer: 4096,
+            max_payload: 512,
+            recv_buffer: 1024,
+            secret,
+            link_capacity: 4096,
+            router: secret,
+            router_lags: false,
+        };
         let options = setup.options();
         let now = Instant::now();
         let nonce = Nonce::from_bytes([1; 32]);
@@ -784,7 +1256,7 @@ pub fn decode_garbage(data: &[u8]) {
         sim.apply(&Op::Write { client: true, len: 100 });
         sim.apply(&Op::Run { rounds: 6 });
         for client in [true, false] {
-            let core = if client { &mut sim.client } else { &mut sim.server };
+            let Some(core) = sim.app_core(client) else { continue };
             if let Some(generation) = core.current_generation() {
                 core.handle_read(now, generation, first);
                 core.handle_read(now, generation, second);

@@ -24,8 +24,10 @@
 //!   end of stream (`shutdown`) is distinct from a dropped connection.
 //! - The handshake is versioned, carries a 128-bit session id, and with a
 //!   shared [`Secret`] both sides prove knowledge of it (HMAC-SHA256 over
-//!   fresh nonces) before anything is replayed. The wire format is
-//!   specified in [`spec`].
+//!   fresh nonces) before anything is replayed. A session exists for both
+//!   sides or for neither: the client counts on its session only once the
+//!   server has confirmed it, so no cut, not even one inside the first
+//!   handshake, loses it. The wire format is specified in [`spec`].
 //!
 //! One side is *active*: it dials through a [`Reconnector`] (which only
 //! opens transports; [`dial`] has ready-made ones for TCP, Unix sockets and

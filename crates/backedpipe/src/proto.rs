@@ -1,4 +1,4 @@
-//! The wire format (version 1): frame headers, the three handshake messages
+//! The wire format (version 2): frame headers, the three handshake messages
 //! and the frames that follow them, with their encoders and decoders.
 //!
 //! The [specification](crate::spec) is the normative description; this
@@ -27,7 +27,7 @@
 use std::fmt;
 
 /// The protocol version this crate speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// The four bytes that open every HELLO payload.
 pub const MAGIC: [u8; 4] = *b"BKPP";
 /// Bytes in a frame header: a type byte and a big-endian `u32` length.
@@ -41,13 +41,19 @@ pub const MAX_PAYLOAD_LIMIT: u32 = 16 << 20;
 /// Bytes in an HMAC-SHA256 proof.
 pub const PROOF_LEN: usize = 32;
 
-/// HELLO payload length in version 1 (a longer HELLO is accepted; the extra
+/// HELLO payload length in version 2 (a longer HELLO is accepted; the extra
 /// bytes are reserved for later versions and covered by the proofs).
 pub const HELLO_LEN: usize = 4 + 2 + 1 + 1 + 16 + 8 + 8 + 8 + 4 + 32;
-/// WELCOME payload length in version 1, without the proof.
+/// WELCOME payload length in version 2, without the proof.
 pub const WELCOME_LEN: usize = 2 + 1 + 1 + 16 + 8 + 8 + 4 + 32;
 /// Flag bit in HELLO, WELCOME and ACK: "I have received your end of stream".
 pub const FLAG_EOS_RECEIVED: u8 = 0x01;
+/// Flag bit in HELLO: "this session id came in a WELCOME, but the server has
+/// sent nothing after my PROOF yet". The server may never have verified that
+/// PROOF, and so may not hold the session: if it does not, it starts one
+/// with this id instead of refusing the resume (see the
+/// [specification](crate::spec), §5 and §10).
+pub const FLAG_UNCONFIRMED: u8 = 0x02;
 
 /// What a frame is, from its type byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -460,14 +466,14 @@ pub struct Hello {
 }
 
 impl Hello {
-    /// A version-1 HELLO: attempt 1, no flags, a 64 MiB send buffer and a
+    /// A version-2 HELLO: attempt 1, no flags, a 64 MiB send buffer and a
     /// 64 KiB maximum payload announced (change them with the `with_`
     /// methods).
     ///
     /// ```
     /// use backedpipe::proto::{AuthMethod, Hello, Nonce, SessionId};
     /// let hello = Hello::new(AuthMethod::None, SessionId::NEW, 0, Nonce::random());
-    /// assert_eq!((hello.max_version(), hello.attempt()), (1, 1));
+    /// assert_eq!((hello.max_version(), hello.attempt()), (2, 1));
     /// ```
     pub fn new(auth: AuthMethod, session_id: SessionId, reader_seq: u64, nonce: Nonce) -> Hello {
         let mut hello = Hello {
@@ -505,7 +511,8 @@ impl Hello {
         self
     }
 
-    /// The same HELLO with other flag bits ([`FLAG_EOS_RECEIVED`]).
+    /// The same HELLO with other flag bits ([`FLAG_EOS_RECEIVED`],
+    /// [`FLAG_UNCONFIRMED`]).
     pub fn with_flags(mut self, flags: u8) -> Hello {
         self.flags = flags;
         self.encode_payload();
@@ -576,6 +583,9 @@ impl Hello {
         if max_payload == 0 {
             return Err(DecodeError::BadValue("maximum payload of 0"));
         }
+        if flags & FLAG_UNCONFIRMED != 0 && session_id.is_new() {
+            return Err(DecodeError::BadValue("unconfirmed flag without a session id"));
+        }
         Ok(Hello {
             payload: payload.to_vec(),
             max_version,
@@ -614,9 +624,24 @@ impl Hello {
     pub fn auth(&self) -> AuthMethod {
         self.auth
     }
-    /// Flag bits ([`FLAG_EOS_RECEIVED`]).
+    /// Flag bits ([`FLAG_EOS_RECEIVED`], [`FLAG_UNCONFIRMED`]).
     pub fn flags(&self) -> u8 {
         self.flags
+    }
+    /// Whether the client holds its session id from a WELCOME that the
+    /// server has not confirmed yet ([`FLAG_UNCONFIRMED`]).
+    ///
+    /// ```
+    /// use backedpipe::proto::{AuthMethod, Hello, Nonce, SessionId, FLAG_UNCONFIRMED};
+    /// let id = SessionId::random();
+    /// let hello = Hello::new(AuthMethod::None, id, 0, Nonce::random()).with_flags(FLAG_UNCONFIRMED);
+    /// assert!(hello.is_unconfirmed());
+    /// // The flag needs an id: a HELLO asking for a new session cannot carry it.
+    /// let bad = Hello::new(AuthMethod::None, SessionId::NEW, 0, Nonce::random()).with_flags(FLAG_UNCONFIRMED);
+    /// assert!(Hello::decode(&bad.encode()).is_err());
+    /// ```
+    pub fn is_unconfirmed(&self) -> bool {
+        self.flags & FLAG_UNCONFIRMED != 0
     }
     /// The session to resume, or [`SessionId::NEW`].
     pub fn session_id(&self) -> SessionId {

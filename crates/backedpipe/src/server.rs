@@ -15,11 +15,28 @@
 //!    the handshake (with the secret, if one is configured) and, once the
 //!    client has authenticated, hands the pipe out through
 //!    [`Listener::accept`];
-//! 4. for any other id: hands the connection to that session's pipe, which
-//!    keeps its current connection until the new one has proved it knows
-//!    the secret; an id the server does not hold is refused with an ERROR
-//!    frame `SessionUnknown`, on which the client's pipe fails
-//!    ([`Error::is_session_gone`]).
+//! 4. for an id the server holds (a session, or a new one whose first
+//!    handshake is still under way): hands the connection to that pipe,
+//!    which keeps its current connection until the new one has proved it
+//!    knows the secret;
+//! 5. for an id it does not hold, flagged unconfirmed
+//!    ([`Hello::is_unconfirmed`]: the client has the id from a WELCOME but
+//!    never heard from the server after its PROOF, so the first handshake
+//!    may have been cut before the server verified it): starts a new
+//!    session under that id, as in 3;
+//! 6. for any other id: refuses it with an ERROR frame `SessionUnknown`,
+//!    on which the client's pipe fails ([`Error::is_session_gone`]).
+//!
+//! So a session exists for both sides or for neither: a client treats its
+//! session as one the server holds only once the server has spoken after
+//! the client's PROOF, which it does only after it verified that PROOF,
+//! and by then the session is in the table (from its first HELLO on, as a
+//! session starting). One id never has two pipes: a HELLO naming a
+//! session that is still starting reaches that session's pipe, where
+//! whichever handshake completes first makes the session and a later one
+//! of an older attempt is refused. An id whose session existed and ended
+//! is not started again (the last [`max_sessions`](ServerOptions::max_sessions)
+//! such ids are remembered).
 //!
 //! Nothing a connection sends before its proof is verified can end a
 //! session, replace its connection or change its stream. (It can occupy
@@ -47,7 +64,7 @@
 //! its child. Both are children of the span current where the listener
 //! was made. So the lines of many sessions in one log can be told apart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,10 +78,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::core::FirstHandshake;
 use crate::error::Error;
 use crate::options::Options;
 use crate::pipe::{BackedPipe, PipeControl, PipeState, read_hello};
-use crate::proto::{ErrorCode, Hello, SessionId, error_frame};
+use crate::proto::{ErrorCode, FLAG_EOS_RECEIVED, Hello, SessionId, error_frame};
 use crate::transport::Transport;
 
 /// A connection as the listener holds it, whatever its source.
@@ -371,6 +389,10 @@ pub struct ServerStats {
     pub connections: u64,
     /// New sessions whose first handshake completed.
     pub sessions_created: u64,
+    /// Of those, sessions started under an id the client already held
+    /// from an earlier first handshake that was cut before the server
+    /// verified its PROOF (see the module's "Routing", 5).
+    pub sessions_created_unconfirmed: u64,
     /// Connections handed to an existing session.
     pub resumes_routed: u64,
     /// Connections refused for naming a session the server does not hold.
@@ -398,6 +420,7 @@ pub struct ServerStats {
 struct Counters {
     connections: AtomicU64,
     sessions_created: AtomicU64,
+    sessions_created_unconfirmed: AtomicU64,
     resumes_routed: AtomicU64,
     refused_unknown_session: AtomicU64,
     refused_bad_hello: AtomicU64,
@@ -420,10 +443,52 @@ struct Entry {
 }
 
 struct Table {
+    /// Sessions whose first handshake completed (handed to the
+    /// application).
     sessions: HashMap<SessionId, Entry>,
-    /// New sessions whose first handshake is under way: they count
-    /// against `max_sessions`.
-    reserved: usize,
+    /// New sessions whose first handshake is under way, by the id they
+    /// gave out: resumes of that id reach them too. They count against
+    /// `max_sessions`.
+    starting: HashMap<SessionId, PipeControl>,
+    /// Sessions that existed and ended.
+    ended: EndedIds,
+}
+
+impl Table {
+    fn holds(&self, id: &SessionId) -> bool {
+        self.sessions.contains_key(id) || self.starting.contains_key(id) || self.ended.contains(id)
+    }
+}
+
+/// The ids of the sessions that ended most recently, at most `limit`: a
+/// client that never heard the server confirm one of them must not get a
+/// new session under it (it would replay bytes the ended one took).
+struct EndedIds {
+    ids: HashSet<SessionId>,
+    order: VecDeque<SessionId>,
+    limit: usize,
+}
+
+impl EndedIds {
+    fn new(limit: usize) -> EndedIds {
+        EndedIds { ids: HashSet::new(), order: VecDeque::new(), limit: limit.max(1) }
+    }
+
+    fn contains(&self, id: &SessionId) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: SessionId) {
+        if !self.ids.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.limit
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+    }
 }
 
 struct Router {
@@ -551,11 +616,12 @@ impl Listener {
     /// [`Listener::listen`].
     pub fn new(options: ServerOptions) -> Listener {
         let (tx, rx) = mpsc::channel(options.accept_backlog.max(1));
+        let ended = EndedIds::new(options.max_sessions);
         let router = Router {
             handshakes: Arc::new(Semaphore::new(options.max_handshakes.max(1))),
             options,
             span: tracing::Span::current(),
-            table: Mutex::new(Table { sessions: HashMap::new(), reserved: 0 }),
+            table: Mutex::new(Table { sessions: HashMap::new(), starting: HashMap::new(), ended }),
             accepted: tx,
             stopping: watch::Sender::new(false),
             counters: Counters::default(),
@@ -639,6 +705,7 @@ impl Listener {
             sessions: lock(&self.router.table).sessions.len(),
             connections: get(&counters.connections),
             sessions_created: get(&counters.sessions_created),
+            sessions_created_unconfirmed: get(&counters.sessions_created_unconfirmed),
             resumes_routed: get(&counters.resumes_routed),
             refused_unknown_session: get(&counters.refused_unknown_session),
             refused_bad_hello: get(&counters.refused_bad_hello),
@@ -739,112 +806,152 @@ impl Router {
                 return;
             }
         };
-        if hello.session_id().is_new() {
-            self.start_session(conn, hello, permit).await;
-        } else {
-            self.resume(conn, hello).await;
+        match self.route(conn, hello) {
+            Routed::Handed => {}
+            Routed::Refused { conn, code, reason } => refuse(conn, code, reason).await,
+            Routed::Started(started) => self.settle(started, permit).await,
         }
     }
 
-    async fn resume(&self, conn: Conn, hello: Hello) {
+    /// Decides where a connection goes by its HELLO, and hands it there,
+    /// under the table's lock: no other connection is routed meanwhile, so
+    /// one id never gets two pipes, and a new session's fate is never
+    /// decided while a connection is on its way to it.
+    fn route(&self, conn: Conn, hello: Hello) -> Routed {
         let id = hello.session_id();
-        // The session it names, whether or not it proves to belong there.
-        tracing::Span::current().record("session", tracing::field::display(id));
-        let control = lock(&self.table).sessions.get(&id).map(|entry| entry.control.clone());
-        let Some(control) = control.filter(|control| control.status().state != PipeState::Closed) else {
-            bump(&self.counters.refused_unknown_session);
-            tracing::info!("refused to resume an unknown session");
-            return refuse(conn, ErrorCode::SessionUnknown, "unknown session").await;
-        };
-        match control.resume_with_hello(conn, hello) {
-            Ok(generation) => {
-                bump(&self.counters.resumes_routed);
-                tracing::debug!(%generation, "connection routed to its session");
-            }
-            Err(err) => tracing::debug!(error = %err, "a resume arrived as its session ended"),
-        }
-    }
-
-    /// Runs a new client's first handshake; `permit` (a handshake slot) is
-    /// given back before the session waits for the application to accept
-    /// it.
-    async fn start_session(self: Arc<Self>, conn: Conn, hello: Hello, permit: OwnedSemaphorePermit) {
-        if *self.stopping.borrow() {
-            return refuse(conn, ErrorCode::Closed, "the server is shutting down").await;
-        }
-        let admission = {
-            let mut table = lock(&self.table);
-            if table.sessions.len() + table.reserved >= self.options.max_sessions.max(1) {
-                let oldest = table
-                    .sessions
-                    .iter()
-                    .filter_map(|(id, entry)| {
-                        // A client that just left may not be recorded yet.
-                        let away = entry.control.status().state != PipeState::Connected;
-                        let since = entry.disconnected_since.or_else(|| away.then(Instant::now))?;
-                        Some((since, *id))
-                    })
-                    .min()
-                    .map(|(_, id)| id);
-                match oldest.and_then(|id| table.sessions.remove(&id)) {
-                    Some(entry) => {
-                        table.reserved += 1;
-                        Ok(Some(entry.control))
+        let mut table = lock(&self.table);
+        if !id.is_new() {
+            // The session it names, whether or not it proves to belong there.
+            tracing::Span::current().record("session", tracing::field::display(id));
+            let live = table.sessions.get(&id).map(|entry| entry.control.clone()).filter(|control| {
+                // A session that ended is gone even before its watcher
+                // removed it.
+                control.status().state != PipeState::Closed
+            });
+            if let Some(control) = live.or_else(|| table.starting.get(&id).cloned()) {
+                match control.resume_with_hello(conn, hello) {
+                    Ok(generation) => {
+                        bump(&self.counters.resumes_routed);
+                        tracing::debug!(%generation, "connection routed to its session");
                     }
-                    None => Err(()),
+                    Err(err) => tracing::debug!(error = %err, "a resume arrived as its session ended"),
                 }
-            } else {
-                table.reserved += 1;
-                Ok(None)
+                return Routed::Handed;
+            }
+            if !hello.is_unconfirmed() || table.holds(&id) {
+                bump(&self.counters.refused_unknown_session);
+                tracing::info!("refused to resume an unknown session");
+                return Routed::Refused { conn, code: ErrorCode::SessionUnknown, reason: "unknown session" };
+            }
+            if hello.reader_seq() != 0 || hello.flags() & FLAG_EOS_RECEIVED != 0 {
+                // A client that never heard from the server has read nothing.
+                bump(&self.counters.refused_bad_hello);
+                tracing::info!("refused an unconfirmed session that claims to have read from it");
+                let reason = "an unconfirmed session has received nothing";
+                return Routed::Refused { conn, code: ErrorCode::InvalidSequence, reason };
+            }
+        }
+        if *self.stopping.borrow() {
+            return Routed::Refused { conn, code: ErrorCode::Closed, reason: "the server is shutting down" };
+        }
+        let mut evicted = None;
+        if table.sessions.len() + table.starting.len() >= self.options.max_sessions.max(1) {
+            let oldest = table
+                .sessions
+                .iter()
+                .filter_map(|(id, entry)| {
+                    // A client that just left may not be recorded yet.
+                    let away = entry.control.status().state != PipeState::Connected;
+                    let since = entry.disconnected_since.or_else(|| away.then(Instant::now))?;
+                    Some((since, *id))
+                })
+                .min()
+                .map(|(_, id)| id);
+            let Some(entry) = oldest.and_then(|id| table.sessions.remove(&id)) else {
+                drop(table);
+                bump(&self.counters.refused_full);
+                tracing::warn!(limit = self.options.max_sessions, "refused a new client: every session is in use");
+                return Routed::Refused { conn, code: ErrorCode::ServerFull, reason: "too many sessions" };
+            };
+            let evicted_id = entry.control.session_id();
+            table.ended.insert(evicted_id);
+            evicted = Some(entry.control);
+        }
+        let unconfirmed = !id.is_new();
+        let id = if unconfirmed {
+            id
+        } else {
+            loop {
+                let id = SessionId::random();
+                if !table.holds(&id) {
+                    break id;
+                }
             }
         };
-        let Ok(evicted) = admission else {
-            bump(&self.counters.refused_full);
-            tracing::warn!(limit = self.options.max_sessions, "refused a new client: every session is in use");
-            return refuse(conn, ErrorCode::ServerFull, "too many sessions").await;
-        };
+        tracing::Span::current().record("session", tracing::field::display(id));
+        let span = tracing::info_span!(parent: &self.span, "session", id = %id);
+        let pipe = span.in_scope(|| BackedPipe::passive_with_session(self.options.pipe.clone(), id));
+        table.starting.insert(id, pipe.control());
+        // A failure here shows as a failed first handshake when it settles.
+        let _ = pipe.resume_with_hello(conn, hello);
+        drop(table);
         if let Some(control) = evicted {
             bump(&self.counters.sessions_evicted);
             tracing::info!(session = %control.session_id(), "evicted the session disconnected longest");
             control.close();
         }
-        let id = SessionId::random();
-        tracing::Span::current().record("session", tracing::field::display(id));
-        let span = tracing::info_span!(parent: &self.span, "session", id = %id);
-        let pipe = span.in_scope(|| BackedPipe::passive_with_session(self.options.pipe.clone(), id));
+        Routed::Started(Started { id, pipe, span, unconfirmed })
+    }
+
+    /// Waits until a new session's first handshake completed (on any of
+    /// the connections routed to it) or can no longer complete, then
+    /// enters it in the table and hands it to the application, or forgets
+    /// it; `permit` (a handshake slot) is given back before the session
+    /// waits for the application to accept it.
+    async fn settle(self: Arc<Self>, started: Started, permit: OwnedSemaphorePermit) {
+        let Started { id, pipe, span, unconfirmed } = started;
         let control = pipe.control();
-        let mut status = pipe.watch_status();
-        let connected = match pipe.resume_with_hello(conn, hello) {
-            Ok(_) => {
-                // The pipe's own handshake deadline ends a stalled attempt;
-                // the extra second only guards against a lost wake-up.
-                let limit = self.options.pipe.handshake_timeout + Duration::from_secs(1);
-                let settled = tokio::time::timeout(
-                    limit,
-                    status.wait_for(|status| status.generation.0 >= 1 && status.state != PipeState::Reconnecting),
-                )
-                .await;
-                matches!(settled, Ok(Ok(status)) if status.state == PipeState::Connected)
+        let mut status = control.watch_status();
+        let completed = loop {
+            // Marked seen before the core is asked, so that a change after
+            // the answer wakes the wait below.
+            status.borrow_and_update();
+            let settled = {
+                let mut table = lock(&self.table);
+                match control.first_handshake() {
+                    FirstHandshake::UnderWay => None,
+                    FirstHandshake::Completed if !*self.stopping.borrow() => {
+                        table.starting.remove(&id);
+                        table.sessions.insert(id, Entry { control: control.clone(), disconnected_since: None });
+                        Some(true)
+                    }
+                    FirstHandshake::Completed | FirstHandshake::Failed => {
+                        table.starting.remove(&id);
+                        Some(false)
+                    }
+                }
+            };
+            if let Some(completed) = settled {
+                break completed;
             }
-            Err(_) => false,
+            // Every handshake under way ends by its own deadline, which
+            // changes the status; the timeout only guards against a lost
+            // wake-up.
+            let _ = tokio::time::timeout(self.options.pipe.handshake_timeout, status.changed()).await;
         };
-        {
-            let mut table = lock(&self.table);
-            table.reserved -= 1;
-            if connected && !*self.stopping.borrow() {
-                table.sessions.insert(id, Entry { control: control.clone(), disconnected_since: None });
-            } else {
-                drop(table);
-                bump(&self.counters.failed_new_handshakes);
-                tracing::info!(parent: &span, "a new client's first handshake failed");
-                // Dropping the pipe still lets its refusal (ERROR frame)
-                // reach the client.
-                return;
-            }
+        if !completed {
+            bump(&self.counters.failed_new_handshakes);
+            tracing::info!(parent: &span, "a new client's first handshake failed");
+            // Dropping the pipe still lets its refusal (ERROR frame) reach
+            // the client.
+            return;
         }
         drop(permit);
         bump(&self.counters.sessions_created);
-        tracing::debug!(parent: &span, "new session");
+        if unconfirmed {
+            bump(&self.counters.sessions_created_unconfirmed);
+        }
+        tracing::debug!(parent: &span, unconfirmed, "new session");
         let watch = watch_session(Arc::downgrade(&self), id, control, self.options.session_expiry);
         tokio::spawn(watch.instrument(span.clone()));
         let mut stopping = self.stopping.subscribe();
@@ -855,6 +962,25 @@ impl Router {
             _ = stopping.wait_for(|stop| *stop) => {}
         }
     }
+}
+
+/// Where [`Router::route`] sent a connection.
+enum Routed {
+    /// To a session (or to one that ended meanwhile, which dropped it).
+    Handed,
+    /// Nowhere: it gets this ERROR frame.
+    Refused { conn: Conn, code: ErrorCode, reason: &'static str },
+    /// To a new session, whose first handshake is under way.
+    Started(Started),
+}
+
+/// A new session whose first handshake is under way.
+struct Started {
+    id: SessionId,
+    pipe: BackedPipe,
+    span: tracing::Span,
+    /// Started under an id the client already held (an unconfirmed one).
+    unconfirmed: bool,
 }
 
 /// Follows a session: records when its client leaves, expires it when the
@@ -901,6 +1027,7 @@ async fn watch_session(router: Weak<Router>, id: SessionId, control: PipeControl
         let mut table = lock(&router.table);
         if table.sessions.get(&id).is_some_and(|entry| entry.control.status().state == PipeState::Closed) {
             table.sessions.remove(&id);
+            table.ended.insert(id);
         }
     }
 }

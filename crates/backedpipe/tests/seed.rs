@@ -49,7 +49,7 @@ async fn read_frame(conn: &mut UnixStream) -> Option<(u8, Vec<u8>)> {
 /// A WELCOME (no authentication) saying the server has read `reader_seq`.
 fn welcome(reader_seq: u64) -> Vec<u8> {
     let mut frame = vec![0x02, 0, 0, 0, 72];
-    frame.extend_from_slice(&1u16.to_be_bytes()); // version
+    frame.extend_from_slice(&2u16.to_be_bytes()); // version
     frame.push(0); // auth: none
     frame.push(0); // flags
     frame.extend_from_slice(&[0x11; 16]); // session id
@@ -60,15 +60,16 @@ fn welcome(reader_seq: u64) -> Vec<u8> {
     frame
 }
 
-/// Reads the client's HELLO and checks its fixed fields.
-async fn expect_hello(conn: &mut UnixStream) -> (u64, [u8; 16]) {
+/// Reads the client's HELLO, checks its fixed fields, and returns its
+/// reader sequence number, session id and flags.
+async fn expect_hello(conn: &mut UnixStream) -> (u64, [u8; 16], u8) {
     let (kind, payload) = within(5, "HELLO", read_frame(conn)).await.expect("HELLO");
     assert_eq!(kind, 0x01);
     assert_eq!(&payload[..4], b"BKPP");
-    assert_eq!(u16::from_be_bytes([payload[4], payload[5]]), 1);
+    assert_eq!(u16::from_be_bytes([payload[4], payload[5]]), 2);
     let session: [u8; 16] = payload[8..24].try_into().unwrap();
     let reader_seq = u64::from_be_bytes(payload[24..32].try_into().unwrap());
-    (reader_seq, session)
+    (reader_seq, session, payload[7])
 }
 
 #[tokio::test]
@@ -180,8 +181,9 @@ async fn remote_sequence_older_than_the_buffer_is_data_loss() {
     drop(conn);
     // The client comes back; this "server" now claims to have read only 40.
     let mut conn = within(5, "second dial", conns.recv()).await.unwrap();
-    let (reader_seq, session) = expect_hello(&mut conn).await;
+    let (reader_seq, session, flags) = expect_hello(&mut conn).await;
     assert_eq!((reader_seq, session), (0, [0x11; 16]), "the client resumes the session it was given");
+    assert_eq!(flags, 0, "the ACK after the PROOF confirmed the session");
     conn.write_all(&welcome(40)).await.unwrap();
     assert_eq!(within(5, "PROOF", read_frame(&mut conn)).await, Some((0x03, vec![])));
     let (kind, payload) = within(5, "ERROR", read_frame(&mut conn)).await.expect("ERROR frame");

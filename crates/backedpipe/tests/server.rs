@@ -1,16 +1,22 @@
 //! The server side over real loopback sockets: new sessions and resumes
-//! routed to them, peer uid admission, expiry, a full server, a restarted
-//! server, and graceful shutdown.
+//! routed to them, sessions started under a client's unconfirmed id, peer
+//! uid admission, expiry, a full server, a restarted server, and graceful
+//! shutdown.
 
 mod common;
 
 use std::time::Duration;
 
 use backedpipe::dial::{TcpDialer, UnixDialer};
+use backedpipe::proto::{
+    AuthMethod, ErrorCode, FLAG_EOS_RECEIVED, FLAG_UNCONFIRMED, FrameHeader, FrameKind, HEADER_LEN, Hello, Nonce,
+    SessionId,
+};
 use backedpipe::server::{Listener, PeerUid, ServerOptions, ServerStats};
 use backedpipe::{BackedPipe, Error, Joined, PipeState};
 use common::net::{
-    Gated, TempDir, client_options, eventually, expect_pattern, send_pattern, server_options, tcp_server,
+    Gated, TempDir, client_options, error_code, eventually, expect_pattern, frames_until_close, send_pattern,
+    server_options, tcp_server,
 };
 use common::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -106,6 +112,82 @@ async fn new_clients_get_sessions_and_resumes_reach_them() {
     assert_eq!(stats.sessions_created, 3);
     assert!(stats.resumes_routed >= 15, "{stats:?}");
     assert_eq!(stats.refused_unknown_session, 0);
+}
+
+/// Opens a raw connection, sends `hello` and reads the server's first
+/// frame; the connection stays open (a WELCOME waits for a PROOF).
+async fn first_answer(addr: std::net::SocketAddr, hello: &Hello) -> (TcpStream, FrameKind, Vec<u8>) {
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(&hello.encode()).await.expect("HELLO");
+    let mut header = [0u8; HEADER_LEN];
+    within(10, "answer", conn.read_exact(&mut header)).await.expect("an answer");
+    let header = FrameHeader::decode(header, 0).expect("a handshake or ERROR frame");
+    let mut payload = vec![0u8; header.len as usize];
+    within(10, "answer", conn.read_exact(&mut payload)).await.expect("its payload");
+    (conn, header.kind, payload)
+}
+
+/// The session id a WELCOME payload carries.
+fn welcome_session(payload: &[u8]) -> SessionId {
+    SessionId::from_bytes(payload[4..20].try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_id_starts_one_session_and_an_ended_one_none() {
+    let (listener, addr) = tcp_server(server_options()).await;
+    let unconfirmed = |id, reader_seq| {
+        Hello::new(AuthMethod::HmacSha256, id, reader_seq, Nonce::random()).with_flags(FLAG_UNCONFIRMED)
+    };
+
+    // An id the server never held, flagged: a session starts under it.
+    let id = SessionId::random();
+    let (first, kind, payload) = first_answer(addr, &unconfirmed(id, 0)).await;
+    assert_eq!((kind, welcome_session(&payload)), (FrameKind::Welcome, id));
+    // Another connection for it while its first handshake is under way
+    // reaches the same new session: never two sessions with one id.
+    let (second, kind, payload) = first_answer(addr, &unconfirmed(id, 0).with_attempt(2)).await;
+    assert_eq!((kind, welcome_session(&payload)), (FrameKind::Welcome, id));
+    assert_eq!(listener.stats().resumes_routed, 1);
+    drop((first, second));
+    within(
+        10,
+        "forgotten",
+        eventually(Duration::from_secs(10), "the handshake failed", || listener.stats().failed_new_handshakes == 1),
+    )
+    .await;
+
+    // A client that never heard from the server has read nothing.
+    for hello in [
+        unconfirmed(SessionId::random(), 5),
+        unconfirmed(SessionId::random(), 0).with_flags(FLAG_UNCONFIRMED | FLAG_EOS_RECEIVED),
+    ] {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(&hello.encode()).await.unwrap();
+        let frames = within(10, "refusal", frames_until_close(&mut conn)).await;
+        assert!(
+            matches!(&frames[..], [(FrameKind::Error, payload)] if error_code(payload) == ErrorCode::InvalidSequence),
+            "{frames:?}"
+        );
+    }
+
+    // A session that existed and ended is not started again.
+    let client = BackedPipe::connect(TcpDialer::new(addr.to_string()), client_options());
+    within(10, "connect", client.connected()).await.unwrap();
+    let session = within(10, "accept", listener.accept()).await.unwrap();
+    let ended = session.session_id();
+    client.close();
+    session.close();
+    within(
+        10,
+        "ended",
+        eventually(Duration::from_secs(10), "the session left the table", || listener.stats().sessions == 0),
+    )
+    .await;
+    let (mut conn, kind, payload) = first_answer(addr, &unconfirmed(ended, 0)).await;
+    assert_eq!((kind, error_code(&payload)), (FrameKind::Error, ErrorCode::SessionUnknown));
+    assert!(within(10, "close", frames_until_close(&mut conn)).await.is_empty());
+    let stats = listener.stats();
+    assert_eq!((stats.sessions_created, stats.sessions_created_unconfirmed), (1, 0), "{stats:?}");
 }
 
 #[tokio::test]

@@ -58,7 +58,7 @@ use tracing::Instrument;
 
 use self::driver::{DialFuture, Dialer, Driver};
 use self::state::{Party, Shared};
-use crate::core::{ConnectionState, Core, Generation, Role};
+use crate::core::{ConnectionState, Core, FirstHandshake, Generation, Role};
 use crate::error::Error;
 use crate::options::Options;
 use crate::proto::{self, DecodeError, Hello, Nonce, SessionId};
@@ -399,6 +399,13 @@ impl PipeControl {
     /// handshake).
     pub fn session_id(&self) -> SessionId {
         self.shared.lock().core.session_id()
+    }
+
+    /// Passive side: how the first handshake stands, read from the core
+    /// (the published status follows it only once the state's lock is
+    /// released). The server enters a new session in its table by it.
+    pub(crate) fn first_handshake(&self) -> FirstHandshake {
+        self.shared.lock().core.first_handshake()
     }
 
     /// Passive side: hands the pipe a new connection; see

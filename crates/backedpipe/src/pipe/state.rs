@@ -40,6 +40,10 @@
 //!
 //! The order, outermost first:
 //!
+//! 0. **A server's session table before any pipe's state.** The
+//!    [`Listener`](crate::Listener) routes a connection to its pipe (and
+//!    reads a new session's first handshake) under its table's lock; no
+//!    pipe locks the table.
 //! 1. **A half, then the state.** The holder of a half may wait for the
 //!    state; whoever holds the state only ever *tries* a half
 //!    ([`try_half`]) and, when it is taken, leaves what it would have sent
