@@ -1,23 +1,29 @@
 //! Client and server through a fault-injecting TCP proxy on loopback: cuts
-//! every few milliseconds under full load, a black hole, refused and
-//! delayed connections, and a thousand reconnects of one session with the
-//! process's descriptors and memory watched.
+//! every few milliseconds under full load, the first connection to a
+//! server cut at every byte offset of its handshake, a black hole, refused
+//! and delayed connections, and a thousand reconnects of one session with
+//! the process's descriptors and memory watched.
 
 mod common;
 
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use backedpipe::BackedPipe;
-use backedpipe::PipeState;
 use backedpipe::dial::TcpDialer;
+use backedpipe::server::Listener;
+use backedpipe::{BackedPipe, PipeState, Reconnector};
 use common::net::{client_options, expect_pattern, open_fds, rss_kib, send_pattern, server_options, tcp_server};
 use common::within;
-use faultproxy::{Cut, Proxy};
+use faultproxy::{Cut, CutStyle, Proxy};
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// Held by the tests that measure this process's memory and by those that
 /// allocate a lot of it, so that no measurement sees another test's
-/// buffers come and go.
+/// buffers come and go; and by the one that opens hundreds of connections
+/// in a row, so that its load does not skew the others' counts.
 static MEMORY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Streams `total` bytes each way between `client` and `session` at once
@@ -202,4 +208,96 @@ async fn a_thousand_reconnects_keep_descriptors_and_memory_flat() {
     assert!(session_control.stats().reconnects >= reconnects);
     drop(halves);
     proxy.shutdown().await;
+}
+
+/// Dials through a proxy the first time and straight to the server after:
+/// only the first connection can be cut.
+struct FirstThroughProxy {
+    proxy: TcpDialer,
+    server: TcpDialer,
+    dials: AtomicUsize,
+}
+
+impl Reconnector<TcpStream> for FirstThroughProxy {
+    async fn reconnect(&self) -> io::Result<TcpStream> {
+        if self.dials.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.proxy.reconnect().await
+        } else {
+            self.server.reconnect().await
+        }
+    }
+}
+
+/// A new client whose first connection the proxy cuts after `bytes` bytes
+/// (both directions summed): its request and the session's answer must
+/// arrive intact, with no session lost. Returns whether the cut happened.
+async fn first_connection_cut_after(
+    listener: &Listener<TcpStream>,
+    server: SocketAddr,
+    style: CutStyle,
+    bytes: u64,
+) -> bool {
+    let proxy = Proxy::start(server).await.expect("proxy");
+    proxy.set_cut_style(style);
+    proxy.set_cut(Cut::AfterBytes(bytes));
+    let dialer = FirstThroughProxy {
+        proxy: TcpDialer::new(proxy.addr().to_string()),
+        server: TcpDialer::new(server.to_string()),
+        dials: AtomicUsize::new(0),
+    };
+    let mut client = BackedPipe::connect(dialer, client_options());
+    let case = format!("{style:?} cut after {bytes} bytes");
+    within(10, &case, async {
+        send_pattern(&mut client, 20, 1024, 1024).await.unwrap_or_else(|err| panic!("{case}: request: {err}"));
+        let mut session = listener.accept().await.unwrap_or_else(|| panic!("{case}: no session"));
+        assert_eq!(session.session_id(), client.session_id(), "{case}: the client's own session");
+        expect_pattern(&mut session, 20, 1024).await.unwrap_or_else(|err| panic!("{case}: request: {err}"));
+        send_pattern(&mut session, 21, 1024, 1024).await.unwrap_or_else(|err| panic!("{case}: answer: {err}"));
+        expect_pattern(&mut client, 21, 1024)
+            .await
+            .unwrap_or_else(|err| panic!("{case}: answer: {err}; the client's pipe: {:?}", client.failure()));
+        assert!(client.failure().is_none(), "{case}: {:?}", client.failure());
+        client.close();
+        session.close();
+    })
+    .await;
+    let cut = proxy.stats().cuts > 0;
+    proxy.shutdown().await;
+    cut
+}
+
+/// The first connection of every new client cut at each offset from 0 to
+/// 400 bytes (HELLO, WELCOME with the server's proof, PROOF, the server's
+/// confirmation and the first DATA frames take about 250 and more): the
+/// client never loses its session, whether the cut leaves it without a
+/// WELCOME, with a WELCOME whose PROOF the server never verified, or with a
+/// session the server holds but has not confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_connection_cut_at_any_offset_never_loses_the_session() {
+    let _busy = MEMORY.lock().await;
+    let (listener, addr) = tcp_server(server_options()).await;
+    let started = Instant::now();
+    let mut cuts = 0;
+    let offsets = 0..400u64;
+    for style in [CutStyle::Close, CutStyle::Reset] {
+        for bytes in offsets.clone() {
+            cuts += u64::from(first_connection_cut_after(&listener, addr, style, bytes).await);
+        }
+    }
+    let stats = listener.stats();
+    eprintln!(
+        "{} first connections cut at offsets 0..{} ({cuts} cut) in {:.2?}: {} sessions, {} of them started again \
+         under an unconfirmed id, {} handshakes failed, {} resumes routed, {} refused as unknown",
+        2 * offsets.end,
+        offsets.end,
+        started.elapsed(),
+        stats.sessions_created,
+        stats.sessions_created_unconfirmed,
+        stats.failed_new_handshakes,
+        stats.resumes_routed,
+        stats.refused_unknown_session,
+    );
+    assert_eq!(stats.sessions_created, 2 * offsets.end, "exactly one session per client");
+    assert_eq!(stats.refused_unknown_session, 0);
+    assert!(stats.sessions_created_unconfirmed > 0, "some cuts fell between WELCOME and the server's PROOF check");
 }
