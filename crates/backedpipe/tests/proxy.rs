@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use backedpipe::dial::TcpDialer;
 use backedpipe::server::Listener;
-use backedpipe::{BackedPipe, PipeState, Reconnector};
+use backedpipe::{BackedPipe, PipeState, Reconnector, Transport};
 use common::net::{client_options, expect_pattern, open_fds, rss_kib, send_pattern, server_options, tcp_server};
 use common::within;
 use faultproxy::{Cut, CutStyle, Proxy};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// Held by the tests that measure this process's memory and by those that
 /// allocate a lot of it, so that no measurement sees another test's
@@ -218,25 +217,21 @@ struct FirstThroughProxy {
     dials: AtomicUsize,
 }
 
-impl Reconnector<TcpStream> for FirstThroughProxy {
-    async fn reconnect(&self) -> io::Result<TcpStream> {
-        if self.dials.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.proxy.reconnect().await
+impl Reconnector for FirstThroughProxy {
+    async fn reconnect(&self) -> io::Result<impl Transport> {
+        let conn: Box<dyn Transport> = if self.dials.fetch_add(1, Ordering::SeqCst) == 0 {
+            Box::new(self.proxy.reconnect().await?)
         } else {
-            self.server.reconnect().await
-        }
+            Box::new(self.server.reconnect().await?)
+        };
+        Ok(conn)
     }
 }
 
 /// A new client whose first connection the proxy cuts after `bytes` bytes
 /// (both directions summed): its request and the session's answer must
 /// arrive intact, with no session lost. Returns whether the cut happened.
-async fn first_connection_cut_after(
-    listener: &Listener<TcpStream>,
-    server: SocketAddr,
-    style: CutStyle,
-    bytes: u64,
-) -> bool {
+async fn first_connection_cut_after(listener: &Listener, server: SocketAddr, style: CutStyle, bytes: u64) -> bool {
     let proxy = Proxy::start(server).await.expect("proxy");
     proxy.set_cut_style(style);
     proxy.set_cut(Cut::AfterBytes(bytes));
