@@ -71,9 +71,12 @@ async fn with_a_cut_every_1_to_50_ms_128_mib_each_way_arrive_intact() {
         server_control.stats().bytes_replayed >> 20,
     );
     assert!(stats.reconnects >= 10, "the proxy cut often: {stats:?}");
-    // The server may be one handshake behind (a cut right after the
-    // client's PROOF).
-    assert!(server_control.stats().reconnects + 1 >= stats.reconnects, "{:?}", server_control.stats());
+    // The client counts a handshake once its PROOF is sent, the server once
+    // it verified it: every cut in between (several in a row when the
+    // machine is slow) leaves the server one more behind, never ahead.
+    let server_stats = server_control.stats();
+    assert!(server_stats.reconnects <= stats.reconnects, "server {server_stats:?}, client {stats:?}");
+    assert!(server_stats.reconnects >= 10, "the server saw the cuts too: {server_stats:?}");
     proxy.shutdown().await;
 }
 
