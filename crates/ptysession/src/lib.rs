@@ -140,6 +140,8 @@ mod manager;
 mod options;
 mod pty;
 mod queue;
+#[cfg(feature = "screen")]
+mod screen;
 mod session;
 mod stats;
 mod status;
