@@ -27,3 +27,12 @@ pub fn clean_start(first: &[u8], second: &[u8], at_stream_start: bool) -> (usize
     };
     (offset, proof)
 }
+
+/// Feeds `output` (split at `cuts`) to a screen model, draws its repaint on
+/// a fresh one, and compares what both show: cells, attributes, cursor,
+/// modes, title and history; then again after leaving the alternate screen,
+/// and after a resynchronising repaint. `Err` says what differs.
+#[cfg(feature = "screen")]
+pub fn screen_round_trip(output: &[u8], cuts: &[usize]) -> Result<(), String> {
+    crate::screen::compare::round_trip(output, cuts)
+}

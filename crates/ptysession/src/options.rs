@@ -10,7 +10,10 @@ use crate::WindowSize;
 #[non_exhaustive]
 pub enum ResizePolicy {
     /// The most recent request wins: attaching with a size or resizing sets
-    /// the terminal's size; a client leaving changes nothing.
+    /// the terminal's size; when a client leaves, the most recent request
+    /// among the clients that remain applies (so a client is not left
+    /// cropped to the size of one that is gone). With no client that gave
+    /// a size, the terminal keeps its size.
     #[default]
     MostRecent,
     /// The smallest rows and the smallest columns over the attached clients

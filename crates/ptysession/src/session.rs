@@ -522,7 +522,7 @@ impl Shared {
         #[cfg(feature = "screen")]
         self.screen.push_output(chunk.clone());
         let before = inner.clients.len();
-        let mut resyncs = 0;
+        let mut resyncs = 0u64;
         inner.clients.retain(|client| match client.queue.push(chunk.clone(), limit, client.on_lag) {
             Pushed::Queued => true,
             Pushed::Ended => false,

@@ -10,10 +10,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::autostart::NoServer;
-use crate::client::{self, AttachOptions};
+use crate::client::{self, AttachOptions, Redraw};
 use crate::keys::DetachKey;
 use crate::paths::RuntimeDir;
-use crate::protocol::{self, ClientHello, NewSession, Request, Response};
+use crate::protocol::{self, ClientHello, NewSession, Request, Response, Restore};
 use crate::server::{self, ServeConfig};
 use crate::transport::Target;
 use crate::{logging, secret, terminal};
@@ -94,10 +94,22 @@ struct NewArgs {
 struct AttachArgs {
     /// The session's name (see rpty ls)
     name: String,
+    /// What to show on attaching: `screen` redraws the session's screen
+    /// (with its history in this terminal's scrollback, and the modes the
+    /// program set); `raw` replays the output kept, as it was written
+    #[arg(long, value_enum, default_value_t = RestoreArg::Screen)]
+    restore: RestoreArg,
     #[command(flatten)]
     key: KeyArgs,
     #[command(flatten)]
     connect: ConnectArgs,
+}
+
+/// `--restore`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RestoreArg {
+    Screen,
+    Raw,
 }
 
 #[derive(Debug, Args)]
@@ -300,7 +312,8 @@ async fn new(args: NewArgs, runtime: std::io::Result<RuntimeDir>) -> Result<Exit
         Response::Attached { name, .. } => {
             let options = AttachOptions {
                 detach_key: args.key.detach_key,
-                redraw: false,
+                redraw: Redraw::None,
+                restore: Restore::Screen,
                 reattach_hint: command_hint(&args.connect, "attach", &name),
             };
             client::attach(connection, &name, &options).await
@@ -319,7 +332,11 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
     if is_local(&target) && std::env::var("RPTY_SESSION").is_ok_and(|inside| inside == args.name) {
         bail!("this terminal is session {:?} itself: attaching it to itself would loop", args.name);
     }
-    let hello = ClientHello::new(Request::Attach { name: args.name.clone(), size: terminal::window_size() })
+    let restore = match args.restore {
+        RestoreArg::Screen => Restore::Screen,
+        RestoreArg::Raw => Restore::Raw,
+    };
+    let hello = ClientHello::new(Request::Attach { name: args.name.clone(), size: terminal::window_size(), restore })
         .with_resume_window(target.resume_window());
     let (connection, response) = match client::request(&target, hello).await {
         Err(err) if err.is::<NoServer>() => bail!("no server is running, so there is no session named {:?}", args.name),
@@ -329,7 +346,11 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
         Response::Attached { name, .. } => {
             let options = AttachOptions {
                 detach_key: args.key.detach_key,
-                redraw: true,
+                redraw: match restore {
+                    Restore::Screen => Redraw::Nudge,
+                    Restore::Raw => Redraw::ClearAndNudge,
+                },
+                restore,
                 reattach_hint: command_hint(&args.connect, "attach", &name),
             };
             client::attach(connection, &name, &options).await

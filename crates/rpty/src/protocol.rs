@@ -112,6 +112,18 @@ impl ClientHello {
     }
 }
 
+/// What a client that attaches is shown first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Restore {
+    /// The session's screen, redrawn from its screen model: history lines
+    /// into the terminal's scrollback, the screen, cursor, modes and title.
+    #[default]
+    Screen,
+    /// The raw output kept in the session's scrollback, as it was written.
+    Raw,
+}
+
 /// What a client asks the server for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -125,6 +137,9 @@ pub enum Request {
         name: String,
         /// The client's terminal size, if it has a terminal.
         size: Option<Size>,
+        /// What the client is shown first (absent: the screen).
+        #[serde(default)]
+        restore: Restore,
     },
     /// List the sessions.
     List,
@@ -367,7 +382,7 @@ mod tests {
         new.attach = true;
         let hellos = [
             ClientHello::new(Request::New(new)),
-            ClientHello::new(Request::Attach { name: "x".into(), size: None }),
+            ClientHello::new(Request::Attach { name: "x".into(), size: None, restore: Restore::Raw }),
             ClientHello::new(Request::List).with_resume_window(Duration::from_secs(3600)),
             ClientHello::new(Request::Kill { name: "x".into() }),
         ];

@@ -24,7 +24,8 @@ use tokio::sync::Notify;
 use crate::cli::with_causes;
 use crate::paths::RuntimeDir;
 use crate::protocol::{
-    self, ClientHello, ErrorKind, Exit, NewSession, Request, Response, SessionEntry, SessionState, Size, VERSION,
+    self, ClientHello, ErrorKind, Exit, NewSession, Request, Response, Restore, SessionEntry, SessionState, Size,
+    VERSION,
 };
 use crate::secret;
 use crate::transport;
@@ -237,14 +238,14 @@ impl Server {
                 let attach = new.attach.then_some(new.size);
                 match (self.new_session(new), attach) {
                     (Ok((name, session)), Some(size)) => {
-                        return self.attach_and_serve(name, session, size, conn, finish_timeout).await;
+                        return self.attach_and_serve(name, session, size, Restore::Screen, conn, finish_timeout).await;
                     }
                     (Ok((name, _)), None) => Response::Created { name },
                     (Err(response), _) => response,
                 }
             }
-            Request::Attach { name, size } => match shared.manager.get(&name) {
-                Some(session) => return self.attach_and_serve(name, session, size, conn, finish_timeout).await,
+            Request::Attach { name, size, restore } => match shared.manager.get(&name) {
+                Some(session) => return self.attach_and_serve(name, session, size, restore, conn, finish_timeout).await,
                 None => error(ErrorKind::NotFound, format!("no session named {name:?}")),
             },
             Request::List => Response::Sessions { sessions: self.list() },
@@ -334,12 +335,18 @@ impl Server {
         name: String,
         session: Session,
         size: Option<Size>,
+        restore: Restore,
         mut conn: C,
         finish_timeout: Option<Duration>,
     ) where
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let attachment = match session.attach(size.map(Into::into)) {
+        let size = size.map(Into::into);
+        let attached = match restore {
+            Restore::Screen => session.attach_screen(size),
+            Restore::Raw => session.attach(size),
+        };
+        let attachment = match attached {
             Ok(attachment) => attachment,
             Err(ptysession::Error::Closed) => {
                 let response = error(ErrorKind::NotFound, format!("no session named {name:?}"));

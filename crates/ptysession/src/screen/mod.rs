@@ -9,6 +9,8 @@ mod handler;
 mod render;
 pub(crate) mod worker;
 
+#[cfg(any(test, fuzzing))]
+pub(crate) mod compare;
 #[cfg(test)]
 mod tests;
 

@@ -132,12 +132,6 @@ impl Feed {
         self.ready.notify_one();
     }
 
-    /// Output bytes not yet applied to the model.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn backlog_bytes(&self) -> usize {
-        lock(&self.work).backlog_bytes
-    }
-
     fn run(&self) {
         loop {
             let item = {
@@ -189,11 +183,5 @@ impl Feed {
             let size = screen.size();
             *screen = Screen::new(size, self.history_lines);
         }
-    }
-
-    /// Runs `action` on the model as it is now (tests).
-    #[cfg(test)]
-    pub(crate) fn with_screen<T>(&self, action: impl FnOnce(&mut Screen) -> T) -> T {
-        action(&mut lock(&self.screen))
     }
 }
