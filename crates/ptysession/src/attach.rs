@@ -55,7 +55,13 @@ impl Attachment {
         replay_seq: u64,
         restores_screen: bool,
     ) -> Self {
-        Self { replay, replay_seq, restores_screen, events: Events { shared: shared.clone(), id, queue }, input: Input { shared, id } }
+        Self {
+            replay,
+            replay_seq,
+            restores_screen,
+            events: Events { shared: shared.clone(), id, queue },
+            input: Input { shared, id },
+        }
     }
 
     /// This client's id.

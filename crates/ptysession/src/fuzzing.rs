@@ -11,6 +11,9 @@ pub enum Proof {
     OutsideDcs,
     /// Clean unless the first byte was inside a control string.
     OutsideStrings,
+    /// Clean unless the first byte was inside a control string or an
+    /// escape sequence (the start follows a line end).
+    LineBoundary,
     /// Nothing can be replayed safely.
     Nothing,
 }
@@ -23,6 +26,7 @@ pub fn clean_start(first: &[u8], second: &[u8], at_stream_start: bool) -> (usize
         crate::boundary::Proof::Proven => Proof::Proven,
         crate::boundary::Proof::OutsideDcs => Proof::OutsideDcs,
         crate::boundary::Proof::OutsideStrings => Proof::OutsideStrings,
+        crate::boundary::Proof::LineBoundary => Proof::LineBoundary,
         crate::boundary::Proof::Nothing => Proof::Nothing,
     };
     (offset, proof)

@@ -229,7 +229,7 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
             tracing::info!(name, "the terminal fell behind the output; attaching again");
             let hello =
                 ClientHello::new(Request::Attach { name: name.to_owned(), size: local.size, restore: options.restore })
-                .with_resume_window(target.resume_window());
+                    .with_resume_window(target.resume_window());
             match request(&target, hello).await {
                 Ok((next, Response::Attached { .. })) => {
                     connection = next;

@@ -245,7 +245,9 @@ impl Server {
                 }
             }
             Request::Attach { name, size, restore } => match shared.manager.get(&name) {
-                Some(session) => return self.attach_and_serve(name, session, size, restore, conn, finish_timeout).await,
+                Some(session) => {
+                    return self.attach_and_serve(name, session, size, restore, conn, finish_timeout).await;
+                }
                 None => error(ErrorKind::NotFound, format!("no session named {name:?}")),
             },
             Request::List => Response::Sessions { sessions: self.list() },

@@ -127,7 +127,11 @@ pub(crate) fn state(screen: &Screen) -> State {
         });
     State {
         modes: *term.mode() & RESTORED_MODES,
-        cursor: if unaddressable { (-1, 0, false) } else { (cursor.point.line.0, cursor.point.column.0, cursor.input_needs_wrap) },
+        cursor: if unaddressable {
+            (-1, 0, false)
+        } else {
+            (cursor.point.line.0, cursor.point.column.0, cursor.input_needs_wrap)
+        },
         pen: (cursor.template.fg, cursor.template.bg, cursor.template.flags),
         cursor_style: term.cursor_style(),
         title: screen.title(),
@@ -214,7 +218,8 @@ pub(crate) fn round_trip(output: &[u8], cuts: &[usize]) -> Result<(), String> {
     // Room for the history and the blank screen pushed ahead of it.
     let mut fresh = Screen::new(SIZE, HISTORY + usize::from(SIZE.rows) + 1);
     fresh.feed(&repaint);
-    let context = || format!("output {:?}\nrepaint {:?}", String::from_utf8_lossy(output), String::from_utf8_lossy(&repaint));
+    let context =
+        || format!("output {:?}\nrepaint {:?}", String::from_utf8_lossy(output), String::from_utf8_lossy(&repaint));
     check(text(&fresh) == text(&model), &format!("text {:?} / {:?}", text(&fresh), text(&model)), &context)?;
     if let Some(difference) = difference(&state(&fresh), &state(&model)) {
         return check(false, &difference, &context);
@@ -243,4 +248,3 @@ pub(crate) fn round_trip(output: &[u8], cuts: &[usize]) -> Result<(), String> {
     }
     Ok(())
 }
-

@@ -101,7 +101,12 @@ impl Screen {
         let title = Arc::new(Mutex::new(None));
         let config = Config { scrolling_history: history_lines, ..Config::default() };
         let listener = Listener { title: title.clone() };
-        Self { term: Term::new(config, &Size::of(size), listener), parser: Processor::new(), extra: Extra::default(), title }
+        Self {
+            term: Term::new(config, &Size::of(size), listener),
+            parser: Processor::new(),
+            extra: Extra::default(),
+            title,
+        }
     }
 
     /// Applies output.
@@ -158,8 +163,9 @@ impl Screen {
 
     /// The hidden primary screen while the alternate one shows.
     #[cfg(any(test, fuzzing))]
-    pub(crate) fn hidden_primary(&self) -> Option<&alacritty_terminal::grid::Grid<alacritty_terminal::term::cell::Cell>> {
+    pub(crate) fn hidden_primary(
+        &self,
+    ) -> Option<&alacritty_terminal::grid::Grid<alacritty_terminal::term::cell::Cell>> {
         self.extra.primary.as_ref()
     }
 }
-

@@ -330,11 +330,9 @@ pub(super) fn repaint(
     set_mode(&mut out, "?1", mode.contains(TermMode::APP_CURSOR));
     out.push_str(if mode.contains(TermMode::APP_KEYPAD) { "\x1b=" } else { "\x1b>" });
     out.push_str("\x1b[?1003l\x1b[?1002l\x1b[?1000l");
-    for (flag, code) in [
-        (TermMode::MOUSE_REPORT_CLICK, "?1000"),
-        (TermMode::MOUSE_DRAG, "?1002"),
-        (TermMode::MOUSE_MOTION, "?1003"),
-    ] {
+    for (flag, code) in
+        [(TermMode::MOUSE_REPORT_CLICK, "?1000"), (TermMode::MOUSE_DRAG, "?1002"), (TermMode::MOUSE_MOTION, "?1003")]
+    {
         if mode.contains(flag) {
             set_mode(&mut out, code, true);
         }

@@ -66,7 +66,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Feed {
     /// Starts the worker thread of a session's screen model.
-    pub(crate) fn start(size: WindowSize, history_lines: usize, backlog_limit_bytes: usize) -> std::io::Result<Arc<Self>> {
+    pub(crate) fn start(
+        size: WindowSize,
+        history_lines: usize,
+        backlog_limit_bytes: usize,
+    ) -> std::io::Result<Arc<Self>> {
         let feed = Arc::new(Self {
             work: Mutex::new(WorkQueue::default()),
             ready: Condvar::new(),
