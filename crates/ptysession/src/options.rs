@@ -50,6 +50,8 @@ pub struct Options {
     pub(crate) exit_drain_timeout: Duration,
     pub(crate) kill_timeout: Duration,
     #[cfg(feature = "screen")]
+    pub(crate) screen_model: bool,
+    #[cfg(feature = "screen")]
     pub(crate) history_lines: usize,
     #[cfg(feature = "screen")]
     pub(crate) screen_backlog_bytes: usize,
@@ -78,6 +80,8 @@ impl Options {
             linger: Duration::from_secs(30),
             exit_drain_timeout: Duration::from_millis(250),
             kill_timeout: Duration::from_secs(5),
+            #[cfg(feature = "screen")]
+            screen_model: true,
             #[cfg(feature = "screen")]
             history_lines: crate::screen::DEFAULT_HISTORY_LINES,
             #[cfg(feature = "screen")]
@@ -151,6 +155,16 @@ impl Options {
     /// Default 5 s.
     pub fn kill_timeout(mut self, timeout: Duration) -> Self {
         self.kill_timeout = timeout;
+        self
+    }
+
+    /// Whether the session keeps a screen model (a terminal emulator fed
+    /// every byte of output, on a thread of its own). Without one, clients
+    /// get the raw scrollback only and a lagging client is detached; the
+    /// output path does no parsing at all. Default `true`.
+    #[cfg(feature = "screen")]
+    pub fn screen_model(mut self, enabled: bool) -> Self {
+        self.screen_model = enabled;
         self
     }
 

@@ -80,8 +80,9 @@ pub(crate) struct Shared {
     options: Options,
     /// The screen model; see [`crate::screen::worker`] for how it keeps
     /// step with the clients.
+    /// `None` when [`Options::screen_model`] turned it off.
     #[cfg(feature = "screen")]
-    screen: Arc<Feed>,
+    screen: Option<Arc<Feed>>,
     /// The session's span (its id, when a manager named it, and the pid):
     /// its tasks run in it, so that every line it logs says whose it is.
     span: tracing::Span,
@@ -161,8 +162,13 @@ impl Session {
         let _entered = span.enter();
         let pty_error = |op| move |source| Error::Pty { op, source };
         #[cfg(feature = "screen")]
-        let screen = Feed::start(options.initial_size, options.history_lines, options.screen_backlog_bytes)
-            .map_err(pty_error("starting the screen model's thread"))?;
+        let screen = match options.screen_model {
+            true => Some(
+                Feed::start(options.initial_size, options.history_lines, options.screen_backlog_bytes)
+                    .map_err(pty_error("starting the screen model's thread"))?,
+            ),
+            false => None,
+        };
         let pair = pty::open(options.initial_size).map_err(pty_error("opening the terminal"))?;
         let master = Arc::new(pty::register(pair.master).map_err(pty_error("registering the terminal"))?);
         let duplicate = || pair.slave.try_clone().map_err(pty_error("duplicating the terminal"));
@@ -270,6 +276,10 @@ impl Session {
     /// The repaint is rendered by the screen model's thread once it has
     /// applied all output up to this point (at most
     /// [`Options::screen_backlog_bytes`]); the session never waits for it.
+    /// A session started without a screen model
+    /// ([`Options::screen_model`]) attaches the client as
+    /// [`attach`](Self::attach) does ([`Attachment::restores_screen`] is
+    /// `false`).
     ///
     /// # Errors
     ///
@@ -281,6 +291,8 @@ impl Session {
 
     fn attach_as(&self, size: Option<WindowSize>, restore: Restore) -> Result<Attachment, Error> {
         let shared = &self.shared;
+        #[cfg(feature = "screen")]
+        let restore = if shared.screen.is_some() { restore } else { Restore::Raw };
         let mut inner = lock(&shared.inner);
         if inner.close_reason.is_some() {
             return Err(Error::Closed);
@@ -310,7 +322,9 @@ impl Session {
         if restore == Restore::Screen {
             let generation = queue.await_repaint();
             let rows = usize::from(size.unwrap_or(inner.size).rows.max(1));
-            shared.screen.push_repaint(queue.clone(), generation, Kind::Attach { rows });
+            if let Some(screen) = &shared.screen {
+                screen.push_repaint(queue.clone(), generation, Kind::Attach { rows });
+            }
         }
         if let Some(status) = inner.exit_status {
             queue.close(End::Exited(status));
@@ -476,7 +490,9 @@ impl Shared {
             Ok(()) => {
                 inner.size = size;
                 #[cfg(feature = "screen")]
-                self.screen.push_resize(size);
+                if let Some(screen) = &self.screen {
+                    screen.push_resize(size);
+                }
                 Counters::add(&self.counters.resizes, 1);
                 Ok(())
             }
@@ -520,7 +536,9 @@ impl Shared {
         let mut inner = lock(&self.inner);
         inner.ring.write(&chunk);
         #[cfg(feature = "screen")]
-        self.screen.push_output(chunk.clone());
+        if let Some(screen) = &self.screen {
+            screen.push_output(chunk.clone());
+        }
         let before = inner.clients.len();
         let mut resyncs = 0u64;
         inner.clients.retain(|client| match client.queue.push(chunk.clone(), limit, client.on_lag) {
@@ -528,7 +546,9 @@ impl Shared {
             Pushed::Ended => false,
             #[cfg(feature = "screen")]
             Pushed::Resync(generation) => {
-                self.screen.push_repaint(client.queue.clone(), generation, Kind::Resync);
+                if let Some(screen) = &self.screen {
+                    screen.push_repaint(client.queue.clone(), generation, Kind::Resync);
+                }
                 resyncs += 1;
                 true
             }
@@ -687,7 +707,9 @@ impl Drop for Shared {
     /// The screen model's thread stops with the session, also when the
     /// runtime went away before the supervisor could close it.
     fn drop(&mut self) {
-        self.screen.close();
+        if let Some(screen) = &self.screen {
+            screen.close();
+        }
     }
 }
 
@@ -756,7 +778,9 @@ async fn read_output(shared: Arc<Shared>, master: Arc<AsyncFd<OwnedFd>>, mut exi
             // The only place the reader waits for the screen model: when
             // its backlog is full (sustained output), not for bursts.
             #[cfg(feature = "screen")]
-            shared.screen.wait_for_room().await;
+            if let Some(screen) = &shared.screen {
+                screen.wait_for_room().await;
+            }
         }
         if ended {
             break;
@@ -866,7 +890,9 @@ async fn supervise(shared: Arc<Shared>, mut child: Child, mut tasks: Tasks) {
     drop(master);
     drop(child);
     #[cfg(feature = "screen")]
-    shared.screen.close();
+    if let Some(screen) = &shared.screen {
+        screen.close();
+    }
     shared.state.send_replace(State::Done);
     tracing::debug!("session done");
 }
