@@ -134,23 +134,41 @@ fn measure<E: Emulator>(data: &[u8]) -> Duration {
         emulator.feed(black_box(chunk));
     }
     let elapsed = started.elapsed();
-    black_box(&emulator.parser_state());
+    black_box(&emulator);
     elapsed
 }
 
-trait ParserState {
-    fn parser_state(&self) -> usize;
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: usize = statm.split_whitespace().nth(1).and_then(|pages| pages.parse().ok()).expect("resident pages");
+    pages * 4
 }
 
-impl<E> ParserState for E {
-    fn parser_state(&self) -> usize {
-        std::ptr::from_ref(self) as usize
-    }
+/// Memory per emulator with a full screen and full history of coloured
+/// 80-column lines: the growth of this process's RSS over `COUNT` of them.
+fn memory<E: Emulator>() -> usize {
+    const COUNT: usize = 20;
+    let line = "\x1b[32mcoloured\x1b[0m text to fill a line of eighty columns, with some more words: abcdefghij\r\n";
+    let lines: String = (0..(SCROLLBACK_LINES + usize::from(ROWS)) * 2).map(|_| line).collect();
+    let before = rss_kib();
+    let emulators: Vec<E> = (0..COUNT)
+        .map(|_| {
+            let mut emulator = E::new();
+            emulator.feed(lines.as_bytes());
+            emulator
+        })
+        .collect();
+    let grown = rss_kib().saturating_sub(before);
+    drop(black_box(emulators));
+    grown / COUNT
 }
 
 fn main() {
     let mib: usize = std::env::args().nth(1).map_or(64, |arg| arg.parse().expect("a size in MiB"));
-    println!("{mib} MiB per workload, {CHUNK_BYTES}-byte chunks, {ROWS}x{COLS}, {SCROLLBACK_LINES} history lines; best of 3");
+    println!(
+        "{mib} MiB per workload, {CHUNK_BYTES}-byte chunks, {ROWS}x{COLS}, {SCROLLBACK_LINES} history lines; best of 3"
+    );
     println!("| workload | {} | {} | {} |", Alacritty::NAME, Vt100::NAME, Avt::NAME);
     println!("| --- | --- | --- | --- |");
     for (name, data) in workloads(mib << 20) {
@@ -161,4 +179,10 @@ fn main() {
         let avt = best(measure::<Avt>);
         println!("| {name} | {} | {} | {} |", rate(alacritty), rate(vt100), rate(avt));
     }
+    println!(
+        "| memory, full screen and {SCROLLBACK_LINES} history lines | {} KiB | {} KiB | {} KiB |",
+        memory::<Alacritty>(),
+        memory::<Vt100>(),
+        memory::<Avt>()
+    );
 }

@@ -93,10 +93,8 @@ fn raw_master_read(workload: Workload) -> u64 {
 /// its own task until the exit status; returns the bytes one client got.
 async fn session_read(workload: Workload, clients: usize, model: Model) -> u64 {
     // Queues large enough that no client lags: this measures throughput.
-    let options = Options::new()
-        .client_queue_bytes(64 << 20)
-        .first_attach_timeout(None)
-        .screen_model(model == Model::With);
+    let options =
+        Options::new().client_queue_bytes(64 << 20).first_attach_timeout(None).screen_model(model == Model::With);
     let session = Session::spawn(writer_command(workload), options).unwrap();
     let readers: Vec<_> = (0..clients)
         .map(|_| {

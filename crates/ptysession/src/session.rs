@@ -540,7 +540,6 @@ impl Shared {
             screen.push_output(chunk.clone());
         }
         let before = inner.clients.len();
-        let mut resyncs = 0u64;
         inner.clients.retain(|client| match client.queue.push(chunk.clone(), limit, client.on_lag) {
             Pushed::Queued => true,
             Pushed::Ended => false,
@@ -549,16 +548,13 @@ impl Shared {
                 if let Some(screen) = &self.screen {
                     screen.push_repaint(client.queue.clone(), generation, Kind::Resync);
                 }
-                resyncs += 1;
+                Counters::add(&self.counters.resyncs, 1);
+                tracing::debug!(client = %client.id, "a client that fell behind gets a repaint");
                 true
             }
             #[cfg(not(feature = "screen"))]
             Pushed::Resync(_) => unreachable!("clients resynchronise only with the screen model"),
         });
-        if resyncs > 0 {
-            Counters::add(&self.counters.resyncs, resyncs);
-            tracing::debug!(resyncs, "clients that fell behind get a repaint");
-        }
         let lagged = before - inner.clients.len();
         if lagged > 0 {
             Counters::add(&self.counters.clients_lagged, lagged as u64);
