@@ -23,7 +23,7 @@ pub enum Event {
     Output(Bytes),
     /// Bytes that draw the session's screen as it is at this point of the
     /// output, synthesised from the screen model: the first event of a
-    /// client attached with [`Session::attach_screen`](crate::Session::attach_screen),
+    /// client attached with `Session::attach_screen` (feature `screen`),
     /// and what a client that fell behind gets in place of the output it
     /// missed. [`Output`](Self::Output) continues exactly after it.
     Repaint(Bytes),
