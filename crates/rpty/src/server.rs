@@ -237,8 +237,10 @@ impl Server {
             Request::New(new) => {
                 let attach = new.attach.then_some(new.size);
                 match (self.new_session(new), attach) {
+                    // A new session has no past to restore: its raw output
+                    // from the first byte is exact.
                     (Ok((name, session)), Some(size)) => {
-                        return self.attach_and_serve(name, session, size, Restore::Screen, conn, finish_timeout).await;
+                        return self.attach_and_serve(name, session, size, Restore::Raw, conn, finish_timeout).await;
                     }
                     (Ok((name, _)), None) => Response::Created { name },
                     (Err(response), _) => response,

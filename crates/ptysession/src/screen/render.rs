@@ -150,8 +150,11 @@ fn write_color(out: &mut String, color: Color, base: u8, bright: u8, extended: u
 /// Writes `lines` of `grid` one after the other from the cursor's line:
 /// a line that wrapped is written to its last column and left to wrap,
 /// any other ends with CR LF (except the last). Trailing blank cells are
-/// not written. Returns with the default pen.
+/// not written, except up to the grid's cursor on its line (so that a
+/// prompt's trailing space is drawn as the program drew it). Returns with
+/// the default pen.
 fn write_lines(out: &mut String, grid: &Grid<Cell>, lines: std::ops::Range<i32>) {
+    let cursor = grid.cursor.point;
     let cols = grid.columns();
     let mut pen = Pen::DEFAULT;
     let last = lines.end - 1;
@@ -162,7 +165,8 @@ fn write_lines(out: &mut String, grid: &Grid<Cell>, lines: std::ops::Range<i32>)
         let used = (0..cols).rev().find(|&col| !blank(&row[Column(col)])).map_or(0, |col| col + 1);
         // A wrapped line is written to its end; the line it wrapped into
         // gets at least one cell, so that the wrap happens.
-        let end = if wrapped { cols } else { used.max(usize::from(continued)) };
+        let to_cursor = if line == cursor.line.0 { cursor.column.0.min(cols) } else { 0 };
+        let end = if wrapped { cols } else { used.max(usize::from(continued)).max(to_cursor) };
         continued = wrapped;
         let mut after_wide = false;
         for col in 0..end {
