@@ -73,15 +73,29 @@ fn row_of(grid: &alacritty_terminal::grid::Grid<Cell>, line: i32) -> Vec<Shown> 
     let mut after_wide = false;
     (0..=last)
         .map(|col| {
-            let mut cell = shown(&row[Column(col)]);
+            let raw = &row[Column(col)];
+            let mut cell = shown(raw);
             // The cell after a wide character is covered by it whether or
             // not it is marked as its spacer (erasing can drop the mark, or
             // leave one with no wide character before it: a blank).
             cell.flags.remove(Flags::WIDE_CHAR_SPACER);
-            if after_wide {
+            if after_wide && (raw.flags.contains(Flags::WIDE_CHAR_SPACER) || cell.c == ' ') {
                 cell = shown(&Cell::default());
             }
             after_wide = cell.flags.contains(Flags::WIDE_CHAR);
+            // A wide character whose second half was written over without
+            // clearing it (erasing can leave it so) is half gone; a
+            // terminal drawing the same clears it: compared as a blank.
+            if after_wide && col < last {
+                let next = &row[Column(col + 1)];
+                if !next.flags.contains(Flags::WIDE_CHAR_SPACER) && next.c != ' ' {
+                    cell.c = ' ';
+                    cell.flags.remove(Flags::WIDE_CHAR);
+                    cell.zerowidth.clear();
+                    blank_shows_background(&mut cell);
+                    after_wide = false;
+                }
+            }
             // Half a wide character on the last column (pushed there by
             // inserting) shows as a blank.
             if col == last && after_wide {

@@ -167,26 +167,37 @@ fn write_lines(out: &mut String, grid: &Grid<Cell>, lines: std::ops::Range<i32>)
         // gets at least one cell, so that the wrap happens.
         let to_cursor = if line == cursor.line.0 { cursor.column.0.min(cols) } else { 0 };
         let end = if wrapped { cols } else { used.max(usize::from(continued)).max(to_cursor) };
-        continued = wrapped;
+        let was_continued = std::mem::replace(&mut continued, wrapped);
         let mut after_wide = false;
         for col in 0..end {
             let cell = &row[Column(col)];
-            // The cell after a wide character is covered by it (marked as
-            // its spacer or not, as erasing may leave it). A leading spacer
+            // The blank after a wide character is covered by it (marked as
+            // its spacer or not, as erasing may leave it); a character
+            // written over it (which the emulator lets through) is drawn. A leading spacer
             // (a wide character that did not fit here starts the next line)
             // and an orphan spacer (left by editing) are drawn as blanks,
             // in their own colours.
-            let covered = after_wide;
+            let covered = after_wide && (cell.flags.contains(Flags::WIDE_CHAR_SPACER) || cell.c == ' ');
             after_wide = cell.flags.contains(Flags::WIDE_CHAR);
             if covered {
                 continue;
+            }
+            // A wide character whose second half was written over without
+            // clearing it (the emulator lets erasing leave it so) is half
+            // gone: drawn as a blank, as a terminal drawing over it shows.
+            let broken = after_wide
+                && col + 1 < cols
+                && !row[Column(col + 1)].flags.contains(Flags::WIDE_CHAR_SPACER)
+                && row[Column(col + 1)].c != ' ';
+            if broken {
+                after_wide = false;
             }
             let cell_pen = Pen::of(cell);
             if cell_pen != pen {
                 cell_pen.write(out);
                 pen = cell_pen;
             }
-            if cell.flags.contains(Flags::WIDE_CHAR) && col == cols - 1 {
+            if broken || (cell.flags.contains(Flags::WIDE_CHAR) && col == cols - 1) {
                 // Half a wide character (pushed there by inserting): no
                 // terminal draws it there; a blank keeps the line in place.
                 out.push(' ');
@@ -198,9 +209,10 @@ fn write_lines(out: &mut String, grid: &Grid<Cell>, lines: std::ops::Range<i32>)
             out.push_str("\x1b[0m");
             pen = Pen::DEFAULT;
         }
-        // A line scrolled in by a wrap takes the colour in effect then: the
-        // rest of it is cleared with the default one.
-        if !wrapped && end < cols {
+        // Lines are written on blank ones (scrolled in after a reset, or
+        // cleared), except a line scrolled in by a wrap, which takes the
+        // colour in effect then: the rest of it is cleared with the default.
+        if was_continued && !wrapped && end < cols {
             out.push_str("\x1b[K");
         }
         if !wrapped && line != last {
@@ -236,7 +248,9 @@ fn place_cursor(out: &mut String, grid: &Grid<Cell>, offset: i32) {
         // Drawing the last cell again leaves the cursor waiting to wrap.
         let row = &grid[cursor.point.line];
         let mut column = Column(cols - 1);
-        if cols >= 2 && row[Column(cols - 2)].flags.contains(Flags::WIDE_CHAR) {
+        let last = &row[Column(cols - 1)];
+        let covered = last.flags.contains(Flags::WIDE_CHAR_SPACER) || last.c == ' ';
+        if cols >= 2 && row[Column(cols - 2)].flags.contains(Flags::WIDE_CHAR) && covered {
             column = Column(cols - 2);
         }
         cursor_to(out, cursor.point.line.0 - offset, column.0);
