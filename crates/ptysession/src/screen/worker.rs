@@ -43,7 +43,8 @@ struct WorkQueue {
     items: VecDeque<Work>,
     /// Output bytes queued and not yet applied.
     backlog_bytes: usize,
-    /// No more work comes; the worker finishes what is queued and stops.
+    /// No more work comes; the worker skips the output still queued (no
+    /// one will attach again), answers the repaints asked for, and stops.
     closed: bool,
 }
 
@@ -130,7 +131,10 @@ impl Feed {
         }
     }
 
-    /// Lets the worker stop once the queued work is done.
+    /// Lets the worker stop: the session is done. Output still queued is
+    /// not parsed (it would only take a core from other sessions); a
+    /// repaint still asked for is rendered from the screen as it is, so
+    /// that no client waits for it for ever.
     pub(crate) fn close(&self) {
         lock(&self.work).closed = true;
         self.ready.notify_one();
@@ -138,11 +142,11 @@ impl Feed {
 
     fn run(&self) {
         loop {
-            let item = {
+            let (item, closed) = {
                 let mut work = lock(&self.work);
                 loop {
                     if let Some(item) = work.items.pop_front() {
-                        break item;
+                        break (item, work.closed);
                     }
                     if work.closed {
                         return;
@@ -150,14 +154,16 @@ impl Feed {
                     work = self.ready.wait(work).unwrap_or_else(PoisonError::into_inner);
                 }
             };
-            self.apply(item);
+            self.apply(item, closed);
         }
     }
 
-    fn apply(&self, item: Work) {
+    fn apply(&self, item: Work, closed: bool) {
         match item {
             Work::Output(chunk) => {
-                self.guarded(|screen| screen.feed(&chunk));
+                if !closed {
+                    self.guarded(|screen| screen.feed(&chunk));
+                }
                 let mut work = lock(&self.work);
                 let was_over = work.backlog_bytes > self.backlog_limit_bytes;
                 work.backlog_bytes -= chunk.len();
