@@ -374,6 +374,15 @@ pub fn valid_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_attach_that_names_no_restore_restores_the_screen() {
+        let request: Request = serde_json::from_str(r#"{"op":"attach","name":"x","size":null}"#).unwrap();
+        assert_eq!(request, Request::Attach { name: "x".into(), size: None, restore: Restore::Screen });
+        let raw =
+            serde_json::to_string(&Request::Attach { name: "x".into(), size: None, restore: Restore::Raw }).unwrap();
+        assert!(raw.contains(r#""restore":"raw""#), "{raw}");
+    }
+
     #[tokio::test]
     async fn every_message_survives_a_round_trip() {
         let mut new = NewSession::new(vec!["sh".into(), "-c".into(), "echo 'é'".into()]);
