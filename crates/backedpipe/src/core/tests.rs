@@ -782,3 +782,41 @@ fn model_generator_reaches_replays() {
     // Half the cases have a router; most of those resume.
     assert!(routed_cases > 10, "only {routed_cases} of 100 cases routed a resume");
 }
+
+#[test]
+fn a_written_chunk_goes_out_as_it_is_and_small_writes_gather() {
+    let (now, mut client, cg, mut server, sg) = connected_pair(options());
+    settle(now, &mut client, cg, &mut server, sg);
+    let chunk = Bytes::from(vec![9; 10_000]);
+    client.write(&[1; 100]).unwrap();
+    assert_eq!(client.write_chunk(chunk.clone()).unwrap(), 10_000);
+    client.write(&[2; 100]).unwrap();
+    // Small chunks are copied with the other small writes.
+    assert_eq!(client.write_chunk(Bytes::from_static(&[3; 100])).unwrap(), 100);
+    let transmit = client.poll_transmit(cg).unwrap();
+    assert_eq!(transmit.payload_seq(), Some(0));
+    let [copied, shared] = transmit.payload_bytes();
+    assert_eq!(&copied[..], &[1; 100]);
+    // The send buffer hands out the caller's chunk itself.
+    assert_eq!(shared.as_ptr(), chunk.as_ptr());
+    assert_eq!(shared.len(), 10_000);
+    client.transmitted(now, cg, 0);
+    settle(now, &mut client, cg, &mut server, sg);
+    assert_eq!(read_all(&mut server), [vec![1; 100], vec![9; 10_000], vec![2; 100], vec![3; 100]].concat());
+    let later = now + Duration::from_millis(50);
+    server.handle_timeout(later);
+    settle(later, &mut client, cg, &mut server, sg);
+    assert_eq!(client.acked_seq(), 10_300);
+    assert_eq!(client.unacked_bytes(), 0);
+}
+
+#[test]
+fn write_chunk_takes_a_prefix_within_the_write_ahead_bound() {
+    let options = options().max_unsent_bytes(4096);
+    let (now, mut client, cg, mut server, sg) = connected_pair(options);
+    settle(now, &mut client, cg, &mut server, sg);
+    assert_eq!(client.write_chunk(Bytes::from(vec![4; 10_000])).unwrap(), 4096);
+    assert_eq!(client.write_chunk(Bytes::from(vec![5; 10_000])).unwrap(), 0);
+    client.shutdown_write().unwrap();
+    assert!(matches!(client.write_chunk(Bytes::from(vec![6; 2000])), Err(Error::WriteAfterShutdown)));
+}

@@ -42,6 +42,7 @@
 
 mod app_io;
 mod conn_io;
+mod copies;
 mod driver;
 mod hub;
 mod state;
@@ -52,10 +53,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use self::app_io::WriteSource;
+use self::copies::Copies;
 use self::driver::{DialFuture, Dialer, Driver};
 use self::state::{Party, Shared};
 use crate::core::{ConnectionState, Core, FirstHandshake, Generation, Role};
@@ -117,6 +121,8 @@ use crate::transport::{Transport, halves};
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct BackedPipe {
     handle: Arc<Handle>,
+    /// Storage that written bytes are copied into (see [`WriteSource`]).
+    copies: Copies,
 }
 
 impl std::fmt::Debug for BackedPipe {
@@ -197,11 +203,76 @@ impl BackedPipe {
         self.control().resume_with_hello(conn, hello)
     }
 
+    /// Writes `chunk` whole, without a copy: the send buffer keeps the
+    /// chunk itself (a reference to it) until the peer acknowledges it, and
+    /// the connection is written from it. Waits, as `write` does, while
+    /// the send buffer has no room (see [`Options::max_unsent_bytes`]).
+    /// Chunks shorter than 1 KiB are copied, so that small writes still
+    /// travel in few frames.
+    ///
+    /// ```
+    /// # use backedpipe::{BackedPipe, Options};
+    /// # use tokio::io::AsyncReadExt;
+    /// # use tokio::net::UnixStream;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = BackedPipe::passive(Options::new());
+    /// # let control = server.control();
+    /// # let mut server = server;
+    /// # let mut client = BackedPipe::connect(
+    /// #     move || {
+    /// #         let control = control.clone();
+    /// #         async move {
+    /// #             let (near, far) = UnixStream::pair()?;
+    /// #             control.resume(far).map_err(std::io::Error::other)?;
+    /// #             Ok(near)
+    /// #         }
+    /// #     },
+    /// #     Options::new(),
+    /// # );
+    /// let output = bytes::Bytes::from(vec![b'x'; 64 << 10]);
+    /// client.write_chunk(output.clone()).await?;
+    /// let mut received = vec![0; output.len()];
+    /// server.read_exact(&mut received).await?;
+    /// assert_eq!(received, output);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As `write`: the pipe failed, was closed, or its stream was ended
+    /// with `shutdown`.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped future may have taken a prefix of the chunk; to know how
+    /// much, use [`poll_write_chunk`](Self::poll_write_chunk).
+    pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), Error> {
+        while !chunk.is_empty() {
+            let taken = std::future::poll_fn(|cx| self.poll_write_chunk(cx, &chunk)).await?;
+            chunk.advance(taken);
+        }
+        Ok(())
+    }
+
+    /// Takes as much of the front of `chunk` as the send buffer has room
+    /// for, without a copy (see [`write_chunk`](Self::write_chunk)), and
+    /// returns how many bytes that was; pending, with the task woken
+    /// later, when there is no room. Empty chunks take nothing at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_chunk`](Self::write_chunk).
+    pub fn poll_write_chunk(&mut self, cx: &mut Context<'_>, chunk: &Bytes) -> Poll<Result<usize, Error>> {
+        self.handle.shared.poll_write(cx, WriteSource::Chunk(chunk))
+    }
+
     /// Splits the pipe into halves that can be used from different tasks.
     /// The pipe closes when both are dropped.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         let read = OwnedReadHalf { handle: Arc::clone(&self.handle) };
-        (read, OwnedWriteHalf { handle: self.handle })
+        (read, OwnedWriteHalf { handle: self.handle, copies: self.copies })
     }
 
     /// A cloneable handle for status, statistics, forced reconnects and
@@ -289,7 +360,7 @@ impl BackedPipe {
         let active = dialer.is_some();
         let shared = Arc::new(Shared::new(core, options, active, span.clone()));
         tokio::spawn(Driver::new(Arc::clone(&shared), dialer).instrument(span));
-        BackedPipe { handle: Arc::new(Handle { shared }) }
+        BackedPipe { handle: Arc::new(Handle { shared }), copies: Copies::default() }
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -305,7 +376,9 @@ impl AsyncRead for BackedPipe {
 
 impl AsyncWrite for BackedPipe {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.handle.shared.poll_write(cx, buf)
+        let this = self.get_mut();
+        let source = WriteSource::Borrowed { data: buf, copies: &mut this.copies };
+        this.handle.shared.poll_write(cx, source).map_err(io::Error::from)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -327,6 +400,8 @@ pub struct OwnedReadHalf {
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct OwnedWriteHalf {
     handle: Arc<Handle>,
+    /// As [`BackedPipe`]'s.
+    copies: Copies,
 }
 
 impl std::fmt::Debug for OwnedReadHalf {
@@ -353,6 +428,34 @@ impl OwnedWriteHalf {
     pub fn control(&self) -> PipeControl {
         PipeControl { shared: Arc::clone(&self.handle.shared) }
     }
+
+    /// Writes `chunk` whole, without a copy; see
+    /// [`BackedPipe::write_chunk`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), Error> {
+        while !chunk.is_empty() {
+            let taken = std::future::poll_fn(|cx| self.poll_write_chunk(cx, &chunk)).await?;
+            chunk.advance(taken);
+        }
+        Ok(())
+    }
+
+    /// Takes as much of the front of `chunk` as there is room for; see
+    /// [`BackedPipe::poll_write_chunk`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    pub fn poll_write_chunk(&mut self, cx: &mut Context<'_>, chunk: &Bytes) -> Poll<Result<usize, Error>> {
+        self.handle.shared.poll_write(cx, WriteSource::Chunk(chunk))
+    }
 }
 
 impl AsyncRead for OwnedReadHalf {
@@ -363,7 +466,9 @@ impl AsyncRead for OwnedReadHalf {
 
 impl AsyncWrite for OwnedWriteHalf {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.handle.shared.poll_write(cx, buf)
+        let this = self.get_mut();
+        let source = WriteSource::Borrowed { data: buf, copies: &mut this.copies };
+        this.handle.shared.poll_write(cx, source).map_err(io::Error::from)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
