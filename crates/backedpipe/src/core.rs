@@ -766,21 +766,40 @@ impl Core {
     /// send buffer, and at most `max_unsent_bytes` not yet transmitted
     /// while connected, or after a loss while the pipe may be back soon
     /// (until a handshake completes or fails, or
-    /// [`Options::reconnect_grace`] passes; [`Event::Writable`] says when).
-    /// Only a pipe that is really disconnected fills its send buffer
-    /// towards the cap, so memory follows the bytes in flight.
+    /// [`Options::reconnect_grace`] passes; [`Event::Writable`] says when),
+    /// and at most [`Options::max_unacked_bytes`] unacknowledged while
+    /// connected. Only a pipe that is really disconnected fills its send
+    /// buffer towards the cap, so memory follows the bytes in flight.
     pub fn write_capacity(&self) -> usize {
         if self.closed || self.shutdown.requested {
             return 0;
         }
         let room = self.send.remaining_capacity();
-        let sent_seq = match (&self.current, &self.loss) {
-            (Some(conn), _) if conn.phase == Phase::Connected => conn.tx_seq,
-            (_, Some(loss)) => loss.sent_seq,
+        let (sent_seq, unacked_room) = match (&self.current, &self.loss) {
+            (Some(conn), _) if conn.phase == Phase::Connected => {
+                (conn.tx_seq, self.options.max_unacked_bytes.saturating_sub(self.unacknowledged()))
+            }
+            (_, Some(loss)) => (loss.sent_seq, usize::MAX),
             _ => return room,
         };
         let unsent = usize::try_from(self.send.end().saturating_sub(sent_seq)).unwrap_or(usize::MAX);
-        room.min(self.options.max_unsent_bytes.saturating_sub(unsent))
+        room.min(self.options.max_unsent_bytes.saturating_sub(unsent)).min(unacked_room)
+    }
+
+    /// Written bytes the peer has not acknowledged (the send buffer may
+    /// hold acknowledged bytes too, for a replay: see
+    /// [`Core::trim_acked`]).
+    fn unacknowledged(&self) -> usize {
+        usize::try_from(self.send.end() - self.acked.clamp(self.send.start(), self.send.end())).unwrap_or(usize::MAX)
+    }
+
+    /// Whether [`Core::write_capacity`] is 0 for want of acknowledgements
+    /// (the send buffer is full, or too much is unacknowledged while
+    /// connected), not for want of a connection that takes the bytes: the
+    /// peer's acknowledgement is what makes room.
+    pub fn awaits_acknowledgements(&self) -> bool {
+        let connected = self.current.as_ref().is_some_and(|conn| conn.phase == Phase::Connected);
+        self.send.remaining_capacity() == 0 || (connected && self.unacknowledged() >= self.options.max_unacked_bytes)
     }
 
     /// The current connection is being dropped: writes stay bounded for a

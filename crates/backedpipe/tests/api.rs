@@ -330,10 +330,10 @@ async fn chunks_and_copied_writes_interleave_across_cuts() {
                 client.write_all(&stream[at..end]).await.unwrap();
             }
             at = end;
-            if index % 15 == 7 {
-                if let Some(fault) = cutter.lock().unwrap().as_ref() {
-                    fault.cut();
-                }
+            if index % 15 == 7
+                && let Some(fault) = cutter.lock().unwrap().as_ref()
+            {
+                fault.cut();
             }
         }
         client.write_all(&stream[at..]).await.unwrap();

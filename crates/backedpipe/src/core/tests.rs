@@ -685,7 +685,8 @@ fn a_close_during_a_lent_transmit_follows_exactly_the_bytes_written() {
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (any::<bool>(), 0u16..3000).prop_map(|(client, len)| Op::Write { client, len }),
+        4 => (any::<bool>(), 0u16..3000).prop_map(|(client, len)| Op::Write { client, len }),
+        3 => (any::<bool>(), 0u16..5000).prop_map(|(client, len)| Op::WriteChunk { client, len }),
         5 => (any::<bool>(), 1u16..3000).prop_map(|(client, len)| Op::Read { client, len }),
         5 => (0u8..6).prop_map(|rounds| Op::Run { rounds }),
         2 => (0u16..2500).prop_map(|millis| Op::Advance { millis }),
@@ -819,4 +820,36 @@ fn write_chunk_takes_a_prefix_within_the_write_ahead_bound() {
     assert_eq!(client.write_chunk(Bytes::from(vec![5; 10_000])).unwrap(), 0);
     client.shutdown_write().unwrap();
     assert!(matches!(client.write_chunk(Bytes::from(vec![6; 2000])), Err(Error::WriteAfterShutdown)));
+}
+
+#[test]
+fn while_connected_writes_wait_for_acknowledgements_beyond_the_bound() {
+    let options = options().max_unsent_bytes(64 << 10).max_unacked_bytes(200_000).ack_interval_bytes(1 << 20);
+    let (now, mut client, cg, mut server, sg) = connected_pair(options);
+    settle(now, &mut client, cg, &mut server, sg);
+    let mut written = 0;
+    loop {
+        let count = client.write(&[8; 50_000]).unwrap();
+        if count == 0 {
+            break;
+        }
+        written += count;
+        // Everything goes out; the server takes it without acknowledging
+        // yet (its interval is 1 MiB and its delay has not passed).
+        pump(now, &mut client, cg, &mut server, sg);
+    }
+    assert_eq!(written, 200_000);
+    assert!(client.awaits_acknowledgements());
+    assert_eq!(read_all(&mut server).len(), 200_000);
+    // The acknowledgement makes room.
+    let later = now + Duration::from_millis(50);
+    server.handle_timeout(later);
+    settle(later, &mut client, cg, &mut server, sg);
+    assert!(!client.awaits_acknowledgements());
+    assert!(events(&mut client).iter().any(|event| matches!(event, Event::Writable)));
+    assert_eq!(client.write_capacity(), 64 << 10);
+    // Disconnected, only the send buffer bounds writes.
+    client.connection_lost(later, cg);
+    client.handle_timeout(later + Duration::from_secs(5));
+    assert!(client.write_capacity() > 1 << 20);
 }

@@ -321,7 +321,7 @@ impl Shared {
                 break;
             }
         }
-        let needs_acks = result.is_pending() && inner.core.unacked_bytes() >= inner.options.send_buffer_bytes;
+        let needs_acks = result.is_pending() && inner.core.awaits_acknowledgements();
         drop(inner);
         if result.is_ready() {
             coop.made_progress();
