@@ -11,19 +11,29 @@ use bytes::{Bytes, BytesMut};
 /// The size of a block.
 const BLOCK_BYTES: usize = 256 << 10;
 
-/// The most blocks kept for reuse; more may be in flight, and are freed
-/// once acknowledged.
-const MAX_BLOCKS: usize = 4;
+/// The most blocks kept for reuse, whatever the bytes in flight.
+const MAX_BLOCKS: usize = 16;
 
 /// See the [module documentation](self).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Copies {
     /// The block being carved first, then the others, the least recently
     /// used last.
     blocks: VecDeque<BytesMut>,
+    /// The most blocks kept; more may be in flight, and are freed once
+    /// acknowledged.
+    max_blocks: usize,
 }
 
 impl Copies {
+    /// Storage for a writer that has at most `in_flight_bytes` written
+    /// and not yet acknowledged while connected: enough blocks to reuse
+    /// rather than allocate, but at most [`MAX_BLOCKS`].
+    pub(super) fn new(in_flight_bytes: usize) -> Copies {
+        let max_blocks = (in_flight_bytes.div_ceil(BLOCK_BYTES) + 1).clamp(2, MAX_BLOCKS);
+        Copies { blocks: VecDeque::new(), max_blocks }
+    }
+
     /// `data` in a chunk of its own.
     pub(super) fn copy(&mut self, data: &[u8]) -> Bytes {
         if data.len() > BLOCK_BYTES {
@@ -40,7 +50,7 @@ impl Copies {
                     self.blocks.push_front(found);
                 }
                 None => {
-                    if self.blocks.len() == MAX_BLOCKS {
+                    if self.blocks.len() >= self.max_blocks {
                         // Freed when its chunks are acknowledged.
                         self.blocks.pop_back();
                     }
@@ -61,7 +71,7 @@ mod tests {
 
     #[test]
     fn a_block_is_reused_once_its_chunks_are_gone() {
-        let mut copies = Copies::default();
+        let mut copies = Copies::new(1 << 20);
         let first = copies.copy(&[1; 1000]);
         let address = first.as_ptr();
         drop(first);
@@ -76,9 +86,11 @@ mod tests {
 
     #[test]
     fn blocks_still_referenced_are_not_reused_and_few_are_kept() {
-        let mut copies = Copies::default();
-        let held: Vec<Bytes> = (0..(MAX_BLOCKS + 2) * 4).map(|i| copies.copy(&[i as u8; BLOCK_BYTES / 4])).collect();
-        assert_eq!(copies.blocks.len(), MAX_BLOCKS);
+        let mut copies = Copies::new(1 << 20);
+        assert_eq!(copies.max_blocks, 5);
+        let held: Vec<Bytes> =
+            (0..(copies.max_blocks + 2) * 4).map(|i| copies.copy(&[i as u8; BLOCK_BYTES / 4])).collect();
+        assert_eq!(copies.blocks.len(), copies.max_blocks);
         for (i, chunk) in held.iter().enumerate() {
             assert!(chunk.iter().all(|&byte| byte == i as u8), "chunk {i} was overwritten");
         }

@@ -358,9 +358,10 @@ impl BackedPipe {
             Role::Passive => tracing::info_span!("pipe", side = %"passive", session = %core.session_id()),
         };
         let active = dialer.is_some();
+        let copies = Copies::new(options.max_unacked_bytes.saturating_add(options.max_unsent_bytes));
         let shared = Arc::new(Shared::new(core, options, active, span.clone()));
         tokio::spawn(Driver::new(Arc::clone(&shared), dialer).instrument(span));
-        BackedPipe { handle: Arc::new(Handle { shared }), copies: Copies::default() }
+        BackedPipe { handle: Arc::new(Handle { shared }), copies }
     }
 
     fn shared(&self) -> &Arc<Shared> {
