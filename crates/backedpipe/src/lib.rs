@@ -178,7 +178,9 @@ pub use crate::core::Generation;
 pub use crate::error::Error;
 pub use crate::options::{Options, Secret};
 #[cfg(all(feature = "tokio", target_os = "linux"))]
-pub use crate::pipe::{BackedPipe, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Stats, Status, read_hello};
+pub use crate::pipe::{
+    BackedPipe, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, ReadHalf, Stats, Status, WriteHalf, read_hello,
+};
 #[cfg(all(feature = "tokio", target_os = "linux"))]
 pub use crate::reconnect::Reconnector;
 #[cfg(all(feature = "tokio", target_os = "linux"))]

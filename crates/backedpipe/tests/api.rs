@@ -25,6 +25,8 @@ fn public_types_are_send_and_sync() {
     send_sync::<BackedPipe>();
     send_sync::<backedpipe::OwnedReadHalf>();
     send_sync::<backedpipe::OwnedWriteHalf>();
+    send_sync::<backedpipe::ReadHalf<'static>>();
+    send_sync::<backedpipe::WriteHalf<'static>>();
     send_sync::<backedpipe::PipeControl>();
     send_sync::<backedpipe::Joined<tokio::io::DuplexStream>>();
     send_sync::<backedpipe::core::Core>();
@@ -361,4 +363,32 @@ async fn chunks_and_copied_writes_interleave_across_cuts() {
     // The send buffer held the chunk itself; it lets go once acknowledged.
     within(5, "acknowledged", client.control().acknowledged()).await.unwrap();
     assert!(dropped.load(Ordering::SeqCst), "the chunk is still referenced after its acknowledgement");
+}
+
+#[tokio::test]
+async fn a_borrowed_split_reads_and_writes_at_once_and_leaves_the_pipe_whole() {
+    let mut pair = Pair::new(options(), options());
+    within(5, "connect", pair.client.connected()).await.unwrap();
+    let outgoing = Bytes::from(vec![0x42; 300_000]);
+    let incoming = vec![0x24; 300_000];
+    {
+        let (mut reader, mut writer) = pair.server.split();
+        let (client, mut got) = (&mut pair.client, vec![0; 300_000]);
+        within(10, "both ways at once", async {
+            tokio::try_join!(
+                async { writer.write_chunk(outgoing.clone()).await.map_err(io::Error::from) },
+                reader.read_exact(&mut got),
+                client.write_all(&incoming),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, incoming);
+    }
+    // Whole again: the pipe itself goes on.
+    within(5, "write", pair.server.write_all(b"!")).await.unwrap();
+    let mut rest = vec![0; 300_001];
+    within(5, "read", pair.client.read_exact(&mut rest)).await.unwrap();
+    assert_eq!(&rest[..300_000], &outgoing[..]);
+    assert_eq!(rest[300_000], b'!');
 }

@@ -268,6 +268,26 @@ impl BackedPipe {
         self.handle.shared.poll_write(cx, WriteSource::Chunk(chunk))
     }
 
+    /// Borrows the pipe as a reading half and a writing half that can be
+    /// used at once (for example in one `select!` or `join!`), the
+    /// writing half with [`WriteHalf::write_chunk`]. The pipe is whole
+    /// again when both are dropped.
+    ///
+    /// ```
+    /// # use backedpipe::{BackedPipe, Options};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut pipe = BackedPipe::passive(Options::new());
+    /// let (_reader, mut writer) = pipe.split();
+    /// // Taken into the send buffer: the pipe sends it once connected.
+    /// writer.write_chunk(bytes::Bytes::from_static(b"hello")).await.unwrap();
+    /// # }
+    /// ```
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        let shared = &self.handle.shared;
+        (ReadHalf { shared }, WriteHalf { shared, copies: &mut self.copies })
+    }
+
     /// Splits the pipe into halves that can be used from different tasks.
     /// The pipe closes when both are dropped.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
@@ -388,6 +408,83 @@ impl AsyncWrite for BackedPipe {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.handle.shared.poll_shutdown(cx)
+    }
+}
+
+/// The reading half of a borrowed [`BackedPipe`] (see [`BackedPipe::split`]).
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub struct ReadHalf<'a> {
+    shared: &'a Shared,
+}
+
+/// The writing half of a borrowed [`BackedPipe`] (see [`BackedPipe::split`]).
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub struct WriteHalf<'a> {
+    shared: &'a Shared,
+    copies: &'a mut Copies,
+}
+
+impl std::fmt::Debug for ReadHalf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadHalf").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for WriteHalf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteHalf").finish_non_exhaustive()
+    }
+}
+
+impl WriteHalf<'_> {
+    /// Writes `chunk` whole, without a copy; see
+    /// [`BackedPipe::write_chunk`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), Error> {
+        while !chunk.is_empty() {
+            let taken = std::future::poll_fn(|cx| self.poll_write_chunk(cx, &chunk)).await?;
+            chunk.advance(taken);
+        }
+        Ok(())
+    }
+
+    /// Takes as much of the front of `chunk` as there is room for; see
+    /// [`BackedPipe::poll_write_chunk`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    pub fn poll_write_chunk(&mut self, cx: &mut Context<'_>, chunk: &Bytes) -> Poll<Result<usize, Error>> {
+        self.shared.poll_write(cx, WriteSource::Chunk(chunk))
+    }
+}
+
+impl AsyncRead for ReadHalf<'_> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.shared.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteHalf<'_> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let source = WriteSource::Borrowed { data: buf, copies: this.copies };
+        this.shared.poll_write(cx, source).map_err(io::Error::from)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared.poll_shutdown(cx)
     }
 }
 
