@@ -20,7 +20,11 @@ use bytes::{Buf, Bytes, BytesMut};
 /// [`SendQueue::slices_from`] hands out.
 pub(crate) const MIN_SHARED_CHUNK: usize = 1024;
 
-/// The least the tail grows by when it needs room.
+/// The first storage the tail takes; each further block is twice the
+/// size of the one before, up to [`TAIL_BLOCK`].
+const FIRST_TAIL_BLOCK: usize = 4096;
+
+/// The largest block the tail grows by when it needs room.
 const TAIL_BLOCK: usize = 64 << 10;
 
 /// A queue of written, unacknowledged bytes; see the [module
@@ -38,6 +42,8 @@ pub(crate) struct SendQueue {
     len: usize,
     /// The most bytes held at once.
     capacity: usize,
+    /// The size of the tail's next block.
+    tail_block: usize,
 }
 
 #[derive(Debug)]
@@ -64,7 +70,7 @@ pub(crate) struct Slices<'a> {
 impl SendQueue {
     /// An empty queue that holds at most `capacity` bytes.
     pub(crate) fn with_capacity(capacity: usize) -> SendQueue {
-        SendQueue { chunks: VecDeque::new(), tail: BytesMut::new(), start: 0, len: 0, capacity }
+        SendQueue { chunks: VecDeque::new(), tail: BytesMut::new(), start: 0, len: 0, capacity, tail_block: FIRST_TAIL_BLOCK }
     }
 
     /// The sequence number of the oldest byte held.
@@ -107,7 +113,8 @@ impl SendQueue {
         if self.tail.capacity() - self.tail.len() < accepted {
             // Reclaims the tail's storage if every chunk sealed from it is
             // gone, else allocates.
-            self.tail.reserve(accepted.max(TAIL_BLOCK));
+            self.tail.reserve(accepted.max(self.tail_block));
+            self.tail_block = (self.tail_block * 2).min(TAIL_BLOCK);
         }
         self.tail.extend_from_slice(&data[..accepted]);
         self.len += accepted;
@@ -202,6 +209,7 @@ impl SendQueue {
     pub(crate) fn shrink_to_fit(&mut self) {
         if self.tail.is_empty() {
             self.tail = BytesMut::new();
+            self.tail_block = FIRST_TAIL_BLOCK;
         }
         if self.chunks.is_empty() {
             self.chunks = VecDeque::new();
@@ -277,7 +285,7 @@ mod tests {
     fn discarding_everything_and_shrinking_releases_the_tail() {
         let mut queue = SendQueue::with_capacity(1 << 20);
         queue.write_copy(&[1; 100]);
-        assert!(queue.allocated_bytes() >= TAIL_BLOCK);
+        assert!(queue.allocated_bytes() >= FIRST_TAIL_BLOCK);
         assert!(queue.discard_until(100));
         assert!(!queue.discard_until(100));
         queue.shrink_to_fit();
