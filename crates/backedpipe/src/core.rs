@@ -1964,6 +1964,4 @@ fn allowed(phase: Phase, kind: FrameKind) -> bool {
 }
 
 #[cfg(test)]
-mod flow_tests;
-#[cfg(test)]
 mod tests;

@@ -70,7 +70,14 @@ pub(crate) struct Slices<'a> {
 impl SendQueue {
     /// An empty queue that holds at most `capacity` bytes.
     pub(crate) fn with_capacity(capacity: usize) -> SendQueue {
-        SendQueue { chunks: VecDeque::new(), tail: BytesMut::new(), start: 0, len: 0, capacity, tail_block: FIRST_TAIL_BLOCK }
+        SendQueue {
+            chunks: VecDeque::new(),
+            tail: BytesMut::new(),
+            start: 0,
+            len: 0,
+            capacity,
+            tail_block: FIRST_TAIL_BLOCK,
+        }
     }
 
     /// The sequence number of the oldest byte held.

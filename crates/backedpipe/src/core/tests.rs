@@ -9,6 +9,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::fuzzing::{Op, Setup, Sim, pattern, run};
 
+mod flow;
+
 fn options() -> Options {
     Options::new()
         .keepalive_interval(Duration::from_secs(1))
