@@ -500,6 +500,9 @@ pub struct Core {
     abandoned_reports: u64,
     /// Bytes written and received at the previous `handle_timeout`.
     idle_marks: (u64, u64),
+    /// At the last `handle_timeout`, nothing had been written or received
+    /// since the one before, and nothing was unacknowledged.
+    quiet: bool,
     closed: bool,
     failure: Option<Error>,
     events: VecDeque<Event>,
@@ -572,6 +575,7 @@ impl Core {
             current: None,
             pending: Vec::new(),
             closing: Vec::new(),
+            quiet: false,
             abandoned_reports: 0,
             idle_marks: (0, 0),
             closed: false,
@@ -741,6 +745,14 @@ impl Core {
         })
     }
 
+    /// Whether the stream was quiet at the last [`Core::handle_timeout`]
+    /// (nothing written or received since the one before, nothing
+    /// unacknowledged): the core then gave its buffers back, and so may
+    /// whoever keeps storage for it. A write ends it.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Counters.
     pub fn stats(&self) -> CoreStats {
         self.stats
@@ -828,6 +840,7 @@ impl Core {
     pub fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
         self.check_writable()?;
         let take = data.len().min(self.write_capacity());
+        self.quiet &= take == 0;
         Ok(self.send.write_copy(&data[..take]))
     }
 
@@ -857,6 +870,7 @@ impl Core {
         if take == 0 {
             return Ok(0);
         }
+        self.quiet = false;
         let mut chunk = chunk;
         chunk.truncate(take);
         Ok(self.send.push_chunk(chunk))
@@ -1913,6 +1927,7 @@ impl Core {
         // previous call (reallocating and faulting in the storage again
         // costs more than the copying it serves).
         let marks = (self.send.end(), self.recv_seq);
+        self.quiet = marks == self.idle_marks && self.send.is_empty();
         if marks == self.idle_marks {
             if self.send.is_empty() {
                 self.send.shrink_to_fit();

@@ -17,7 +17,6 @@ use bytes::Bytes;
 use tokio::io::{AsyncWrite, ReadBuf};
 
 use super::conn_io::{ReceiveUntil, Received, STASH_BYTES, Sent, Wrote};
-use super::copies::Copies;
 use super::hub::{Wakes, WriterCall};
 use super::now;
 use super::state::{Inner, Party, Shared, StateGuard, lock_half, try_half};
@@ -264,7 +263,7 @@ impl Shared {
         self.hub.register_writer(cx.waker(), WriterCall::Write);
         // Bytes to copy are copied before the state is locked: the reader
         // and the driver need the state meanwhile.
-        let taken = source.into_taken();
+        let taken = source.into_taken(self);
         let mut inner = self.lock();
         if inner.core.current_generation().is_none()
             && inner.core.state() != ConnectionState::Closed
@@ -435,8 +434,8 @@ impl Shared {
 /// Where the bytes of an application's write come from.
 pub(super) enum WriteSource<'a> {
     /// The caller's buffer: copied (unless it is short) into a chunk of
-    /// the writing handle's own storage.
-    Borrowed { data: &'a [u8], copies: &'a mut Copies },
+    /// the pipe's copy storage.
+    Borrowed(&'a [u8]),
     /// A chunk the send buffer keeps as it is.
     Chunk(&'a Bytes),
 }
@@ -448,19 +447,18 @@ const COPY_LIMIT_BYTES: usize = 64 << 10;
 impl<'a> WriteSource<'a> {
     fn is_empty(&self) -> bool {
         match self {
-            WriteSource::Borrowed { data, .. } => data.is_empty(),
+            WriteSource::Borrowed(data) => data.is_empty(),
             WriteSource::Chunk(chunk) => chunk.is_empty(),
         }
     }
 
     /// The bytes to offer the send buffer: a borrowed buffer's start is
-    /// copied into a chunk here, outside the state's lock.
-    fn into_taken(self) -> Taken<'a> {
+    /// copied into a chunk of `shared`'s copy storage here, outside the
+    /// state's lock.
+    fn into_taken(self, shared: &Shared) -> Taken<'a> {
         match self {
-            WriteSource::Borrowed { data, .. } if data.len() < MIN_SHARED_CHUNK => Taken::Small(data),
-            WriteSource::Borrowed { data, copies } => {
-                Taken::Chunk(copies.copy(&data[..data.len().min(COPY_LIMIT_BYTES)]))
-            }
+            WriteSource::Borrowed(data) if data.len() < MIN_SHARED_CHUNK => Taken::Small(data),
+            WriteSource::Borrowed(data) => Taken::Chunk(shared.copy(&data[..data.len().min(COPY_LIMIT_BYTES)])),
             WriteSource::Chunk(chunk) => Taken::Chunk(chunk.clone()),
         }
     }

@@ -34,6 +34,17 @@ impl Copies {
         Copies { blocks: VecDeque::new(), max_blocks }
     }
 
+    /// The bytes of storage kept.
+    pub(super) fn held_bytes(&self) -> usize {
+        self.blocks.iter().map(BytesMut::capacity).sum()
+    }
+
+    /// Lets go of every block (a block still in flight is freed once its
+    /// chunks are acknowledged).
+    pub(super) fn release(&mut self) {
+        self.blocks = VecDeque::new();
+    }
+
     /// `data` in a chunk of its own.
     pub(super) fn copy(&mut self, data: &[u8]) -> Bytes {
         if data.len() > BLOCK_BYTES {
@@ -81,6 +92,11 @@ mod tests {
         chunks.clear();
         let again = copies.copy(&[3; 1000]);
         assert_eq!(again.as_ptr(), address);
+        assert_eq!(&again[..], &[3; 1000]);
+        assert!(copies.held_bytes() > 0);
+        copies.release();
+        assert_eq!(copies.held_bytes(), 0);
+        // A chunk outlives the release of its block.
         assert_eq!(&again[..], &[3; 1000]);
     }
 

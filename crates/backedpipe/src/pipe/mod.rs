@@ -17,8 +17,10 @@
 //! One driver task per pipe dials, runs handshakes, keeps the timers, and
 //! reads when no application read waits (acknowledgements, pings, end of
 //! stream). The rest happens in the application's own calls: a write
-//! copies into the send buffer and hands the new frame to the connection
-//! with one vectored write from the caller's buffer; a read takes DATA
+//! copies the caller's bytes into a chunk with the state unlocked
+//! (`write_chunk` takes the caller's chunk as it is), queues it in the send
+//! buffer and hands the frame to the connection with one vectored write
+//! from the send buffer's chunks; a read takes DATA
 //! payload straight from the connection into the caller's buffer. Each
 //! connection is split into a read half and a write half (how they relate
 //! underneath is the transport's: see [`Transport`]), and these system
@@ -48,8 +50,10 @@ mod hub;
 mod state;
 
 use std::io;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -59,7 +63,6 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use self::app_io::WriteSource;
-use self::copies::Copies;
 use self::driver::{DialFuture, Dialer, Driver};
 use self::state::{Party, Shared};
 use crate::core::{ConnectionState, Core, FirstHandshake, Generation, Role};
@@ -121,8 +124,6 @@ use crate::transport::{Transport, halves};
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct BackedPipe {
     handle: Arc<Handle>,
-    /// Storage that written bytes are copied into (see [`WriteSource`]).
-    copies: Copies,
 }
 
 impl std::fmt::Debug for BackedPipe {
@@ -285,14 +286,14 @@ impl BackedPipe {
     /// ```
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         let shared = &self.handle.shared;
-        (ReadHalf { shared }, WriteHalf { shared, copies: &mut self.copies })
+        (ReadHalf { shared }, WriteHalf { shared, _pipe: PhantomData })
     }
 
     /// Splits the pipe into halves that can be used from different tasks.
     /// The pipe closes when both are dropped.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         let read = OwnedReadHalf { handle: Arc::clone(&self.handle) };
-        (read, OwnedWriteHalf { handle: self.handle, copies: self.copies })
+        (read, OwnedWriteHalf { handle: self.handle })
     }
 
     /// A cloneable handle for status, statistics, forced reconnects and
@@ -378,10 +379,9 @@ impl BackedPipe {
             Role::Passive => tracing::info_span!("pipe", side = %"passive", session = %core.session_id()),
         };
         let active = dialer.is_some();
-        let copies = Copies::new(options.max_unacked_bytes.saturating_add(options.max_unsent_bytes));
         let shared = Arc::new(Shared::new(core, options, active, span.clone()));
         tokio::spawn(Driver::new(Arc::clone(&shared), dialer).instrument(span));
-        BackedPipe { handle: Arc::new(Handle { shared }), copies }
+        BackedPipe { handle: Arc::new(Handle { shared }) }
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -397,9 +397,7 @@ impl AsyncRead for BackedPipe {
 
 impl AsyncWrite for BackedPipe {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let source = WriteSource::Borrowed { data: buf, copies: &mut this.copies };
-        this.handle.shared.poll_write(cx, source).map_err(io::Error::from)
+        self.handle.shared.poll_write(cx, WriteSource::Borrowed(buf)).map_err(io::Error::from)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -421,7 +419,8 @@ pub struct ReadHalf<'a> {
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct WriteHalf<'a> {
     shared: &'a Shared,
-    copies: &'a mut Copies,
+    /// Borrows the pipe mutably, as the write half of a split does.
+    _pipe: PhantomData<&'a mut BackedPipe>,
 }
 
 impl std::fmt::Debug for ReadHalf<'_> {
@@ -474,9 +473,7 @@ impl AsyncRead for ReadHalf<'_> {
 
 impl AsyncWrite for WriteHalf<'_> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let source = WriteSource::Borrowed { data: buf, copies: this.copies };
-        this.shared.poll_write(cx, source).map_err(io::Error::from)
+        self.shared.poll_write(cx, WriteSource::Borrowed(buf)).map_err(io::Error::from)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -498,8 +495,6 @@ pub struct OwnedReadHalf {
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct OwnedWriteHalf {
     handle: Arc<Handle>,
-    /// As [`BackedPipe`]'s.
-    copies: Copies,
 }
 
 impl std::fmt::Debug for OwnedReadHalf {
@@ -564,9 +559,7 @@ impl AsyncRead for OwnedReadHalf {
 
 impl AsyncWrite for OwnedWriteHalf {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let source = WriteSource::Borrowed { data: buf, copies: &mut this.copies };
-        this.handle.shared.poll_write(cx, source).map_err(io::Error::from)
+        self.handle.shared.poll_write(cx, WriteSource::Borrowed(buf)).map_err(io::Error::from)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -668,7 +661,7 @@ impl PipeControl {
             reconnects: core.handshakes.saturating_sub(1),
             failed_attempts: if inner.active { inner.failed_attempts } else { core.failed_handshakes },
             generation: inner.status().generation,
-            buffer_bytes: inner.core.allocated_bytes(),
+            buffer_bytes: inner.core.allocated_bytes() + self.shared.copies_held.load(Ordering::Relaxed),
             independent_halves: inner.independent_halves,
             shared_halves: inner.shared_halves,
         }
@@ -873,8 +866,9 @@ pub struct Stats {
     pub failed_attempts: u64,
     /// The current (or newest) connection's generation.
     pub generation: Generation,
-    /// Memory held by the send and receive buffers. It follows what they
-    /// hold, and drops to 0 when an idle pipe has nothing unacknowledged.
+    /// Memory held by the send and receive buffers and by the storage
+    /// written bytes are copied into. It follows what they hold, and drops
+    /// to 0 when an idle pipe has nothing unacknowledged.
     pub buffer_bytes: usize,
     /// Connections whose transport split into halves that read and write
     /// at the same time (sockets, a child's stdio; see [`Transport`]).
