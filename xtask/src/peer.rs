@@ -96,8 +96,9 @@ pub(crate) fn peer(args: &[String]) -> Result<(), String> {
             go_pipe.rss_kib
         );
     }
-    println!("(throughput in GiB/s; reconnect: median latency, rust pipe and go pipe without authentication,");
-    println!(" \"rust raw\" column: rust with HMAC authentication; rust/go < 1 means faster)");
+    println!("(throughput rows: GiB/s, rust/go > 1 means rust is faster;");
+    println!(" reconnect row: median latency, rust pipe and go pipe without authentication,");
+    println!(" \"rust raw\" column: rust with HMAC authentication; rust/go < 1 means rust is faster)");
     Ok(())
 }
 

@@ -109,8 +109,8 @@ use std::fmt;
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use seqring::Ring;
 use sha2::Sha256;
 
 use crate::error::Error;
@@ -120,6 +120,7 @@ use crate::proto::{
     HEADER_LEN, Hello, MAX_HANDSHAKE_LEN, Nonce, SessionId, Welcome,
 };
 use crate::recv_buffer::RecvBuffer;
+use crate::send_queue::SendQueue;
 
 /// The number of a connection attempt; it increases with every attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -228,6 +229,8 @@ pub struct CoreStats {
 #[derive(Debug)]
 pub struct Transmit<'a> {
     parts: [&'a [u8]; 3],
+    /// The send buffer's chunks that `parts[1]` and `parts[2]` lie in.
+    owners: [Option<&'a Bytes>; 2],
     payload_seq: Option<u64>,
 }
 
@@ -257,6 +260,18 @@ impl<'a> Transmit<'a> {
     /// The parts as `IoSlice`s for `write_vectored`.
     pub fn io_slices(&self) -> [IoSlice<'a>; 3] {
         self.parts.map(IoSlice::new)
+    }
+
+    /// The payload parts (`parts()[1]` and `parts()[2]`) as shared
+    /// references to the send buffer's chunks: a caller can write them
+    /// after it lets go of the core (see [`Core::lend_transmit`]) without
+    /// a copy. Empty for control frames.
+    pub fn payload_bytes(&self) -> [Bytes; 2] {
+        let share = |owner: Option<&Bytes>, part: &[u8]| match owner {
+            Some(owner) => owner.slice_ref(part),
+            None => Bytes::copy_from_slice(part),
+        };
+        [share(self.owners[0], self.parts[1]), share(self.owners[1], self.parts[2])]
     }
 }
 
@@ -465,7 +480,7 @@ pub struct Core {
     next_generation: u64,
     /// Passive side: the highest client attempt number promoted so far.
     peer_attempt: u64,
-    send: Ring,
+    send: SendQueue,
     /// The peer's highest acknowledgement. The send buffer may still hold
     /// acknowledged bytes the current connection has to transmit (see
     /// [`Core::trim_acked`]).
@@ -485,6 +500,9 @@ pub struct Core {
     abandoned_reports: u64,
     /// Bytes written and received at the previous `handle_timeout`.
     idle_marks: (u64, u64),
+    /// At the last `handle_timeout`, nothing had been written or received
+    /// since the one before, and nothing was unacknowledged.
+    quiet: bool,
     closed: bool,
     failure: Option<Error>,
     events: VecDeque<Event>,
@@ -539,7 +557,7 @@ impl Core {
         let auth = if options.secret.is_some() { AuthMethod::HmacSha256 } else { AuthMethod::None };
         Core {
             role,
-            send: Ring::with_capacity(options.send_buffer_bytes),
+            send: SendQueue::with_capacity(options.send_buffer_bytes),
             acked: 0,
             options,
             auth,
@@ -557,6 +575,7 @@ impl Core {
             current: None,
             pending: Vec::new(),
             closing: Vec::new(),
+            quiet: false,
             abandoned_reports: 0,
             idle_marks: (0, 0),
             closed: false,
@@ -726,6 +745,14 @@ impl Core {
         })
     }
 
+    /// Whether the stream was quiet at the last [`Core::handle_timeout`]
+    /// (nothing written or received since the one before, nothing
+    /// unacknowledged): the core then gave its buffers back, and so may
+    /// whoever keeps storage for it. A write ends it.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Counters.
     pub fn stats(&self) -> CoreStats {
         self.stats
@@ -751,21 +778,40 @@ impl Core {
     /// send buffer, and at most `max_unsent_bytes` not yet transmitted
     /// while connected, or after a loss while the pipe may be back soon
     /// (until a handshake completes or fails, or
-    /// [`Options::reconnect_grace`] passes; [`Event::Writable`] says when).
-    /// Only a pipe that is really disconnected fills its send buffer
-    /// towards the cap, so memory follows the bytes in flight.
+    /// [`Options::reconnect_grace`] passes; [`Event::Writable`] says when),
+    /// and at most [`Options::max_unacked_bytes`] unacknowledged while
+    /// connected. Only a pipe that is really disconnected fills its send
+    /// buffer towards the cap, so memory follows the bytes in flight.
     pub fn write_capacity(&self) -> usize {
         if self.closed || self.shutdown.requested {
             return 0;
         }
         let room = self.send.remaining_capacity();
-        let sent_seq = match (&self.current, &self.loss) {
-            (Some(conn), _) if conn.phase == Phase::Connected => conn.tx_seq,
-            (_, Some(loss)) => loss.sent_seq,
+        let (sent_seq, unacked_room) = match (&self.current, &self.loss) {
+            (Some(conn), _) if conn.phase == Phase::Connected => {
+                (conn.tx_seq, self.options.max_unacked_bytes.saturating_sub(self.unacknowledged()))
+            }
+            (_, Some(loss)) => (loss.sent_seq, usize::MAX),
             _ => return room,
         };
         let unsent = usize::try_from(self.send.end().saturating_sub(sent_seq)).unwrap_or(usize::MAX);
-        room.min(self.options.max_unsent_bytes.saturating_sub(unsent))
+        room.min(self.options.max_unsent_bytes.saturating_sub(unsent)).min(unacked_room)
+    }
+
+    /// Written bytes the peer has not acknowledged (the send buffer may
+    /// hold acknowledged bytes too, for a replay: see
+    /// [`Core::trim_acked`]).
+    fn unacknowledged(&self) -> usize {
+        usize::try_from(self.send.end() - self.acked.clamp(self.send.start(), self.send.end())).unwrap_or(usize::MAX)
+    }
+
+    /// Whether [`Core::write_capacity`] is 0 for want of acknowledgements
+    /// (the send buffer is full, or too much is unacknowledged while
+    /// connected), not for want of a connection that takes the bytes: the
+    /// peer's acknowledgement is what makes room.
+    pub fn awaits_acknowledgements(&self) -> bool {
+        let connected = self.current.as_ref().is_some_and(|conn| conn.phase == Phase::Connected);
+        self.send.remaining_capacity() == 0 || (connected && self.unacknowledged() >= self.options.max_unacked_bytes)
     }
 
     /// The current connection is being dropped: writes stay bounded for a
@@ -792,12 +838,50 @@ impl Core {
     /// [`Core::close`], [`Error::WriteAfterShutdown`] after
     /// [`Core::shutdown_write`].
     pub fn write(&mut self, data: &[u8]) -> Result<usize, Error> {
+        self.check_writable()?;
+        let take = data.len().min(self.write_capacity());
+        self.quiet &= take == 0;
+        Ok(self.send.write_copy(&data[..take]))
+    }
+
+    /// As [`Core::write`], without a copy: the send buffer keeps (a prefix
+    /// of) `chunk` itself until the peer acknowledges it, and
+    /// [`Transmit::payload_bytes`] hands it out again. Returns how many
+    /// bytes were taken, from the front of `chunk`. Chunks shorter than
+    /// 1 KiB are copied (as [`Core::write`] does), so that small writes
+    /// still travel in few frames.
+    ///
+    /// ```
+    /// use backedpipe::core::Core;
+    /// # use backedpipe::Options;
+    /// let mut core = Core::active(Options::new());
+    /// let taken = core.write_chunk(bytes::Bytes::from(vec![7; 64 << 10]))?;
+    /// assert_eq!(taken, 64 << 10);
+    /// assert_eq!(core.written_seq(), 64 << 10);
+    /// # Ok::<(), backedpipe::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Core::write`].
+    pub fn write_chunk(&mut self, chunk: Bytes) -> Result<usize, Error> {
+        self.check_writable()?;
+        let take = chunk.len().min(self.write_capacity());
+        if take == 0 {
+            return Ok(0);
+        }
+        self.quiet = false;
+        let mut chunk = chunk;
+        chunk.truncate(take);
+        Ok(self.send.push_chunk(chunk))
+    }
+
+    fn check_writable(&self) -> Result<(), Error> {
         self.check_open()?;
         if self.shutdown.requested {
             return Err(Error::WriteAfterShutdown);
         }
-        let take = data.len().min(self.write_capacity());
-        Ok(self.send.write_bounded(&data[..take]))
+        Ok(())
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -1046,16 +1130,23 @@ impl Core {
     /// The bytes of a started DATA frame not yet written (header and
     /// payload), or `None` if the send buffer no longer holds them.
     fn frame_rest(&self, conn: &Conn, frame: &TxFrame) -> Option<Vec<u8>> {
-        let (a, b) = self.send.slices_from(conn.tx_seq).ok()?;
-        let want = usize::try_from(frame.end.checked_sub(conn.tx_seq)?).ok()?;
-        if a.len() + b.len() < want {
-            return None;
-        }
+        let mut want = usize::try_from(frame.end.checked_sub(conn.tx_seq)?).ok()?;
         let mut rest = Vec::with_capacity(HEADER_LEN - frame.header_sent + want);
         rest.extend_from_slice(&frame.header[frame.header_sent..]);
-        let from_a = want.min(a.len());
-        rest.extend_from_slice(&a[..from_a]);
-        rest.extend_from_slice(&b[..want - from_a]);
+        let mut seq = conn.tx_seq;
+        while want > 0 {
+            let slices = self.send.slices_from(seq)?;
+            let before = want;
+            for part in slices.parts {
+                let take = want.min(part.len());
+                rest.extend_from_slice(&part[..take]);
+                want -= take;
+            }
+            if want == before {
+                return None;
+            }
+            seq += (before - want) as u64;
+        }
         Some(rest)
     }
 
@@ -1268,7 +1359,7 @@ impl Core {
     /// core, which still has to transmit from `floor` on.
     fn trim_acked_below(&mut self, floor: u64) {
         let seq = self.acked.min(floor);
-        if seq > self.send.start() && self.send.discard_until(seq).is_ok() {
+        if self.send.discard_until(seq) {
             self.writable = true;
         }
     }
@@ -1631,7 +1722,11 @@ impl Core {
         }
         if !frame_started && conn.ctrl_pending() {
             conn.last = Some(Last::Ctrl);
-            return Some(Transmit { parts: [&conn.ctrl[conn.ctrl_sent..], &[], &[]], payload_seq: None });
+            return Some(Transmit {
+                parts: [&conn.ctrl[conn.ctrl_sent..], &[], &[]],
+                owners: [None; 2],
+                payload_seq: None,
+            });
         }
         if conn.phase != Phase::Connected {
             return None;
@@ -1647,17 +1742,25 @@ impl Core {
                 conn.ctrl_sent = 0;
                 conn.queue(&Control::EndOfStream(written));
                 conn.last = Some(Last::Ctrl);
-                return Some(Transmit { parts: [&conn.ctrl[..], &[], &[]], payload_seq: None });
+                return Some(Transmit { parts: [&conn.ctrl[..], &[], &[]], owners: [None; 2], payload_seq: None });
             }
         }
         let frame = conn.frame.as_ref()?;
-        let (a, b) = self.send.slices_from(conn.tx_seq).ok()?;
+        // Copied bytes become a chunk of their own, so that the payload
+        // can be handed out as shared chunks.
+        self.send.seal();
+        let slices = self.send.slices_from(conn.tx_seq)?;
+        let [a, b] = slices.parts;
         let mut want = usize::try_from(frame.end - conn.tx_seq).unwrap_or(usize::MAX);
         let a = &a[..want.min(a.len())];
         want -= a.len();
         let b = &b[..want.min(b.len())];
         conn.last = Some(Last::Frame);
-        Some(Transmit { parts: [&frame.header[frame.header_sent..], a, b], payload_seq: Some(conn.tx_seq) })
+        Some(Transmit {
+            parts: [&frame.header[frame.header_sent..], a, b],
+            owners: slices.owners,
+            payload_seq: Some(conn.tx_seq),
+        })
     }
 
     fn materialize_controls(&self, conn: &mut Conn) {
@@ -1824,6 +1927,7 @@ impl Core {
         // previous call (reallocating and faulting in the storage again
         // costs more than the copying it serves).
         let marks = (self.send.end(), self.recv_seq);
+        self.quiet = marks == self.idle_marks && self.send.is_empty();
         if marks == self.idle_marks {
             if self.send.is_empty() {
                 self.send.shrink_to_fit();
@@ -1874,7 +1978,5 @@ fn allowed(phase: Phase, kind: FrameKind) -> bool {
     }
 }
 
-#[cfg(test)]
-mod flow_tests;
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,14 @@ pub enum Op {
         /// How many bytes to offer.
         len: u16,
     },
+    /// The application on one side writes `len` bytes as one shared chunk
+    /// ([`Core::write_chunk`]: as much of its front as fits).
+    WriteChunk {
+        /// Which side.
+        client: bool,
+        /// How many bytes to offer.
+        len: u16,
+    },
     /// The application on one side reads up to `len` bytes.
     Read {
         /// Which side.
@@ -154,6 +162,7 @@ impl Setup {
             .max_payload_bytes(u32::from(self.max_payload).clamp(1, 2048))
             .recv_buffer_bytes(usize::from(self.recv_buffer).clamp(1, 8192))
             .max_unsent_bytes(send_buffer_bytes / 2 + 1)
+            .max_unacked_bytes(send_buffer_bytes * 3 / 4 + 1)
             .ack_interval_bytes((send_buffer_bytes / 8).max(1) as u64)
             .ack_delay(Duration::from_millis(5))
             .keepalive_interval(Duration::from_millis(500))
@@ -168,6 +177,15 @@ impl Setup {
 pub fn pattern(client: bool, seq: u64) -> u8 {
     let mixed = (seq ^ (seq >> 7) ^ (seq >> 17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (mixed >> 56) as u8 ^ if client { 0x5A } else { 0xA5 }
+}
+
+/// How a simulated write hands over its bytes.
+#[derive(Debug, Clone, Copy)]
+enum Handover {
+    /// Borrowed, copied by the core ([`Core::write`]).
+    Borrowed,
+    /// As a shared chunk ([`Core::write_chunk`]).
+    Shared,
 }
 
 /// What one application has done.
@@ -458,7 +476,8 @@ impl Sim {
     /// Applies one operation, then checks the invariants.
     pub fn apply(&mut self, op: &Op) {
         match *op {
-            Op::Write { client, len } => self.write(client, usize::from(len)),
+            Op::Write { client, len } => self.write(client, usize::from(len), Handover::Borrowed),
+            Op::WriteChunk { client, len } => self.write(client, usize::from(len), Handover::Shared),
             Op::Read { client, len } => self.read(client, usize::from(len)),
             Op::Run { rounds } => {
                 for _ in 0..rounds % 16 {
@@ -553,12 +572,15 @@ impl Sim {
         self.check_invariants();
     }
 
-    fn write(&mut self, client: bool, len: usize) {
+    fn write(&mut self, client: bool, len: usize, how: Handover) {
         let app = self.apps[side(client)].clone();
         let data: Vec<u8> = (0..len as u64).map(|i| pattern(client, app.written + i)).collect();
         // Without a session yet, the server's application cannot write.
         let Some(core) = self.app_core(client) else { return };
-        let result = core.write(&data);
+        let result = match how {
+            Handover::Borrowed => core.write(&data),
+            Handover::Shared => core.write_chunk(bytes::Bytes::from(data)),
+        };
         let failed = core.failure().is_some();
         match result {
             Ok(taken) => {
@@ -918,7 +940,11 @@ impl Sim {
             return;
         };
         let Some(transmit) = core.poll_transmit(generation) else { return };
-        let bytes = transmit.parts().concat();
+        // As the shell does: the header copied, the payload as shared
+        // chunks, which must stay intact while the core goes on (and
+        // acknowledgements trim the send buffer).
+        let head = transmit.parts()[0].to_vec();
+        let [first, second] = transmit.payload_bytes();
         core.lend_transmit(generation);
         if close {
             core.close(now);
@@ -934,7 +960,7 @@ impl Sim {
                 link.server_open && link.server_core == server_core && link.server_gen == generation
             }
         });
-        let taken = link.map_or(0, |link| link.carry(client, capacity, &[&bytes]));
+        let taken = link.map_or(0, |link| link.carry(client, capacity, &[&head, &first, &second]));
         let core = if client { &mut self.client } else { &mut self.server.cores[server_core.unwrap_or(0)] };
         core.transmitted(now, generation, taken);
     }

@@ -9,7 +9,8 @@
 //! repeated or reordered.
 //!
 //! - Both sides count bytes as `u64` sequence numbers. A side keeps what it
-//!   wrote until the peer acknowledges it (in a [`seqring::Ring`]), and never
+//!   wrote until the peer acknowledges it (a chunk handed over as
+//!   [`bytes::Bytes`] is kept as it is, without a copy), and never
 //!   drops an unacknowledged byte: when the send buffer (64 MiB by default)
 //!   is full of them, writes wait. Memory follows the bytes in flight:
 //!   while connected, and for a grace after a loss
@@ -158,6 +159,7 @@ pub mod proto;
 #[cfg(all(feature = "tokio", target_os = "linux"))]
 mod reconnect;
 mod recv_buffer;
+mod send_queue;
 #[cfg(all(feature = "tokio", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod server;
@@ -176,7 +178,9 @@ pub use crate::core::Generation;
 pub use crate::error::Error;
 pub use crate::options::{Options, Secret};
 #[cfg(all(feature = "tokio", target_os = "linux"))]
-pub use crate::pipe::{BackedPipe, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, Stats, Status, read_hello};
+pub use crate::pipe::{
+    BackedPipe, OwnedReadHalf, OwnedWriteHalf, PipeControl, PipeState, ReadHalf, Stats, Status, WriteHalf, read_hello,
+};
 #[cfg(all(feature = "tokio", target_os = "linux"))]
 pub use crate::reconnect::Reconnector;
 #[cfg(all(feature = "tokio", target_os = "linux"))]

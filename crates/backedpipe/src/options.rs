@@ -58,6 +58,7 @@ impl fmt::Debug for Secret {
 pub struct Options {
     pub(crate) send_buffer_bytes: usize,
     pub(crate) max_unsent_bytes: usize,
+    pub(crate) max_unacked_bytes: usize,
     pub(crate) reconnect_grace: Duration,
     pub(crate) max_payload_bytes: u32,
     pub(crate) recv_buffer_bytes: usize,
@@ -73,7 +74,9 @@ pub struct Options {
 
 impl Options {
     /// The defaults: a 64 MiB send buffer with at most 256 KiB unsent
-    /// while connected or within 1 s of a loss, 64 KiB DATA payloads, a 256 KiB receive buffer,
+    /// while connected or within 1 s of a loss and at most 2 MiB
+    /// unacknowledged while connected, 64 KiB DATA payloads, a 256 KiB
+    /// receive buffer,
     /// acknowledgements every 256 KiB or 10 ms, a ping after 5 s of
     /// silence, the connection declared dead after 15 s, 10 s for a
     /// handshake, no secret, the default [`Backoff`], and a `flush` that
@@ -82,6 +85,7 @@ impl Options {
         Options {
             send_buffer_bytes: 64 << 20,
             max_unsent_bytes: 256 << 10,
+            max_unacked_bytes: 2 << 20,
             reconnect_grace: Duration::from_secs(1),
             max_payload_bytes: 64 << 10,
             recv_buffer_bytes: 256 << 10,
@@ -110,6 +114,20 @@ impl Options {
     /// instead of filling the whole send buffer, which keeps memory small.
     pub fn max_unsent_bytes(mut self, bytes: usize) -> Self {
         self.max_unsent_bytes = bytes;
+        self
+    }
+
+    /// While connected, the most written bytes not yet acknowledged by
+    /// the peer (default 2 MiB): a writer whose peer is slow to
+    /// acknowledge (its tasks busy elsewhere, or its acknowledgements
+    /// queued behind its own data) waits for them instead of growing the
+    /// send buffer, so memory follows the bytes in flight. Keep it several
+    /// times the peer's [`ack_interval_bytes`](Options::ack_interval_bytes)
+    /// (256 KiB by default): below it, writes wait for the peer's
+    /// acknowledgement delay. While the pipe is away, only
+    /// [`send_buffer_bytes`](Options::send_buffer_bytes) bounds them.
+    pub fn max_unacked_bytes(mut self, bytes: usize) -> Self {
+        self.max_unacked_bytes = bytes;
         self
     }
 

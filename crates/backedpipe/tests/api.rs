@@ -2,16 +2,20 @@
 //! keepalive against a black hole, the give-up deadline, the status watch
 //! (and a watcher calling into the pipe), authentication and bad input
 //! against a live session (refused, the live connection untouched),
-//! closing, and the memory of an idle pipe.
+//! closing, the memory of an idle pipe, and chunks written without a copy
+//! among copied writes across cuts.
 
 mod common;
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backedpipe::proto::{AuthMethod, Hello, Nonce};
 use backedpipe::{BackedPipe, Error, PipeState, Secret};
-use common::{Pair, options, within};
+use bytes::Bytes;
+use common::{Hash, Pair, fill, options, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -21,6 +25,8 @@ fn public_types_are_send_and_sync() {
     send_sync::<BackedPipe>();
     send_sync::<backedpipe::OwnedReadHalf>();
     send_sync::<backedpipe::OwnedWriteHalf>();
+    send_sync::<backedpipe::ReadHalf<'static>>();
+    send_sync::<backedpipe::WriteHalf<'static>>();
     send_sync::<backedpipe::PipeControl>();
     send_sync::<backedpipe::Joined<tokio::io::DuplexStream>>();
     send_sync::<backedpipe::core::Core>();
@@ -278,4 +284,111 @@ impl FailureExt for BackedPipe {
         status.wait_for(|s| s.state == PipeState::Closed).await.unwrap();
         self.failure().unwrap_or(Error::Closed)
     }
+}
+
+/// A chunk that records when the last reference to it goes.
+struct Tracked {
+    bytes: Vec<u8>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl AsRef<[u8]> for Tracked {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn chunks_and_copied_writes_interleave_across_cuts() {
+    let pair = Pair::new(options(), options());
+    within(5, "connect", pair.client.connected()).await.unwrap();
+    // Sizes that cover short chunks (copied), chunks within one frame and
+    // chunks spanning several.
+    let sizes = [64 << 10, 8, 1000, 1024, 3000, 200_000, 16, 70_000];
+    let total: usize = (0..60).map(|i| sizes[i % sizes.len()]).sum::<usize>().next_multiple_of(8);
+    let mut stream = vec![0; total];
+    fill(7, 0, &mut stream);
+    let mut expected = Hash::default();
+    expected.update(&stream);
+    let stream = Bytes::from(stream);
+    let dropped = Arc::new(AtomicBool::new(false));
+    let tracked = Bytes::from_owner(Tracked { bytes: vec![0xEE; 50_000], dropped: Arc::clone(&dropped) });
+
+    let (mut client, mut server) = (pair.client, pair.server);
+    let cutter = pair.newest.clone();
+    let writer = async {
+        let mut at = 0;
+        for (index, size) in sizes.iter().cycle().take(60).enumerate() {
+            let end = (at + size).min(total);
+            if index % 2 == 0 {
+                client.write_chunk(stream.slice(at..end)).await.unwrap();
+            } else {
+                client.write_all(&stream[at..end]).await.unwrap();
+            }
+            at = end;
+            if index % 15 == 7
+                && let Some(fault) = cutter.lock().unwrap().as_ref()
+            {
+                fault.cut();
+            }
+        }
+        client.write_all(&stream[at..]).await.unwrap();
+        client.write_chunk(tracked).await.unwrap();
+        client.flush().await.unwrap();
+        client
+    };
+    let reader = async {
+        let mut got = Hash::default();
+        let mut buf = vec![0; 50_000];
+        let mut left = total;
+        while left > 0 {
+            let count = server.read(&mut buf[..left.min(50_000)]).await.unwrap();
+            assert!(count > 0);
+            got.update(&buf[..count]);
+            left -= count;
+        }
+        server.read_exact(&mut buf).await.unwrap();
+        assert!(buf.iter().all(|&byte| byte == 0xEE));
+        (got, server)
+    };
+    let (client, (got, _server)) = within(20, "the stream", async { tokio::join!(writer, reader) }).await;
+    assert_eq!(got.finish(), expected.finish());
+    assert!(client.stats().reconnects >= 1, "{:?}", client.stats());
+    // The send buffer held the chunk itself; it lets go once acknowledged.
+    within(5, "acknowledged", client.control().acknowledged()).await.unwrap();
+    assert!(dropped.load(Ordering::SeqCst), "the chunk is still referenced after its acknowledgement");
+}
+
+#[tokio::test]
+async fn a_borrowed_split_reads_and_writes_at_once_and_leaves_the_pipe_whole() {
+    let mut pair = Pair::new(options(), options());
+    within(5, "connect", pair.client.connected()).await.unwrap();
+    let outgoing = Bytes::from(vec![0x42; 300_000]);
+    let incoming = vec![0x24; 300_000];
+    {
+        let (mut reader, mut writer) = pair.server.split();
+        let (client, mut got) = (&mut pair.client, vec![0; 300_000]);
+        within(10, "both ways at once", async {
+            tokio::try_join!(
+                async { writer.write_chunk(outgoing.clone()).await.map_err(io::Error::from) },
+                reader.read_exact(&mut got),
+                client.write_all(&incoming),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, incoming);
+    }
+    // Whole again: the pipe itself goes on.
+    within(5, "write", pair.server.write_all(b"!")).await.unwrap();
+    let mut rest = vec![0; 300_001];
+    within(5, "read", pair.client.read_exact(&mut rest)).await.unwrap();
+    assert_eq!(&rest[..300_000], &outgoing[..]);
+    assert_eq!(rest[300_000], b'!');
 }

@@ -109,7 +109,9 @@ async fn a_resume_that_skips_late_bytes_of_the_old_connection_flows_at_once() {
         });
     }
 
-    let client = BackedPipe::connect(move || dial(addr), Options::new());
+    // Megabytes in flight, unacknowledged, for the server to skip: more
+    // than the default bound on unacknowledged bytes lets a writer have.
+    let client = BackedPipe::connect(move || dial(addr), Options::new().max_unacked_bytes(16 << 20));
     let client_control = client.control();
     within(10, "first connection", client_control.connected()).await.unwrap();
 

@@ -207,3 +207,98 @@ async fn unix_listener_sessions_routed_by_hello() {
     server.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes `total` bytes of stream `stream` in writes of odd sizes (from
+/// one byte to more than a DATA frame), then ends the stream; the hash of
+/// what was written.
+async fn write_odd_sizes<W: AsyncWrite + Unpin>(mut writer: W, stream: u64, total: usize) -> io::Result<(u64, u64)> {
+    let mut rng = fastrand::Rng::with_seed(stream);
+    let mut data = vec![0; total];
+    fill(stream, 0, &mut data);
+    let mut hash = Hash::default();
+    let mut at = 0;
+    while at < total {
+        let len = [1, 3, 5, 6, 13, 4096, 65_531, 65_536, 70_001][rng.usize(..9)].min(total - at);
+        writer.write_all(&data[at..at + len]).await?;
+        hash.update(&data[at..at + len]);
+        at += len;
+    }
+    writer.shutdown().await?;
+    Ok(hash.finish())
+}
+
+/// Reads to the end of stream into buffers of odd sizes; the hash of what
+/// was read.
+async fn read_odd_sizes<R: AsyncRead + Unpin>(mut reader: R, seed: u64) -> io::Result<(u64, u64)> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut hash = Hash::default();
+    let mut buf = vec![0; 200_000];
+    loop {
+        let len = [1, 4, 5, 7, 4097, 65_536, 65_541, 200_000][rng.usize(..8)];
+        let count = reader.read(&mut buf[..len]).await?;
+        if count == 0 {
+            return Ok(hash.finish());
+        }
+        hash.update(&buf[..count]);
+    }
+}
+
+/// A read takes DATA payload straight into the caller's buffer, or several
+/// frames at once into the pipe, or buffered bytes out of it, depending on
+/// where in a frame the connection is and how much room the caller gives.
+/// With writes and reads of every size around the frame and header sizes,
+/// both ways at once over the sockets' own halves, and reconnects that
+/// replay bytes the reader has had already, both streams arrive whole and
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_sockets_odd_write_and_read_sizes_both_ways_with_reconnects() {
+    const BYTES: usize = 24 << 20;
+    let server = BackedPipe::passive(options());
+    let accept = server.control();
+    let client = BackedPipe::connect(
+        move || {
+            let accept = accept.clone();
+            async move {
+                let (ours, theirs) = UnixStream::pair()?;
+                accept.resume(theirs).map_err(io::Error::from)?;
+                Ok(ours)
+            }
+        },
+        options(),
+    );
+    let client_control = client.control();
+    let server_control = server.control();
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let reconnects = tokio::spawn(async move {
+        // Once the streams are under way.
+        while client_control.stats().bytes_received < 1 << 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let mut midway = 0;
+        for _ in 0..6 {
+            let received = client_control.stats().bytes_received;
+            if client_control.force_reconnect().await.is_ok() && received < BYTES as u64 {
+                midway += 1;
+            }
+        }
+        midway
+    });
+    let (client_sent, server_sent, server_got, client_got) = within(50, "24 MiB each way", async {
+        tokio::try_join!(
+            write_odd_sizes(client_write, 1, BYTES),
+            write_odd_sizes(server_write, 2, BYTES),
+            read_odd_sizes(server_read, 3),
+            read_odd_sizes(client_read, 4),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(client_sent.1, BYTES as u64);
+    assert_eq!(server_got, client_sent, "client → server stream differs");
+    assert_eq!(client_got, server_sent, "server → client stream differs");
+    let midway = within(10, "the reconnects", reconnects).await.unwrap();
+    assert!(midway >= 1, "no reconnect while the streams were under way");
+    let stats = server_control.stats();
+    assert_eq!(stats.shared_halves, 0, "{stats:?}");
+}

@@ -389,9 +389,49 @@ pub async fn serve_client<C>(attachment: Attachment, connection: C) -> Result<Se
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    let (reader, writer) = tokio::io::split(connection);
+    serve_client_with(attachment, reader, WriteSink(writer)).await
+}
+
+/// Where [`serve_client_with`] sends the frames it encodes.
+///
+/// [`WriteSink`] sends them to any `AsyncWrite`; a transport that can keep
+/// a buffer without copying it (a send queue of [`Bytes`]) implements
+/// this itself and takes each batch as it is.
+pub trait FrameSink {
+    /// Sends `frames` (whole encoded frames, in order) and flushes them.
+    fn send(&mut self, frames: Bytes) -> impl Future<Output = std::io::Result<()>>;
+}
+
+/// A [`FrameSink`] over any `AsyncWrite`: writes every batch and flushes.
+#[derive(Debug)]
+pub struct WriteSink<W>(pub W);
+
+impl<W: AsyncWrite + Unpin> FrameSink for WriteSink<W> {
+    async fn send(&mut self, frames: Bytes) -> std::io::Result<()> {
+        self.0.write_all(&frames).await?;
+        self.0.flush().await
+    }
+}
+
+/// As [`serve_client`], over a connection already split into `reader`
+/// and `sink`: each batch of encoded frames goes to the sink as one
+/// [`Bytes`].
+///
+/// # Errors
+///
+/// As [`serve_client`].
+///
+/// # Cancel safety
+///
+/// As [`serve_client`].
+pub async fn serve_client_with<R, S>(attachment: Attachment, mut reader: R, mut sink: S) -> Result<ServeOutcome, Error>
+where
+    R: AsyncRead + Unpin,
+    S: FrameSink,
+{
     let restores_screen = attachment.restores_screen();
     let (replay, mut events, input) = attachment.into_parts();
-    let (mut reader, mut writer) = tokio::io::split(connection);
     let mut out = BytesMut::new();
     // A client restoring the screen gets the repaint as its replay.
     let mut first = None;
@@ -408,7 +448,7 @@ where
     ServerFrame::Replay(replay).encode(&mut out);
     ServerFrame::ReplayEnd.encode(&mut out);
     let early_end = first.and_then(|event| encode_event(event, &mut out));
-    send(&mut writer, &mut out).await?;
+    send(&mut sink, &mut out).await?;
     if let Some(end) = early_end {
         return Ok(end);
     }
@@ -423,7 +463,7 @@ where
                     None => break,
                 }
             }
-            send(&mut writer, &mut out).await?;
+            send(&mut sink, &mut out).await?;
             if let Some(end) = end {
                 return Ok(end);
             }
@@ -473,11 +513,8 @@ fn encode_event(event: Event, out: &mut BytesMut) -> Option<ServeOutcome> {
     }
 }
 
-async fn send<W: AsyncWrite + Unpin>(writer: &mut W, out: &mut BytesMut) -> Result<(), Error> {
-    writer.write_all(out).await.map_err(Error::Connection)?;
-    writer.flush().await.map_err(Error::Connection)?;
-    out.clear();
-    Ok(())
+async fn send<S: FrameSink>(sink: &mut S, out: &mut BytesMut) -> Result<(), Error> {
+    sink.send(out.split().freeze()).await.map_err(Error::Connection)
 }
 
 /// The client side of a connection served by [`serve_client`]: its frame
@@ -553,7 +590,8 @@ impl<W: AsyncWrite + Unpin> ClientWriter<W> {
     pub async fn send(&mut self, frame: &ClientFrame) -> Result<(), Error> {
         self.buf.clear();
         frame.encode(&mut self.buf);
-        send(&mut self.writer, &mut self.buf).await
+        self.writer.write_all(&self.buf).await.map_err(Error::Connection)?;
+        self.writer.flush().await.map_err(Error::Connection)
     }
 
     /// Sends input for the terminal, as one chunk.

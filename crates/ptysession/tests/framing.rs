@@ -1,7 +1,7 @@
 //! Serving a client over a connection with the framing: replay, live
 //! output, input, resize, exit; a client leaving or breaking the framing; a
 //! connection too slow to keep up is detached as lagged without slowing the
-//! session.
+//! session; a frame sink that takes each batch as it is.
 
 mod support;
 
@@ -130,5 +130,62 @@ async fn a_connection_that_is_not_read_lags_without_slowing_anyone() {
     assert_eq!(last, Some(ServerFrame::Detached(DetachReason::Lagged { queue_bytes: QUEUE })));
     let outcome = tokio::time::timeout(WAIT, served).await.unwrap().unwrap().unwrap();
     assert_eq!(outcome, ServeOutcome::Detached(DetachReason::Lagged { queue_bytes: QUEUE }));
+    close(&session).await;
+}
+
+/// A sink that keeps every batch it is given.
+struct Batches(std::sync::Arc<std::sync::Mutex<Vec<bytes::Bytes>>>);
+
+impl framing::FrameSink for Batches {
+    async fn send(&mut self, frames: bytes::Bytes) -> std::io::Result<()> {
+        self.0.lock().unwrap().push(frames);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_sink_gets_whole_frames_in_batches() {
+    let session = Session::spawn(sh("printf 'hi\\n'; exit 3"), support::options()).unwrap();
+    let batches = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // The client sends nothing and keeps its side open.
+    let (server_side, _client_side) = UnixStream::pair().unwrap();
+    let (reader, _writer) = server_side.into_split();
+    let outcome = tokio::time::timeout(
+        WAIT,
+        framing::serve_client_with(session.attach(None).unwrap(), reader, Batches(batches.clone())),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(outcome, ServeOutcome::Exited(ExitStatus::Code(3)));
+    // Each batch holds whole frames: decoded one batch at a time, none is
+    // left over.
+    let mut frames = Vec::new();
+    for batch in batches.lock().unwrap().iter() {
+        let mut wire = bytes::BytesMut::from(&batch[..]);
+        while let Some(frame) = ServerFrame::decode(&mut wire).unwrap() {
+            frames.push(frame);
+        }
+        assert!(wire.is_empty(), "a batch ended inside a frame");
+    }
+    // The greeting comes in the replay or as output, whichever it reached
+    // first; every replay frame comes before ReplayEnd, output after it.
+    let replay_end = frames.iter().position(|frame| *frame == ServerFrame::ReplayEnd).expect("ReplayEnd");
+    let mut text = Vec::new();
+    for (at, frame) in frames.iter().enumerate() {
+        match frame {
+            ServerFrame::Replay(data) => {
+                assert!(at < replay_end, "{frames:?}");
+                text.extend_from_slice(data);
+            }
+            ServerFrame::Output(data) => {
+                assert!(at > replay_end, "{frames:?}");
+                text.extend_from_slice(data);
+            }
+            _ => {}
+        }
+    }
+    assert!(contains(&text, b"hi"), "{frames:?}");
+    assert_eq!(frames.last(), Some(&ServerFrame::Exited(ExitStatus::Code(3))));
     close(&session).await;
 }

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use backedpipe::server::Listener;
 use backedpipe::{BackedPipe, PipeControl, PipeState};
-use ptysession::framing::{self, ServeOutcome};
-use ptysession::{Session, SessionManager, State};
+use bytes::Bytes;
+use ptysession::framing::{self, FrameSink, ServeOutcome};
+use ptysession::{Attachment, Session, SessionManager, State};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
@@ -197,7 +198,7 @@ impl Server {
     where
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        self.serve_with(connection, Some(FINISH_TIMEOUT), |_| {}).await;
+        self.serve_with::<_, _, AnyStream>(connection, Some(FINISH_TIMEOUT), |_| {}).await;
     }
 
     /// As [`serve_connection`](Self::serve_connection); `on_hello` sees the
@@ -205,10 +206,11 @@ impl Server {
     /// waited for up to `finish_timeout` (`None`: until the client has it,
     /// for connections that something else closes when the client stays
     /// away).
-    pub(crate) async fn serve_with<C, F>(self, mut conn: C, finish_timeout: Option<Duration>, on_hello: F)
+    pub(crate) async fn serve_with<C, F, M>(self, mut conn: C, finish_timeout: Option<Duration>, on_hello: F)
     where
         C: AsyncRead + AsyncWrite + Unpin + Send,
         F: FnOnce(&ClientHello) + Send,
+        M: Framing<C>,
     {
         let shared = &*self.shared;
         let _active = Active::new(shared);
@@ -240,7 +242,9 @@ impl Server {
                     // A new session has no past to restore: its raw output
                     // from the first byte is exact.
                     (Ok((name, session)), Some(size)) => {
-                        return self.attach_and_serve(name, session, size, Restore::Raw, conn, finish_timeout).await;
+                        return self
+                            .attach_and_serve::<C, M>(name, session, size, Restore::Raw, conn, finish_timeout)
+                            .await;
                     }
                     (Ok((name, _)), None) => Response::Created { name },
                     (Err(response), _) => response,
@@ -248,7 +252,7 @@ impl Server {
             }
             Request::Attach { name, size, restore } => match shared.manager.get(&name) {
                 Some(session) => {
-                    return self.attach_and_serve(name, session, size, restore, conn, finish_timeout).await;
+                    return self.attach_and_serve::<C, M>(name, session, size, restore, conn, finish_timeout).await;
                 }
                 None => error(ErrorKind::NotFound, format!("no session named {name:?}")),
             },
@@ -334,7 +338,7 @@ impl Server {
         });
     }
 
-    async fn attach_and_serve<C>(
+    async fn attach_and_serve<C, M>(
         &self,
         name: String,
         session: Session,
@@ -344,6 +348,7 @@ impl Server {
         finish_timeout: Option<Duration>,
     ) where
         C: AsyncRead + AsyncWrite + Unpin + Send,
+        M: Framing<C>,
     {
         let size = size.map(Into::into);
         let attached = match restore {
@@ -370,7 +375,7 @@ impl Server {
             return;
         }
         tracing::info!(name, %client, "client attached");
-        let last_words = match framing::serve_client(attachment, &mut conn).await {
+        let last_words = match M::serve(attachment, &mut conn).await {
             Ok(ServeOutcome::Exited(status)) => {
                 tracing::info!(name, %client, %status, "the command exited; the session ends");
                 // The exit status reached a client: nothing is left to see.
@@ -684,7 +689,7 @@ async fn serve_pipe(server: Server, pipe: BackedPipe) {
     let expiry = control.clone();
     let mut watcher = None;
     server
-        .serve_with(pipe, None, |hello| {
+        .serve_with::<_, _, PipeChunks>(pipe, None, |hello| {
             let window = Duration::from_millis(hello.resume_window_ms).min(transport::MAX_RESUME_WINDOW);
             watcher = Some(tokio::spawn(expire_when_away(expiry, window)));
         })
@@ -693,6 +698,44 @@ async fn serve_pipe(server: Server, pipe: BackedPipe) {
         watcher.abort();
     }
     control.close();
+}
+
+/// How an attached client's frames reach its connection.
+pub(crate) trait Framing<C> {
+    /// Serves the attached client over `conn` (see
+    /// [`framing::serve_client`]).
+    async fn serve(attachment: Attachment, conn: &mut C) -> Result<ServeOutcome, ptysession::Error>;
+}
+
+/// Any byte stream: the frames are written (copied) into it.
+pub(crate) struct AnyStream;
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send> Framing<C> for AnyStream {
+    async fn serve(attachment: Attachment, conn: &mut C) -> Result<ServeOutcome, ptysession::Error> {
+        framing::serve_client(attachment, conn).await
+    }
+}
+
+/// A pipe: each batch of output frames goes into its send buffer as it
+/// is, without a copy ([`backedpipe::WriteHalf::write_chunk`]), and its
+/// halves work without a lock between them.
+pub(crate) struct PipeChunks;
+
+impl Framing<BackedPipe> for PipeChunks {
+    async fn serve(attachment: Attachment, pipe: &mut BackedPipe) -> Result<ServeOutcome, ptysession::Error> {
+        let (reader, writer) = pipe.split();
+        framing::serve_client_with(attachment, reader, ChunkSink(writer)).await
+    }
+}
+
+/// The writing half of a pipe as a frame sink.
+struct ChunkSink<'a>(backedpipe::WriteHalf<'a>);
+
+impl FrameSink for ChunkSink<'_> {
+    async fn send(&mut self, frames: Bytes) -> std::io::Result<()> {
+        self.0.write_chunk(frames).await?;
+        self.0.flush().await
+    }
 }
 
 /// One line for the person who ran `rpty serve` (not a log line).

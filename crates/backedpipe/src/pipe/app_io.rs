@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::io::{AsyncWrite, ReadBuf};
 
 use super::conn_io::{ReceiveUntil, Received, STASH_BYTES, Sent, Wrote};
@@ -22,6 +23,7 @@ use super::state::{Inner, Party, Shared, StateGuard, lock_half, try_half};
 use crate::core::{ConnectionState, Generation, ReadOutcome};
 use crate::error::Error;
 use crate::proto;
+use crate::send_queue::MIN_SHARED_CHUNK;
 
 impl Shared {
     /// After input on `generation`: events, then whatever the core wants to
@@ -35,22 +37,15 @@ impl Shared {
     }
 
     /// Writes what the core has for `generation` until done or blocked, as
-    /// [`Inner::transmit`] does, except that the bytes of `window` (the
-    /// caller's buffer, which the send buffer now holds from sequence
-    /// number `window.0`) are written from the caller's buffer with the
-    /// state unlocked: the connection's write half is held instead, so
-    /// that no one else writes to it meanwhile, and the core is told the
-    /// write is out (see
+    /// [`Inner::transmit`] does, except that DATA payload is written with
+    /// the state unlocked, from shared references to the send buffer's
+    /// chunks ([`Transmit::payload_bytes`](crate::core::Transmit::payload_bytes)):
+    /// the connection's write half is held instead, so that no one else
+    /// writes to it meanwhile, and the core is told the write is out (see
     /// [`Core::lend_transmit`](crate::core::Core::lend_transmit)). Others
     /// who find the half taken leave their frames in the core; they are
     /// written here before the half is let go, while the state is held.
-    fn write_out<'a>(
-        &'a self,
-        mut inner: StateGuard<'a>,
-        now: Instant,
-        generation: Generation,
-        window: Option<(u64, &[u8])>,
-    ) -> StateGuard<'a> {
+    fn write_out<'a>(&'a self, mut inner: StateGuard<'a>, now: Instant, generation: Generation) -> StateGuard<'a> {
         let Some(index) = inner.conn_index(generation) else { return inner };
         let writer = Arc::clone(&inner.conns[index].writer);
         let Some(mut conn) = try_half(&writer) else { return inner };
@@ -60,23 +55,16 @@ impl Shared {
             if transmit.is_empty() {
                 break;
             }
-            let parts = transmit.parts();
-            let payload = parts[1].len() + parts[2].len();
-            let lendable = match (window, transmit.payload_seq()) {
-                (Some((start, bytes)), Some(seq)) if seq >= start && parts[0].len() <= proto::HEADER_LEN => {
-                    let offset = usize::try_from(seq - start).unwrap_or(usize::MAX);
-                    bytes.get(offset..offset.saturating_add(payload)).map(|payload| (parts[0], payload))
-                }
-                _ => None,
-            };
-            let outcome = if let Some((header, payload)) = lendable {
+            let outcome = if transmit.payload_seq().is_some() {
+                let header = transmit.parts()[0];
                 let mut head = [0u8; proto::HEADER_LEN];
                 head[..header.len()].copy_from_slice(header);
-                let head = &head[..header.len()];
+                let head_len = header.len();
+                let [first, second] = transmit.payload_bytes();
                 inner.core.lend_transmit(generation);
                 drop(inner);
-                let outcome = Pin::new(&mut conn.io)
-                    .poll_write_vectored(&mut cx, &[io::IoSlice::new(head), io::IoSlice::new(payload)]);
+                let slices = [io::IoSlice::new(&head[..head_len]), io::IoSlice::new(&first), io::IoSlice::new(&second)];
+                let outcome = Pin::new(&mut conn.io).poll_write_vectored(&mut cx, &slices);
                 inner = self.lock();
                 outcome
             } else {
@@ -262,15 +250,20 @@ impl Shared {
         (inner, result)
     }
 
-    pub(super) fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    /// Writes from `source`: takes what the send buffer has room for and
+    /// hands what waits to the connection; how many bytes were taken.
+    pub(super) fn poll_write(&self, cx: &mut Context<'_>, source: WriteSource<'_>) -> Poll<Result<usize, Error>> {
         let _span = self.span.enter();
-        if data.is_empty() {
+        if source.is_empty() {
             return Poll::Ready(Ok(0));
         }
         // A writer filling the send buffer while disconnected never meets
         // a blocking transport: the budget makes it yield now and then.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         self.hub.register_writer(cx.waker(), WriterCall::Write);
+        // Bytes to copy are copied before the state is locked: the reader
+        // and the driver need the state meanwhile.
+        let taken = source.into_taken(self);
         let mut inner = self.lock();
         if inner.core.current_generation().is_none()
             && inner.core.state() != ConnectionState::Closed
@@ -286,30 +279,28 @@ impl Shared {
         let now = now();
         let mut result = Poll::Pending;
         for _ in 0..2 {
-            let start = inner.core.written_seq();
-            let mut window = None;
-            match inner.core.write(data) {
+            let written = match &taken {
+                Taken::Small(data) => inner.core.write(data),
+                Taken::Chunk(chunk) => inner.core.write_chunk(chunk.clone()),
+            };
+            match written {
                 Err(err) => {
-                    result = Poll::Ready(Err(err.into()));
+                    result = Poll::Ready(Err(err));
                     break;
                 }
                 Ok(0) => {}
-                Ok(count) => {
-                    result = Poll::Ready(Ok(count));
-                    window = Some((start, &data[..count]));
-                }
+                Ok(count) => result = Poll::Ready(Ok(count)),
             }
             // Hand the bytes to the connection now (or, when the buffer
             // was full, make room by sending what waits), and take in
             // acknowledgements that arrived meanwhile.
             if let Some(generation) = inner.core.current_generation() {
-                inner = self.write_out(inner, now, generation, window);
+                inner = self.write_out(inner, now, generation);
                 // Readiness reaches the runtime only now and then while it
                 // is busy; a writer with more than an acknowledgement
                 // interval outstanding looks for them itself (cheap: a
                 // transport not known to be readable is not even asked).
-                // Acknowledgements taken in late let the send buffer grow,
-                // and with it the memory each copy into it walks through.
+                // Acknowledgements taken in late let the send buffer grow.
                 let ack_overdue = inner.core.unacked_bytes() as u64 > inner.options.ack_interval_bytes;
                 let read_ready = !self.hub.reader_busy() && self.hub.read_ready.swap(false, Ordering::Acquire);
                 if (read_ready || ack_overdue) && !self.hub.reader_waiting() {
@@ -329,7 +320,7 @@ impl Shared {
                 break;
             }
         }
-        let needs_acks = result.is_pending() && inner.core.unacked_bytes() >= inner.options.send_buffer_bytes;
+        let needs_acks = result.is_pending() && inner.core.awaits_acknowledgements();
         drop(inner);
         if result.is_ready() {
             coop.made_progress();
@@ -438,6 +429,47 @@ impl Shared {
             && connected
             && self.lock().core.abandoned_reports() == abandoned_before
     }
+}
+
+/// Where the bytes of an application's write come from.
+pub(super) enum WriteSource<'a> {
+    /// The caller's buffer: copied (unless it is short) into a chunk of
+    /// the pipe's copy storage.
+    Borrowed(&'a [u8]),
+    /// A chunk the send buffer keeps as it is.
+    Chunk(&'a Bytes),
+}
+
+/// The most bytes of a borrowed buffer one write copies: the write-ahead
+/// bound takes no more at once anyway (by default).
+const COPY_LIMIT_BYTES: usize = 64 << 10;
+
+impl<'a> WriteSource<'a> {
+    fn is_empty(&self) -> bool {
+        match self {
+            WriteSource::Borrowed(data) => data.is_empty(),
+            WriteSource::Chunk(chunk) => chunk.is_empty(),
+        }
+    }
+
+    /// The bytes to offer the send buffer: a borrowed buffer's start is
+    /// copied into a chunk of `shared`'s copy storage here, outside the
+    /// state's lock.
+    fn into_taken(self, shared: &Shared) -> Taken<'a> {
+        match self {
+            WriteSource::Borrowed(data) if data.len() < MIN_SHARED_CHUNK => Taken::Small(data),
+            WriteSource::Borrowed(data) => Taken::Chunk(shared.copy(&data[..data.len().min(COPY_LIMIT_BYTES)])),
+            WriteSource::Chunk(chunk) => Taken::Chunk(chunk.clone()),
+        }
+    }
+}
+
+/// What a write offers the send buffer.
+enum Taken<'a> {
+    /// Short: the send buffer copies it (with other short writes).
+    Small(&'a [u8]),
+    /// Kept as it is.
+    Chunk(Bytes),
 }
 
 /// What one read for the application may take from the connection.

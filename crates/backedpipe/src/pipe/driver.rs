@@ -67,6 +67,11 @@ impl Future for Driver {
                 return Poll::Ready(());
             }
             keep_time(&mut inner, now);
+            if inner.core.is_quiet() {
+                // The core gave its buffers back: so does the copy storage
+                // (no chunk of it is in flight).
+                shared.release_copies();
+            }
             let read_current = this.check_claims(now);
             apply_forced_reconnect(&mut inner, now);
             let backlog = this.move_bytes(&mut inner, now, read_current, cx.waker());

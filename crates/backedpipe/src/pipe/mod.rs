@@ -17,8 +17,10 @@
 //! One driver task per pipe dials, runs handshakes, keeps the timers, and
 //! reads when no application read waits (acknowledgements, pings, end of
 //! stream). The rest happens in the application's own calls: a write
-//! copies into the send buffer and hands the new frame to the connection
-//! with one vectored write from the caller's buffer; a read takes DATA
+//! copies the caller's bytes into a chunk with the state unlocked
+//! (`write_chunk` takes the caller's chunk as it is), queues it in the send
+//! buffer and hands the frame to the connection with one vectored write
+//! from the send buffer's chunks; a read takes DATA
 //! payload straight from the connection into the caller's buffer. Each
 //! connection is split into a read half and a write half (how they relate
 //! underneath is the transport's: see [`Transport`]), and these system
@@ -42,20 +44,25 @@
 
 mod app_io;
 mod conn_io;
+mod copies;
 mod driver;
 mod hub;
 mod state;
 
 use std::io;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use self::app_io::WriteSource;
 use self::driver::{DialFuture, Dialer, Driver};
 use self::state::{Party, Shared};
 use crate::core::{ConnectionState, Core, FirstHandshake, Generation, Role};
@@ -197,6 +204,91 @@ impl BackedPipe {
         self.control().resume_with_hello(conn, hello)
     }
 
+    /// Writes `chunk` whole, without a copy: the send buffer keeps the
+    /// chunk itself (a reference to it) until the peer acknowledges it, and
+    /// the connection is written from it. Waits, as `write` does, while
+    /// the send buffer has no room (see [`Options::max_unsent_bytes`]).
+    /// Chunks shorter than 1 KiB are copied, so that small writes still
+    /// travel in few frames.
+    ///
+    /// ```
+    /// # use backedpipe::{BackedPipe, Options};
+    /// # use tokio::io::AsyncReadExt;
+    /// # use tokio::net::UnixStream;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = BackedPipe::passive(Options::new());
+    /// # let control = server.control();
+    /// # let mut server = server;
+    /// # let mut client = BackedPipe::connect(
+    /// #     move || {
+    /// #         let control = control.clone();
+    /// #         async move {
+    /// #             let (near, far) = UnixStream::pair()?;
+    /// #             control.resume(far).map_err(std::io::Error::other)?;
+    /// #             Ok(near)
+    /// #         }
+    /// #     },
+    /// #     Options::new(),
+    /// # );
+    /// let output = bytes::Bytes::from(vec![b'x'; 64 << 10]);
+    /// client.write_chunk(output.clone()).await?;
+    /// let mut received = vec![0; output.len()];
+    /// server.read_exact(&mut received).await?;
+    /// assert_eq!(received, output);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As `write`: the pipe failed, was closed, or its stream was ended
+    /// with `shutdown`.
+    ///
+    /// # Cancel safety
+    ///
+    /// A dropped future may have taken a prefix of the chunk; to know how
+    /// much, use [`poll_write_chunk`](Self::poll_write_chunk).
+    pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), Error> {
+        while !chunk.is_empty() {
+            let taken = std::future::poll_fn(|cx| self.poll_write_chunk(cx, &chunk)).await?;
+            chunk.advance(taken);
+        }
+        Ok(())
+    }
+
+    /// Takes as much of the front of `chunk` as the send buffer has room
+    /// for, without a copy (see [`write_chunk`](Self::write_chunk)), and
+    /// returns how many bytes that was; pending, with the task woken
+    /// later, when there is no room. Empty chunks take nothing at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_chunk`](Self::write_chunk).
+    pub fn poll_write_chunk(&mut self, cx: &mut Context<'_>, chunk: &Bytes) -> Poll<Result<usize, Error>> {
+        self.handle.shared.poll_write(cx, WriteSource::Chunk(chunk))
+    }
+
+    /// Borrows the pipe as a reading half and a writing half that can be
+    /// used at once (for example in one `select!` or `join!`), the
+    /// writing half with [`WriteHalf::write_chunk`]. The pipe is whole
+    /// again when both are dropped.
+    ///
+    /// ```
+    /// # use backedpipe::{BackedPipe, Options};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut pipe = BackedPipe::passive(Options::new());
+    /// let (_reader, mut writer) = pipe.split();
+    /// // Taken into the send buffer: the pipe sends it once connected.
+    /// writer.write_chunk(bytes::Bytes::from_static(b"hello")).await.unwrap();
+    /// # }
+    /// ```
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        let shared = &self.handle.shared;
+        (ReadHalf { shared }, WriteHalf { shared, _pipe: PhantomData })
+    }
+
     /// Splits the pipe into halves that can be used from different tasks.
     /// The pipe closes when both are dropped.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
@@ -305,7 +397,7 @@ impl AsyncRead for BackedPipe {
 
 impl AsyncWrite for BackedPipe {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.handle.shared.poll_write(cx, buf)
+        self.handle.shared.poll_write(cx, WriteSource::Borrowed(buf)).map_err(io::Error::from)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -314,6 +406,82 @@ impl AsyncWrite for BackedPipe {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.handle.shared.poll_shutdown(cx)
+    }
+}
+
+/// The reading half of a borrowed [`BackedPipe`] (see [`BackedPipe::split`]).
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub struct ReadHalf<'a> {
+    shared: &'a Shared,
+}
+
+/// The writing half of a borrowed [`BackedPipe`] (see [`BackedPipe::split`]).
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub struct WriteHalf<'a> {
+    shared: &'a Shared,
+    /// Borrows the pipe mutably, as the write half of a split does.
+    _pipe: PhantomData<&'a mut BackedPipe>,
+}
+
+impl std::fmt::Debug for ReadHalf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadHalf").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for WriteHalf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteHalf").finish_non_exhaustive()
+    }
+}
+
+impl WriteHalf<'_> {
+    /// Writes `chunk` whole, without a copy; see
+    /// [`BackedPipe::write_chunk`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), Error> {
+        while !chunk.is_empty() {
+            let taken = std::future::poll_fn(|cx| self.poll_write_chunk(cx, &chunk)).await?;
+            chunk.advance(taken);
+        }
+        Ok(())
+    }
+
+    /// Takes as much of the front of `chunk` as there is room for; see
+    /// [`BackedPipe::poll_write_chunk`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    pub fn poll_write_chunk(&mut self, cx: &mut Context<'_>, chunk: &Bytes) -> Poll<Result<usize, Error>> {
+        self.shared.poll_write(cx, WriteSource::Chunk(chunk))
+    }
+}
+
+impl AsyncRead for ReadHalf<'_> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.shared.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteHalf<'_> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.shared.poll_write(cx, WriteSource::Borrowed(buf)).map_err(io::Error::from)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared.poll_shutdown(cx)
     }
 }
 
@@ -353,6 +521,34 @@ impl OwnedWriteHalf {
     pub fn control(&self) -> PipeControl {
         PipeControl { shared: Arc::clone(&self.handle.shared) }
     }
+
+    /// Writes `chunk` whole, without a copy; see
+    /// [`BackedPipe::write_chunk`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), Error> {
+        while !chunk.is_empty() {
+            let taken = std::future::poll_fn(|cx| self.poll_write_chunk(cx, &chunk)).await?;
+            chunk.advance(taken);
+        }
+        Ok(())
+    }
+
+    /// Takes as much of the front of `chunk` as there is room for; see
+    /// [`BackedPipe::poll_write_chunk`].
+    ///
+    /// # Errors
+    ///
+    /// As [`BackedPipe::write_chunk`].
+    pub fn poll_write_chunk(&mut self, cx: &mut Context<'_>, chunk: &Bytes) -> Poll<Result<usize, Error>> {
+        self.handle.shared.poll_write(cx, WriteSource::Chunk(chunk))
+    }
 }
 
 impl AsyncRead for OwnedReadHalf {
@@ -363,7 +559,7 @@ impl AsyncRead for OwnedReadHalf {
 
 impl AsyncWrite for OwnedWriteHalf {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.handle.shared.poll_write(cx, buf)
+        self.handle.shared.poll_write(cx, WriteSource::Borrowed(buf)).map_err(io::Error::from)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -465,7 +661,7 @@ impl PipeControl {
             reconnects: core.handshakes.saturating_sub(1),
             failed_attempts: if inner.active { inner.failed_attempts } else { core.failed_handshakes },
             generation: inner.status().generation,
-            buffer_bytes: inner.core.allocated_bytes(),
+            buffer_bytes: inner.core.allocated_bytes() + self.shared.copies_held.load(Ordering::Relaxed),
             independent_halves: inner.independent_halves,
             shared_halves: inner.shared_halves,
         }
@@ -670,8 +866,9 @@ pub struct Stats {
     pub failed_attempts: u64,
     /// The current (or newest) connection's generation.
     pub generation: Generation,
-    /// Memory held by the send and receive buffers. It follows what they
-    /// hold, and drops to 0 when an idle pipe has nothing unacknowledged.
+    /// Memory held by the send and receive buffers and by the storage
+    /// written bytes are copied into. It follows what they hold, and drops
+    /// to 0 when an idle pipe has nothing unacknowledged.
     pub buffer_bytes: usize,
     /// Connections whose transport split into halves that read and write
     /// at the same time (sockets, a child's stdio; see [`Transport`]).

@@ -25,6 +25,10 @@
 //!   to publish. Everyone takes it, for computation and, on the driver's
 //!   and the control paths, non-blocking system calls on halves they only
 //!   tried.
+//! - **The copy storage** ([`Shared::copies`]) guards the blocks a write
+//!   copies the caller's bytes into. The writing task takes it for one
+//!   copy, with no other lock held; the driver only tries it, under the
+//!   state, to give the blocks back when the pipe is idle.
 //! - **The hub's slots** ([`Hub`]) guard who waits for what: the wakers
 //!   and the readiness left unclaimed. Everyone takes them, and so does a
 //!   transport's wake, for a few assignments.
@@ -59,7 +63,10 @@
 //!    then sends what changed.
 //! 4. **A transport's own locks**, taken by each call on a half (under
 //!    the half, and perhaps the state).
-//! 5. **The hub's slots innermost of all.** Everyone takes them, under any
+//! 5. **The copy storage on its own.** The writing task takes it with
+//!    no other lock held and takes none under it; under the state it is
+//!    only tried.
+//! 6. **The hub's slots innermost of all.** Everyone takes them, under any
 //!    of the above, and so does a transport that delivers a wake while it
 //!    holds its own locks; nothing is locked, and no waker is woken, under
 //!    them.
@@ -73,7 +80,7 @@
 //! never lands inside a half-written DATA frame.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Waker};
 use std::time::Instant;
@@ -81,6 +88,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use super::copies::Copies;
 use super::hub::{Hub, Readiness, Wakes};
 use super::{PipeState, Status};
 use crate::core::{ConnectionState, Core, Event, Generation};
@@ -89,10 +97,15 @@ use crate::options::Options;
 use crate::transport::{Halves, Split};
 
 /// What a pipe's handles and its driver share: the state behind one
-/// lock, the hub, and the status channel (see "Locks" above).
+/// lock, the hub, the copy storage and the status channel (see "Locks"
+/// above).
 pub(super) struct Shared {
     /// The state.
     inner: Mutex<Inner>,
+    /// The blocks written bytes are copied into.
+    pub(super) copies: Mutex<Copies>,
+    /// The bytes of storage `copies` holds, for the statistics.
+    pub(super) copies_held: AtomicUsize,
     /// Who waits for what.
     pub(super) hub: Arc<Hub>,
     /// The waker the current connection's read half is polled with: its
@@ -113,6 +126,7 @@ impl Shared {
     /// The state of a new pipe around `core`, not yet driven; `active`
     /// when it dials.
     pub(super) fn new(core: Core, options: Options, active: bool, span: tracing::Span) -> Shared {
+        let copies = Copies::new(options.max_unacked_bytes.saturating_add(options.max_unsent_bytes));
         let hub = Arc::new(Hub::default());
         let read_waker = Readiness::read_waker(&hub);
         let write_waker = Readiness::write_waker(&hub);
@@ -148,7 +162,35 @@ impl Shared {
             generation: Generation(0),
         };
         let (status, _) = watch::channel(initial);
-        Shared { inner: Mutex::new(inner), hub, read_waker, write_waker, status, status_sent: AtomicU64::new(0), span }
+        Shared {
+            inner: Mutex::new(inner),
+            copies: Mutex::new(copies),
+            copies_held: AtomicUsize::new(0),
+            hub,
+            read_waker,
+            write_waker,
+            status,
+            status_sent: AtomicU64::new(0),
+            span,
+        }
+    }
+
+    /// `data` in a chunk of its own, copied into the copy storage (with
+    /// no other lock held: see "Locks" above).
+    pub(super) fn copy(&self, data: &[u8]) -> bytes::Bytes {
+        let mut copies = lock_half(&self.copies);
+        let chunk = copies.copy(data);
+        self.copies_held.store(copies.held_bytes(), Ordering::Relaxed);
+        chunk
+    }
+
+    /// Gives the copy storage back if no one is copying (called under the
+    /// state when the send buffer is empty: no chunk of it is in flight).
+    pub(super) fn release_copies(&self) {
+        if let Some(mut copies) = try_half(&self.copies) {
+            copies.release();
+            self.copies_held.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Locks the state (see "Locks" above for the order).

@@ -1,22 +1,12 @@
-//! Unit tests of the core's flow: a resume whose replay the server must
-//! partly skip (bytes of the abandoned connection arrived after WELCOME),
-//! and the write-ahead bound around a loss.
+//! Unit tests of the core's flow, with the helpers of the core's tests
+//! and a link that moves a socket buffer's worth per round: a resume
+//! whose replay the server must partly skip (bytes of the abandoned
+//! connection arrived after WELCOME), and the write-ahead bound around a
+//! loss.
 
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::fuzzing::pattern;
-
-fn options() -> Options {
-    Options::new()
-        .keepalive_interval(Duration::from_secs(1))
-        .idle_timeout(Duration::from_secs(3))
-        .handshake_timeout(Duration::from_secs(2))
-}
-
-fn nonce(byte: u8) -> Nonce {
-    Nonce::from_bytes([byte; 32])
-}
 
 /// Takes up to `limit` bytes `core` wants to send on `generation`, as a
 /// socket buffer of that size would.
@@ -37,7 +27,7 @@ fn take(now: Instant, core: &mut Core, generation: Generation, limit: usize) -> 
 
 /// Moves bytes both ways, at most a socket buffer's worth (64 KiB) per
 /// direction and round, until nothing moves; the bytes moved.
-fn settle(now: Instant, client: &mut Core, cg: Generation, server: &mut Core, sg: Generation) -> usize {
+fn settle_in_rounds(now: Instant, client: &mut Core, cg: Generation, server: &mut Core, sg: Generation) -> usize {
     const SOCKET_BYTES: usize = 64 << 10;
     let mut total = 0;
     for _ in 0..10_000 {
@@ -53,18 +43,6 @@ fn settle(now: Instant, client: &mut Core, cg: Generation, server: &mut Core, sg
     total
 }
 
-fn read_all(core: &mut Core) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0; 4096];
-    while let ReadOutcome::Data(count) = core.read(&mut buf) {
-        if count == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..count]);
-    }
-    out
-}
-
 /// The client abandons a connection the server still uses; the bytes it
 /// sent there reach the server after WELCOME and before PROOF, so the
 /// server skips that much of the replay. The replay and the bytes after
@@ -77,7 +55,7 @@ fn a_resume_that_skips_late_bytes_of_the_old_connection_keeps_flowing() {
     let mut server = Core::passive(options, SessionId::from_bytes([9; 16]));
     let cg1 = client.connect(now, nonce(1)).unwrap();
     let sg1 = server.accept(now, nonce(2)).unwrap();
-    settle(now, &mut client, cg1, &mut server, sg1);
+    settle_in_rounds(now, &mut client, cg1, &mut server, sg1);
     assert_eq!(client.state(), ConnectionState::Connected);
 
     let data: Vec<u8> = (0..600_000u64).map(|seq| pattern(true, seq)).collect();
@@ -109,7 +87,7 @@ fn a_resume_that_skips_late_bytes_of_the_old_connection_keeps_flowing() {
         if written < data.len() {
             written += client.write(&data[written..]).unwrap();
         }
-        settle(now, &mut client, cg2, &mut server, sg2);
+        settle_in_rounds(now, &mut client, cg2, &mut server, sg2);
         received.extend(read_all(&mut server));
         if received.len() == data.len() {
             break;
