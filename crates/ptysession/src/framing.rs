@@ -69,6 +69,7 @@ const EXIT_CODE: u8 = 0x00;
 const EXIT_SIGNAL: u8 = 0x01;
 const DETACHED_LAGGED: u8 = 0x01;
 const DETACHED_CLOSED: u8 = 0x02;
+const DETACHED_DISPLACED: u8 = 0x03;
 
 /// A frame from the server to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +189,10 @@ impl ServerFrame {
                 put_header(dst, tag::DETACHED, 1);
                 dst.put_u8(DETACHED_CLOSED);
             }
+            Self::Detached(DetachReason::Displaced) => {
+                put_header(dst, tag::DETACHED, 1);
+                dst.put_u8(DETACHED_DISPLACED);
+            }
         }
     }
 
@@ -227,6 +232,10 @@ impl ServerFrame {
                 Some(&DETACHED_CLOSED) => {
                     expect_len(tag, &payload, 1)?;
                     Self::Detached(DetachReason::Closed)
+                }
+                Some(&DETACHED_DISPLACED) => {
+                    expect_len(tag, &payload, 1)?;
+                    Self::Detached(DetachReason::Displaced)
                 }
                 _ => return Err(frame_error("unknown detach reason")),
             },
@@ -591,6 +600,7 @@ mod tests {
             ServerFrame::Exited(ExitStatus::Signal(9)),
             ServerFrame::Detached(DetachReason::Lagged { queue_bytes: 1 << 40 }),
             ServerFrame::Detached(DetachReason::Closed),
+            ServerFrame::Detached(DetachReason::Displaced),
         ];
         let mut wire = BytesMut::new();
         for frame in &server {

@@ -74,7 +74,7 @@ pub(crate) fn print_sessions(sessions: &[SessionEntry]) -> io::Result<()> {
             [
                 session.name.clone(),
                 shorten(&session.command, 40),
-                session.clients.to_string(),
+                format_clients(session),
                 format_age(session.age_secs),
                 session.state.to_string(),
                 exit,
@@ -105,6 +105,42 @@ pub(crate) fn print_sessions(sessions: &[SessionEntry]) -> io::Result<()> {
     out.flush()
 }
 
+/// Prints the sessions as a JSON array, one object per session.
+pub(crate) fn print_sessions_json(sessions: &[SessionEntry]) -> io::Result<()> {
+    let entries: Vec<serde_json::Value> = sessions
+        .iter()
+        .map(|session| {
+            let exit_status = match session.exit {
+                Some(protocol::Exit::Code(code)) => serde_json::json!({ "code": code }),
+                Some(protocol::Exit::Signal(signal)) => serde_json::json!({ "signal": signal }),
+                None => serde_json::Value::Null,
+            };
+            let disconnected = session.clients_disconnected.min(session.clients);
+            serde_json::json!({
+                "name": session.name,
+                "command": session.command,
+                "clients": { "connected": session.clients - disconnected, "disconnected": disconnected },
+                "created": session.created_unix_secs,
+                "age_secs": session.age_secs,
+                "state": session.state.to_string(),
+                "exit_status": exit_status,
+            })
+        })
+        .collect();
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &entries).map_err(io::Error::other)?;
+    writeln!(out)?;
+    out.flush()
+}
+
+/// The clients column: all of them, and how many are disconnected.
+fn format_clients(session: &SessionEntry) -> String {
+    match session.clients_disconnected.min(session.clients) {
+        0 => session.clients.to_string(),
+        away => format!("{} ({away} disconnected)", session.clients),
+    }
+}
+
 fn shorten(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_owned()
@@ -133,6 +169,9 @@ pub(crate) struct AttachOptions {
     /// Clear the screen before the replay and nudge the size afterwards
     /// (re-attaching to a session that has a past).
     pub(crate) redraw: bool,
+    /// Attached read-only (the server drops the input); kept when the
+    /// client attaches again.
+    pub(crate) read_only: bool,
     /// The command that comes back to the session, for messages.
     pub(crate) reattach_hint: String,
 }
@@ -208,8 +247,13 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
         let (stop, end, server_gone) = run_connection(connection, &mut local, options, redraw).await;
         if let (Stop::Output(_), Some(OutputEnd::Detached(DetachReason::Lagged { .. }))) = (&stop, &end) {
             tracing::info!(name, "the terminal fell behind the output; attaching again");
-            let hello = ClientHello::new(Request::Attach { name: name.to_owned(), size: local.size })
-                .with_resume_window(target.resume_window());
+            let again = Request::Attach {
+                name: Some(name.to_owned()),
+                size: local.size,
+                read_only: options.read_only,
+                detach_others: false,
+            };
+            let hello = ClientHello::new(again).with_resume_window(target.resume_window());
             match request(&target, hello).await {
                 Ok((next, Response::Attached { .. })) => {
                     connection = next;
@@ -253,6 +297,9 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
         }
         (Stop::Output(_), Some(OutputEnd::Detached(DetachReason::Lagged { .. }))) => {
             (format!("detached from {name:?}: this terminal fell behind the output; reattach with: {hint}"), 1)
+        }
+        (Stop::Output(_), Some(OutputEnd::Detached(DetachReason::Displaced))) => {
+            (format!("detached from {name:?} by another client; reattach with: {hint}"), 0)
         }
         (Stop::Output(_), Some(OutputEnd::Detached(_))) => (format!("session {name:?} was closed"), 1),
         (Stop::Output(_), Some(OutputEnd::Failed(_))) if server_gone => {

@@ -93,6 +93,7 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("rpty supports Linux only (PTYs, SO_PEERCRED, pidfd)");
 
+mod attached;
 mod autostart;
 mod cli;
 mod client;

@@ -121,10 +121,18 @@ pub enum Request {
     New(NewSession),
     /// Attach to a session.
     Attach {
-        /// The session's name.
-        name: String,
+        /// The session's name; `None` for the most recently used session
+        /// (the one created, attached to or detached from last).
+        name: Option<String>,
         /// The client's terminal size, if it has a terminal.
         size: Option<Size>,
+        /// Show the output but deliver no input (the client may still
+        /// detach).
+        #[serde(default)]
+        read_only: bool,
+        /// Detach every other client of the session first.
+        #[serde(default)]
+        detach_others: bool,
     },
     /// List the sessions.
     List,
@@ -133,7 +141,27 @@ pub enum Request {
         /// The session's name.
         name: String,
     },
+    /// End every session.
+    KillAll,
+    /// Give a session another name.
+    Rename {
+        /// Its name now.
+        from: String,
+        /// Its new name.
+        to: String,
+    },
+    /// Write bytes to a session's input, as if typed.
+    Send {
+        /// The session's name.
+        name: String,
+        /// The bytes, at most [`MAX_SEND_BYTES`].
+        input: Vec<u8>,
+    },
 }
+
+/// The most input one [`Request::Send`] carries (its JSON stays under
+/// [`MAX_MESSAGE_BYTES`]); more is sent as several requests.
+pub const MAX_SEND_BYTES: usize = 128 * 1024;
 
 /// How to start a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,13 +181,17 @@ pub struct NewSession {
     pub size: Option<Size>,
     /// Attach to the new session on this connection.
     pub attach: bool,
+    /// When a session of that name exists, attach to it instead of
+    /// failing (`rpty new -A`).
+    #[serde(default)]
+    pub attach_existing: bool,
 }
 
 impl NewSession {
     /// A detached session running `command` (empty: the shell), with no
     /// name, directory, `TERM` or size given.
     pub fn new(command: Vec<String>) -> NewSession {
-        NewSession { name: None, command, cwd: None, term: None, size: None, attach: false }
+        NewSession { name: None, command, cwd: None, term: None, size: None, attach: false, attach_existing: false }
     }
 }
 
@@ -189,6 +221,21 @@ pub enum Response {
     Killed {
         /// Its name.
         name: String,
+    },
+    /// Every session was ended.
+    KilledAll {
+        /// Their names.
+        names: Vec<String>,
+    },
+    /// The session was renamed.
+    Renamed {
+        /// Its new name.
+        name: String,
+    },
+    /// The input was written to the session.
+    Sent {
+        /// How many bytes.
+        bytes: usize,
     },
     /// The request failed.
     Error {
@@ -228,8 +275,15 @@ pub struct SessionEntry {
     pub name: String,
     /// Its command line.
     pub command: String,
-    /// Clients attached now.
+    /// Clients attached now, connected or not.
     pub clients: usize,
+    /// Of those, the ones whose connection is down: they come back when it
+    /// resumes, or are dropped after the server's client expiry.
+    #[serde(default)]
+    pub clients_disconnected: usize,
+    /// When it started, in seconds since the Unix epoch.
+    #[serde(default)]
+    pub created_unix_secs: u64,
     /// Seconds since it started.
     pub age_secs: u64,
     /// Where it is in its life.
@@ -367,7 +421,16 @@ mod tests {
         new.attach = true;
         let hellos = [
             ClientHello::new(Request::New(new)),
-            ClientHello::new(Request::Attach { name: "x".into(), size: None }),
+            ClientHello::new(Request::Attach {
+                name: Some("x".into()),
+                size: None,
+                read_only: true,
+                detach_others: false,
+            }),
+            ClientHello::new(Request::Attach { name: None, size: None, read_only: false, detach_others: true }),
+            ClientHello::new(Request::KillAll),
+            ClientHello::new(Request::Rename { from: "x".into(), to: "y".into() }),
+            ClientHello::new(Request::Send { name: "x".into(), input: b"\x00\xffhi".to_vec() }),
             ClientHello::new(Request::List).with_resume_window(Duration::from_secs(3600)),
             ClientHello::new(Request::Kill { name: "x".into() }),
         ];
@@ -379,12 +442,17 @@ mod tests {
                     name: "x".into(),
                     command: "sh".into(),
                     clients: 2,
+                    clients_disconnected: 1,
+                    created_unix_secs: 1_700_000_000,
                     age_secs: 61,
                     state: SessionState::Exited,
                     exit: Some(Exit::Signal(9)),
                 }],
             },
             Response::Killed { name: "x".into() },
+            Response::KilledAll { names: vec!["x".into(), "y".into()] },
+            Response::Renamed { name: "y".into() },
+            Response::Sent { bytes: 3 },
             Response::Error { kind: ErrorKind::NotFound, message: "no session named \"x\"".into() },
         ];
         let (mut a, mut b) = tokio::io::duplex(1 << 16);

@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use backedpipe::server::Listener;
 use backedpipe::{BackedPipe, PipeControl, PipeState};
-use ptysession::framing::{self, ServeOutcome};
-use ptysession::{Session, SessionManager, State};
+use ptysession::framing::ServeOutcome;
+use ptysession::{DetachReason, Session, SessionManager, State};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
+use crate::attached::{self, InputPolicy, Registry};
 use crate::cli::with_causes;
 use crate::paths::RuntimeDir;
 use crate::protocol::{
@@ -136,6 +137,8 @@ struct Shared {
     had_session: AtomicBool,
     /// Woken when a connection ends or a session is done.
     changed: Notify,
+    /// The attached clients, and which session was used last.
+    registry: Arc<Registry>,
 }
 
 /// Counts a connection while it is served.
@@ -169,6 +172,7 @@ impl Server {
                 connections: AtomicUsize::new(0),
                 had_session: AtomicBool::new(false),
                 changed: Notify::new(),
+                registry: Arc::new(Registry::default()),
             }),
         }
     }
@@ -196,16 +200,22 @@ impl Server {
     where
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        self.serve_with(connection, Some(FINISH_TIMEOUT), |_| {}).await;
+        self.serve_with(connection, None, Some(FINISH_TIMEOUT), |_| {}).await;
     }
 
-    /// As [`serve_connection`](Self::serve_connection); `on_hello` sees the
-    /// hello first (for the resume window), and the end of the stream is
-    /// waited for up to `finish_timeout` (`None`: until the client has it,
-    /// for connections that something else closes when the client stays
-    /// away).
-    pub(crate) async fn serve_with<C, F>(self, mut conn: C, finish_timeout: Option<Duration>, on_hello: F)
-    where
+    /// As [`serve_connection`](Self::serve_connection); `link` is the pipe
+    /// under `conn` (to list its client as disconnected while it is down),
+    /// `on_hello` sees the hello first (for the resume window), and the end
+    /// of the stream is waited for up to `finish_timeout` (`None`: until the
+    /// client has it, for connections that something else closes when the
+    /// client stays away).
+    pub(crate) async fn serve_with<C, F>(
+        self,
+        mut conn: C,
+        link: Option<PipeControl>,
+        finish_timeout: Option<Duration>,
+        on_hello: F,
+    ) where
         C: AsyncRead + AsyncWrite + Unpin + Send,
         F: FnOnce(&ClientHello) + Send,
     {
@@ -235,18 +245,31 @@ impl Server {
         let response = match hello.request {
             Request::New(new) => {
                 let attach = new.attach.then_some(new.size);
+                let existing =
+                    new.name.as_deref().filter(|_| new.attach_existing).and_then(|name| shared.manager.get(name));
+                if let (Some(session), Some(size), Some(name)) = (existing, attach, new.name.clone()) {
+                    let how = Attach { size, input: InputPolicy::Deliver, detach_others: false };
+                    return self.attach_and_serve(name, session, how, conn, link, finish_timeout).await;
+                }
                 match (self.new_session(new), attach) {
                     (Ok((name, session)), Some(size)) => {
-                        return self.attach_and_serve(name, session, size, conn, finish_timeout).await;
+                        let how = Attach { size, input: InputPolicy::Deliver, detach_others: false };
+                        return self.attach_and_serve(name, session, how, conn, link, finish_timeout).await;
                     }
                     (Ok((name, _)), None) => Response::Created { name },
                     (Err(response), _) => response,
                 }
             }
-            Request::Attach { name, size } => match shared.manager.get(&name) {
-                Some(session) => return self.attach_and_serve(name, session, size, conn, finish_timeout).await,
-                None => error(ErrorKind::NotFound, format!("no session named {name:?}")),
-            },
+            Request::Attach { name, size, read_only, detach_others } => {
+                let input = if read_only { InputPolicy::Drop } else { InputPolicy::Deliver };
+                let how = Attach { size, input, detach_others };
+                match self.find(name.as_deref()) {
+                    Ok((name, session)) => {
+                        return self.attach_and_serve(name, session, how, conn, link, finish_timeout).await;
+                    }
+                    Err(response) => response,
+                }
+            }
             Request::List => Response::Sessions { sessions: self.list() },
             Request::Kill { name } => match shared.manager.close(&name).await {
                 Ok(()) => {
@@ -255,6 +278,14 @@ impl Server {
                 }
                 Err(_) => error(ErrorKind::NotFound, format!("no session named {name:?}")),
             },
+            Request::KillAll => {
+                let names: Vec<String> = shared.manager.list().into_iter().map(|(name, _)| name).collect();
+                shared.manager.close_all().await;
+                tracing::info!(?names, "every session killed");
+                Response::KilledAll { names }
+            }
+            Request::Rename { from, to } => self.rename(&from, &to),
+            Request::Send { name, input } => self.send_input(&name, input).await,
         };
         if let Err(err) = protocol::write_message(&mut conn, &response).await {
             tracing::info!(error = %err, "answering a client failed");
@@ -290,6 +321,7 @@ impl Server {
                 Ok(session) => {
                     tracing::info!(name, command = %session.info().command, pid = session.pid(), "session started");
                     shared.had_session.store(true, Ordering::SeqCst);
+                    self.shared.registry.touch(session.pid());
                     self.watch_session(session.clone());
                     return Ok((name, session));
                 }
@@ -325,21 +357,83 @@ impl Server {
         tokio::spawn(async move {
             let mut state = session.watch_state();
             let _ = state.wait_for(|state| *state == State::Done).await;
+            shared.registry.forget(session.pid());
             shared.changed.notify_waiters();
         });
+    }
+
+    /// The session named `name`, or the most recently used one.
+    fn find(&self, name: Option<&str>) -> Result<(String, Session), Response> {
+        let manager = &self.shared.manager;
+        match name {
+            Some(name) => match manager.get(name) {
+                Some(session) => Ok((name.to_owned(), session)),
+                None => Err(error(ErrorKind::NotFound, format!("no session named {name:?}"))),
+            },
+            None => {
+                let sessions = manager.list();
+                let recent = self.shared.registry.most_recent(sessions.iter().map(|(_, info)| info.pid));
+                recent
+                    .and_then(|pid| sessions.into_iter().find(|(_, info)| info.pid == pid))
+                    .and_then(|(name, _)| manager.get(&name).map(|session| (name, session)))
+                    .ok_or_else(|| {
+                        error(ErrorKind::NotFound, "there is no session to attach to (start one with: rpty new)")
+                    })
+            }
+        }
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Response {
+        if !protocol::valid_name(to) {
+            return error(
+                ErrorKind::InvalidName,
+                format!("{to:?} cannot name a session: use 1 to 64 letters, digits, '-', '_' or '.'"),
+            );
+        }
+        match self.shared.manager.rename(from, to) {
+            Ok(()) => {
+                tracing::info!(from, to, "session renamed");
+                Response::Renamed { name: to.to_owned() }
+            }
+            Err(ptysession::Error::AlreadyExists { id }) => {
+                error(ErrorKind::AlreadyExists, format!("a session named {id:?} already exists"))
+            }
+            Err(_) => error(ErrorKind::NotFound, format!("no session named {from:?}")),
+        }
+    }
+
+    /// Writes `input` to the session as a short-lived client that shows
+    /// nothing.
+    async fn send_input(&self, name: &str, input: Vec<u8>) -> Response {
+        let not_found = || error(ErrorKind::NotFound, format!("no session named {name:?}"));
+        let Some(session) = self.shared.manager.get(name) else { return not_found() };
+        if session.exit_status().is_some() {
+            return error(ErrorKind::Other, format!("session {name:?} has exited: it takes no more input"));
+        }
+        let bytes = input.len();
+        let written = match session.attach(None) {
+            Ok(attachment) => attachment.write(input).await,
+            Err(err) => Err(err),
+        };
+        match written {
+            Ok(()) => Response::Sent { bytes },
+            Err(ptysession::Error::Closed) => not_found(),
+            Err(err) => error(ErrorKind::Other, format!("cannot write to {name:?}: {}", with_causes(&err))),
+        }
     }
 
     async fn attach_and_serve<C>(
         &self,
         name: String,
         session: Session,
-        size: Option<Size>,
+        how: Attach,
         mut conn: C,
+        link: Option<PipeControl>,
         finish_timeout: Option<Duration>,
     ) where
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let attachment = match session.attach(size.map(Into::into)) {
+        let attachment = match session.attach(how.size.map(Into::into)) {
             Ok(attachment) => attachment,
             Err(ptysession::Error::Closed) => {
                 let response = error(ErrorKind::NotFound, format!("no session named {name:?}"));
@@ -353,17 +447,29 @@ impl Server {
             }
         };
         let client = attachment.id();
+        let registration = self.shared.registry.register(session.pid(), link);
         let response = Response::Attached { name: name.clone(), command: session.info().command };
         if let Err(err) = protocol::write_message(&mut conn, &response).await {
             tracing::info!(name, error = %err, "answering a client failed");
             return;
         }
-        tracing::info!(name, %client, "client attached");
-        let last_words = match framing::serve_client(attachment, &mut conn).await {
+        let read_only = how.input == InputPolicy::Drop;
+        tracing::info!(name, %client, read_only, "client attached");
+        if how.detach_others {
+            let others = self.shared.registry.displace_others(&registration);
+            tracing::info!(name, %client, others, "detaching the other clients");
+        }
+        let served = attached::serve(attachment, &mut conn, how.input, &registration.displaced).await;
+        drop(registration);
+        let last_words = match served {
             Ok(ServeOutcome::Exited(status)) => {
                 tracing::info!(name, %client, %status, "the command exited; the session ends");
                 // The exit status reached a client: nothing is left to see.
                 tokio::spawn(async move { session.close().await });
+                true
+            }
+            Ok(outcome @ ServeOutcome::Detached(DetachReason::Displaced)) => {
+                tracing::info!(name, %client, ?outcome, "client detached by another client");
                 true
             }
             Ok(outcome @ ServeOutcome::Detached(_)) => {
@@ -395,10 +501,14 @@ impl Server {
                     (_, Some(_)) => SessionState::Exited,
                     (_, None) => SessionState::Running,
                 };
+                let created_unix_secs =
+                    info.started_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
                 SessionEntry {
                     name,
                     command: info.command,
                     clients: info.clients,
+                    clients_disconnected: self.shared.registry.count(info.pid).disconnected,
+                    created_unix_secs,
                     age_secs: info.age.as_secs(),
                     state,
                     exit: info.exit_status.map(Exit::from),
@@ -438,6 +548,14 @@ impl Server {
             }
         }
     }
+}
+
+/// How a client attaches.
+#[derive(Debug, Clone, Copy)]
+struct Attach {
+    size: Option<Size>,
+    input: InputPolicy,
+    detach_others: bool,
 }
 
 /// The command for a new session: its program (the server's `$SHELL`, else
@@ -540,6 +658,9 @@ pub(crate) struct ServeConfig {
     /// Exit when no session is left and no client connected (the server
     /// started on demand).
     pub(crate) exit_when_idle: bool,
+    /// The longest a client whose connection is down stays attached (and
+    /// its connection kept for it to resume), whatever it asks for.
+    pub(crate) client_expiry: Duration,
 }
 
 /// Runs the server until it is told to stop (or, started on demand, until
@@ -614,11 +735,11 @@ pub(crate) async fn run(runtime: RuntimeDir, config: ServeConfig) -> Result<()> 
         tokio::select! {
             accepted = local.accept() => {
                 let Some(pipe) = accepted else { break };
-                tokio::spawn(serve_pipe(server.clone(), pipe));
+                tokio::spawn(serve_pipe(server.clone(), pipe, config.client_expiry));
             }
             accepted = accept_from(remote.as_ref()) => {
                 let Some(pipe) = accepted else { break };
-                tokio::spawn(serve_pipe(server.clone(), pipe));
+                tokio::spawn(serve_pipe(server.clone(), pipe, config.client_expiry));
             }
             () = &mut idle, if config.exit_when_idle => {
                 tracing::info!("no session left; exiting");
@@ -666,15 +787,15 @@ fn cut_all(local: &Listener, remote: Option<&Listener>) {
 }
 
 /// Serves one accepted pipe, closing it when the client stays away longer
-/// than its resume window.
-async fn serve_pipe(server: Server, pipe: BackedPipe) {
+/// than its resume window or the server's `client_expiry`.
+async fn serve_pipe(server: Server, pipe: BackedPipe, client_expiry: Duration) {
     let control = pipe.control();
     tracing::info!(session = %control.session_id(), stats = ?control.stats(), "client connected");
     let expiry = control.clone();
     let mut watcher = None;
     server
-        .serve_with(pipe, None, |hello| {
-            let window = Duration::from_millis(hello.resume_window_ms).min(transport::MAX_RESUME_WINDOW);
+        .serve_with(pipe, Some(control.clone()), None, |hello| {
+            let window = Duration::from_millis(hello.resume_window_ms).min(client_expiry);
             watcher = Some(tokio::spawn(expire_when_away(expiry, window)));
         })
         .await;
