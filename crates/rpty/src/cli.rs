@@ -183,7 +183,7 @@ struct ServeArgs {
 }
 
 /// A duration as a person writes it: `90`, `90s`, `500ms`, `10m`, `1h`.
-fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let error = || format!("{text:?} is not a duration: write e.g. 30s, 10m or 1h");
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);

@@ -6,7 +6,7 @@
 use std::io::{self, IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use bytes::Bytes;
@@ -27,9 +27,6 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the client waits for the server to confirm a detach.
 const DETACH_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The text of the status line while the connection is down.
-const RECONNECTING: &str = "rpty: reconnecting…";
 
 /// Sends `hello` and reads the answer.
 pub(crate) async fn request(target: &Target, hello: ClientHello) -> Result<(Connection, Response)> {
@@ -341,7 +338,9 @@ async fn run_connection(
     let mut sender = tokio::spawn(send_frames(ClientWriter::new(write), outbox));
     let (nudge_tx, mut nudge_rx) = mpsc::channel(4);
     let connected = link.clone();
-    let mut output = tokio::spawn(pump_output(frames, link, nudge_tx, local.screen.clone(), redraw));
+    let status =
+        LinkStatus { transports: transports.clone(), control: control.clone(), detach_key: options.detach_key };
+    let mut output = tokio::spawn(pump_output(frames, link, nudge_tx, local.screen.clone(), redraw, status));
 
     let stop = loop {
         tokio::select! {
@@ -463,21 +462,81 @@ fn spawn_stdin_reader() -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
+/// What the status line says while the link is down.
+struct LinkStatus {
+    transports: transport::Transports,
+    control: backedpipe::PipeControl,
+    detach_key: DetachKey,
+}
+
+/// Follows a period without a link: since when, and the failed attempts
+/// to get it back.
+struct Outage {
+    since: Instant,
+    failures_before: u64,
+    failures_seen: u64,
+    last_failure: Option<Instant>,
+}
+
+impl LinkStatus {
+    fn start(&self) -> Outage {
+        let failures = self.control.stats().failed_attempts;
+        Outage { since: Instant::now(), failures_before: failures, failures_seen: failures, last_failure: None }
+    }
+
+    /// The status line's text now: how long the link has been down, why,
+    /// when the next attempt comes, and how to leave.
+    fn text(&self, outage: &mut Outage) -> String {
+        let now = Instant::now();
+        let failures = self.control.stats().failed_attempts;
+        if failures != outage.failures_seen {
+            outage.failures_seen = failures;
+            outage.last_failure = Some(now);
+        }
+        let mut text = format!("rpty: connection lost {}s ago", now.duration_since(outage.since).as_secs());
+        if let Some(reason) = self.transports.down_reason() {
+            text.push_str(&format!(" ({reason})"));
+        }
+        let consecutive = u32::try_from(failures - outage.failures_before).unwrap_or(u32::MAX);
+        match outage.last_failure {
+            Some(failed) => {
+                let next = failed + transport::retry_delay(consecutive);
+                let wait = next.saturating_duration_since(now);
+                if wait.is_zero() {
+                    text.push_str("; retrying now");
+                } else {
+                    text.push_str(&format!("; retrying in {}s", wait.as_secs_f64().ceil() as u64));
+                }
+            }
+            None => text.push_str("; reconnecting"),
+        }
+        if self.detach_key.byte().is_some() {
+            text.push_str(&format!(" — {} detaches", self.detach_key));
+        }
+        text
+    }
+}
+
 /// Copies the session's output to standard output, follows the terminal
-/// modes it sets, and shows the status line while the connection is down.
+/// modes it sets, and shows the status line while the connection is down
+/// (updated every second).
 async fn pump_output<R: AsyncRead + Unpin>(
     mut frames: ClientReader<R>,
     mut link: watch::Receiver<bool>,
     nudge: mpsc::Sender<()>,
     screen: Arc<Mutex<Screen>>,
     redraw: bool,
+    status: LinkStatus,
 ) -> OutputEnd {
     let mut stdout = tokio::io::stdout();
     let is_terminal = io::stdout().is_terminal();
     let mut first_frame = true;
     let mut link_open = true;
+    let mut outage: Option<Outage> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let update = tokio::select! {
             frame = frames.next() => {
                 let frame = match frame {
                     Ok(Some(frame)) => frame,
@@ -504,6 +563,7 @@ async fn pump_output<R: AsyncRead + Unpin>(
                     ServerFrame::Detached(reason) => return OutputEnd::Detached(reason),
                     _ => {}
                 }
+                None
             }
             changed = link.changed(), if link_open => {
                 if changed.is_err() {
@@ -512,30 +572,50 @@ async fn pump_output<R: AsyncRead + Unpin>(
                 }
                 let connected = *link.borrow_and_update();
                 tracing::info!(connected, "connection state");
-                if !is_terminal {
-                    continue;
-                }
-                let shown = lock(&screen).status_line_rows;
-                let update = match (connected, shown) {
-                    (false, None) => terminal::window_size().map(|size| {
-                        lock(&screen).status_line_rows = Some(size.rows);
-                        terminal::status_line(size.rows, RECONNECTING)
-                    }),
-                    (true, Some(rows)) => {
-                        lock(&screen).status_line_rows = None;
-                        let _ = nudge.try_send(());
-                        Some(terminal::clear_status_line(rows))
+                match (connected, outage.is_some()) {
+                    (false, false) => {
+                        let mut started = status.start();
+                        let text = status.text(&mut started);
+                        outage = Some(started);
+                        tick.reset();
+                        is_terminal.then(|| show_status(&screen, &text)).flatten()
+                    }
+                    (true, true) => {
+                        outage = None;
+                        let shown = lock(&screen).status_line_rows.take();
+                        shown.map(|rows| {
+                            let _ = nudge.try_send(());
+                            terminal::clear_status_line(rows)
+                        })
                     }
                     _ => None,
-                };
-                if let Some(update) = update
-                    && let Err(err) = write_out(&mut stdout, &update).await
-                {
-                    return OutputEnd::Stdout(err);
                 }
             }
+            _ = tick.tick(), if outage.is_some() => {
+                let text = outage.as_mut().map(|outage| status.text(outage));
+                text.filter(|_| is_terminal).and_then(|text| show_status(&screen, &text))
+            }
+        };
+        if let Some(update) = update
+            && let Err(err) = write_out(&mut stdout, &update).await
+        {
+            return OutputEnd::Stdout(err);
         }
     }
+}
+
+/// The bytes that show `text` on the status line: the first time, the
+/// screen moves up a row to make room, so that nothing on it is lost.
+fn show_status(screen: &Mutex<Screen>, text: &str) -> Option<Vec<u8>> {
+    let size = terminal::window_size()?;
+    let mut screen = lock(screen);
+    let mut out = Vec::new();
+    if screen.status_line_rows.is_none() {
+        out.extend(terminal::make_room_for_status_line(size.rows));
+    }
+    screen.status_line_rows = Some(size.rows);
+    out.extend(terminal::status_line(size, text));
+    Some(out)
 }
 
 async fn write_out(stdout: &mut tokio::io::Stdout, data: &[u8]) -> io::Result<()> {

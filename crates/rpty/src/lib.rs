@@ -97,6 +97,7 @@ mod attached;
 mod autostart;
 mod cli;
 mod client;
+mod foreground;
 mod keys;
 mod logging;
 mod paths;

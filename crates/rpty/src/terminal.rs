@@ -67,9 +67,20 @@ pub(crate) fn window_size() -> Option<Size> {
 }
 
 /// The status line shown on the bottom row while reconnecting: saves the
-/// cursor, writes in reverse video, restores the cursor.
-pub(crate) fn status_line(rows: u16, text: &str) -> Vec<u8> {
-    format!("\x1b7\x1b[{rows};1H\x1b[0;7m {text} \x1b[0m\x1b[K\x1b8").into_bytes()
+/// cursor, writes `text` (cut to the width) in reverse video, restores the
+/// cursor.
+pub(crate) fn status_line(size: Size, text: &str) -> Vec<u8> {
+    let width = usize::from(size.cols).saturating_sub(2);
+    let text: String = text.chars().take(width).collect();
+    format!("\x1b7\x1b[{};1H\x1b[0;7m {text} \x1b[0m\x1b[K\x1b8", size.rows).into_bytes()
+}
+
+/// Moves the screen up one row, the cursor with it, so that the bottom row
+/// is free for the status line and nothing on the screen is lost: a line
+/// feed on the bottom row, then the cursor back one row above where it
+/// was.
+pub(crate) fn make_room_for_status_line(rows: u16) -> Vec<u8> {
+    format!("\x1b7\x1b[{rows};1H\n\x1b8\x1b[A").into_bytes()
 }
 
 /// Erases the status line on the bottom row, keeping the cursor where it
@@ -264,8 +275,11 @@ mod tests {
 
     #[test]
     fn status_line_keeps_the_cursor() {
-        let line = String::from_utf8(status_line(24, "reconnecting…")).unwrap();
+        let line = String::from_utf8(status_line(Size { rows: 24, cols: 80 }, "reconnecting…")).unwrap();
         assert!(line.starts_with("\x1b7\x1b[24;1H") && line.ends_with("\x1b8") && line.contains("reconnecting…"));
+        let cut = String::from_utf8(status_line(Size { rows: 5, cols: 12 }, "0123456789abcdef")).unwrap();
+        assert!(cut.contains(" 0123456789 ") && !cut.contains('a'), "cut to the width: {cut:?}");
+        assert_eq!(make_room_for_status_line(5), b"\x1b7\x1b[5;1H\n\x1b8\x1b[A".to_vec());
         assert_eq!(clear_status_line(5), b"\x1b7\x1b[5;1H\x1b[2K\x1b8".to_vec());
     }
 }
