@@ -1,4 +1,5 @@
-//! The whole rpty story in a few seconds, without a terminal: a session
+//! The whole rpty story in a few seconds, on pseudo-terminals of its own
+//! (a client attaches only from a terminal): a session
 //! counts lines; a client attached through a transport process sees the
 //! transport killed and resumes; it detaches; the session goes on; a second
 //! client attaches and sees everything; every line arrived exactly once.
@@ -9,9 +10,10 @@
 
 use std::error::Error;
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,31 +46,42 @@ fn locate_rpty() -> Result<PathBuf> {
     }
 }
 
-/// A client whose output is collected by a thread.
+/// A client on a pseudo-terminal of its own, whose output is collected by
+/// a thread.
 struct Client {
     child: Child,
-    stdin: ChildStdin,
+    stdin: std::fs::File,
     output: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Client {
     fn spawn(command: &mut Command) -> Result<Client> {
-        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-        let stdin = child.stdin.take().ok_or("no stdin")?;
+        use rustix::fs::{Mode, OFlags};
+        use rustix::pty::OpenptFlags;
+
+        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+        rustix::pty::grantpt(&master)?;
+        rustix::pty::unlockpt(&master)?;
+        let name = rustix::pty::ptsname(&master, Vec::new())?;
+        let slave = rustix::fs::open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
+        let size = rustix::termios::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+        rustix::termios::tcsetwinsize(&master, size)?;
+        let child = command
+            .stdin(Stdio::from(slave.try_clone()?))
+            .stdout(Stdio::from(slave.try_clone()?))
+            .stderr(Stdio::from(slave))
+            .spawn()?;
         let output = Arc::new(Mutex::new(Vec::new()));
-        for mut stream in [
-            Box::new(child.stdout.take().ok_or("no stdout")?) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().ok_or("no stderr")?),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(count @ 1..) = stream.read(&mut buf) {
-                    output.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&buf[..count]);
-                }
-            });
-        }
-        Ok(Client { child, stdin, output })
+        let mut reader = std::fs::File::from(OwnedFd::from(master.try_clone()?));
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            // EIO once every copy of the terminal is closed.
+            while let Ok(count @ 1..) = reader.read(&mut buf) {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&buf[..count]);
+            }
+        });
+        Ok(Client { child, stdin: std::fs::File::from(master), output })
     }
 
     fn text(&self) -> String {

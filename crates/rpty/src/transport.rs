@@ -375,7 +375,9 @@ pub(crate) async fn connect(target: &Target) -> Result<Connection> {
         _ => None,
     };
     let via_program = match target {
-        Target::Via { command } => command.split_whitespace().next().map(str::to_owned),
+        Target::Via { command } => {
+            command.split_whitespace().next().map(|program| program.rsplit('/').next().unwrap_or(program).to_owned())
+        }
         _ => None,
     };
     let notes = Arc::new(Mutex::new(DialNotes { lend_terminal: true, via_program, ..DialNotes::default() }));

@@ -220,6 +220,10 @@ pub struct Term {
 impl Term {
     /// Runs `rpty ARGS` on a new 24×80 terminal.
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(sandbox: &Sandbox, args: &[S]) -> Term {
+        Term::spawn_command(sandbox.command(args), &[])
+    }
+
+    fn spawn_command(mut command: Command, env: &[(&str, &str)]) -> Term {
         let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
         rustix::pty::grantpt(&master).unwrap();
         rustix::pty::unlockpt(&master).unwrap();
@@ -229,7 +233,7 @@ impl Term {
         termios::tcsetwinsize(&master, Winsize { ws_row: ROWS, ws_col: COLS, ws_xpixel: 0, ws_ypixel: 0 }).unwrap();
         let original = termios::tcgetattr(&slave).unwrap();
         assert!(original.local_modes.contains(LocalModes::ICANON), "a new terminal starts in canonical mode");
-        let mut command = sandbox.command(args);
+        command.envs(env.iter().copied());
         command
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
@@ -247,6 +251,19 @@ impl Term {
             std::thread::spawn(move || read_terminal(&master, &screen, &stop, &paused))
         };
         Term { master, child, screen, stop, paused, reader: Some(reader), original }
+    }
+
+    /// Runs `rpty ARGS` on a terminal to its end; returns its status and
+    /// everything it showed.
+    pub fn run<S: AsRef<std::ffi::OsStr>>(sandbox: &Sandbox, args: &[S]) -> (ExitStatus, String) {
+        let mut term = Term::spawn(sandbox, args);
+        let status = term.wait_exit();
+        (status, term.text())
+    }
+
+    /// As [`Term::spawn`], with `name=value` added to the environment.
+    pub fn spawn_with_env<S: AsRef<std::ffi::OsStr>>(sandbox: &Sandbox, args: &[S], env: &[(&str, &str)]) -> Term {
+        Term::spawn_command(sandbox.command(args), env)
     }
 
     pub fn pid(&self) -> i32 {
