@@ -484,36 +484,55 @@ impl LinkStatus {
         Outage { since: Instant::now(), failures_before: failures, failures_seen: failures, last_failure: None }
     }
 
-    /// The status line's text now: how long the link has been down, why,
-    /// when the next attempt comes, and how to leave.
-    fn text(&self, outage: &mut Outage) -> String {
+    /// The status line's text now, at most `width` characters: how long
+    /// the link has been down, why (shortened to fit), when the next
+    /// attempt comes, and how to leave.
+    fn text(&self, outage: &mut Outage, width: usize) -> String {
         let now = Instant::now();
         let failures = self.control.stats().failed_attempts;
         if failures != outage.failures_seen {
             outage.failures_seen = failures;
             outage.last_failure = Some(now);
         }
-        let mut text = format!("rpty: connection lost {}s ago", now.duration_since(outage.since).as_secs());
-        if let Some(reason) = self.transports.down_reason() {
-            text.push_str(&format!(" ({reason})"));
-        }
+        let lost = now.duration_since(outage.since);
         let consecutive = u32::try_from(failures - outage.failures_before).unwrap_or(u32::MAX);
-        match outage.last_failure {
+        let retry = match outage.last_failure {
             Some(failed) => {
-                let next = failed + transport::retry_delay(consecutive);
-                let wait = next.saturating_duration_since(now);
+                let wait = (failed + transport::retry_delay(consecutive)).saturating_duration_since(now);
                 if wait.is_zero() {
-                    text.push_str("; retrying now");
+                    "retrying now".to_owned()
                 } else {
-                    text.push_str(&format!("; retrying in {}s", wait.as_secs_f64().ceil() as u64));
+                    format!("retrying in {}s", wait.as_secs_f64().ceil() as u64)
                 }
             }
-            None => text.push_str("; reconnecting"),
-        }
-        if self.detach_key.byte().is_some() {
-            text.push_str(&format!(" — {} detaches", self.detach_key));
-        }
-        text
+            None => "reconnecting".to_owned(),
+        };
+        status_text(lost, self.transports.down_reason().as_deref(), &retry, self.detach_key, width)
+    }
+}
+
+/// `rpty: connection lost 12s ago (ssh exited 255: Connection refused);
+/// retrying in 2s — Ctrl-\ detaches`, made to fit `width` characters: the
+/// detach hint goes first, then the reason is shortened.
+fn status_text(lost: Duration, reason: Option<&str>, retry: &str, key: DetachKey, width: usize) -> String {
+    let head = format!("rpty: connection lost {}s ago", lost.as_secs());
+    let hint = if key.byte().is_some() { format!(" — {key} detaches") } else { String::new() };
+    let with = |reason: Option<&str>, hint: &str| match reason {
+        Some(reason) => format!("{head} ({reason}); {retry}{hint}"),
+        None => format!("{head}; {retry}{hint}"),
+    };
+    let full = with(reason, &hint);
+    if full.chars().count() <= width {
+        return full;
+    }
+    let without_hint = with(reason, "");
+    if without_hint.chars().count() <= width {
+        return without_hint;
+    }
+    let room = width.saturating_sub(with(None, "").chars().count() + 3);
+    match reason {
+        Some(reason) if room >= 12 => with(Some(&shorten(reason, room)), ""),
+        _ => shorten(&with(None, ""), width.max(1)),
     }
 }
 
@@ -575,10 +594,10 @@ async fn pump_output<R: AsyncRead + Unpin>(
                 match (connected, outage.is_some()) {
                     (false, false) => {
                         let mut started = status.start();
-                        let text = status.text(&mut started);
+                        let update = show_status(&screen, |width| status.text(&mut started, width));
                         outage = Some(started);
                         tick.reset();
-                        is_terminal.then(|| show_status(&screen, &text)).flatten()
+                        update.filter(|_| is_terminal)
                     }
                     (true, true) => {
                         outage = None;
@@ -591,9 +610,8 @@ async fn pump_output<R: AsyncRead + Unpin>(
                     _ => None,
                 }
             }
-            _ = tick.tick(), if outage.is_some() => {
-                let text = outage.as_mut().map(|outage| status.text(outage));
-                text.filter(|_| is_terminal).and_then(|text| show_status(&screen, &text))
+            _ = tick.tick(), if outage.is_some() && is_terminal => {
+                outage.as_mut().and_then(|outage| show_status(&screen, |width| status.text(outage, width)))
             }
         };
         if let Some(update) = update
@@ -604,10 +622,13 @@ async fn pump_output<R: AsyncRead + Unpin>(
     }
 }
 
-/// The bytes that show `text` on the status line: the first time, the
-/// screen moves up a row to make room, so that nothing on it is lost.
-fn show_status(screen: &Mutex<Screen>, text: &str) -> Option<Vec<u8>> {
+/// The bytes that show the status line, its text made for the width: the
+/// first time, the screen moves up a row to make room, so that nothing on
+/// it is lost.
+fn show_status(screen: &Mutex<Screen>, text: impl FnOnce(usize) -> String) -> Option<Vec<u8>> {
     let size = terminal::window_size()?;
+    let text = text(usize::from(size.cols).saturating_sub(2));
+    let text = text.as_str();
     let mut screen = lock(screen);
     let mut out = Vec::new();
     if screen.status_line_rows.is_none() {
@@ -663,6 +684,29 @@ mod tests {
         assert_eq!(format_age(3599), "59m");
         assert_eq!(format_age(3600 + 7 * 60), "1h07m");
         assert_eq!(format_age(2 * 86400 + 4 * 3600 + 5), "2d4h");
+    }
+
+    #[test]
+    fn the_status_line_fits_its_width_keeping_what_matters_most() {
+        let key = DetachKey::default();
+        let lost = Duration::from_secs(12);
+        let reason = Some("ssh exited 255: Connection refused");
+        assert_eq!(
+            status_text(lost, reason, "retrying in 2s", key, 200),
+            "rpty: connection lost 12s ago (ssh exited 255: Connection refused); retrying in 2s — Ctrl-\\ detaches"
+        );
+        assert_eq!(
+            status_text(lost, reason, "retrying in 2s", key, 90),
+            "rpty: connection lost 12s ago (ssh exited 255: Connection refused); retrying in 2s"
+        );
+        let narrow = status_text(lost, reason, "retrying in 2s", key, 70);
+        assert_eq!(narrow, "rpty: connection lost 12s ago (ssh exited 255: Conne…); retrying in 2s");
+        assert_eq!(narrow.chars().count(), 70);
+        assert!(status_text(lost, reason, "retrying in 2s", key, 20).chars().count() <= 20);
+        assert_eq!(
+            status_text(lost, None, "reconnecting", "none".parse().unwrap(), 80),
+            "rpty: connection lost 12s ago; reconnecting"
+        );
     }
 
     #[test]

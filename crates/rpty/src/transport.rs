@@ -203,7 +203,14 @@ impl DialNotes {
         let (via, status) =
             self.via.iter().rev().find_map(|via| via.try_status().ok().flatten().map(|status| (via, status)))?;
         let stderr = String::from_utf8_lossy(&via.stderr()).into_owned();
-        let said = stderr.lines().rev().map(str::trim).find(|line| !line.is_empty()).map(str::to_owned);
+        // `ssh: connect to host h port 22: Connection refused` says it
+        // last.
+        let said = stderr
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|line| !line.is_empty())
+            .map(|line| line.rsplit(": ").next().unwrap_or(line).trim().to_owned());
         let ended = match (status.code(), status.signal()) {
             (Some(code), _) => format!("{program} exited {code}"),
             (None, Some(signal)) => format!("{program} was killed by signal {signal}"),

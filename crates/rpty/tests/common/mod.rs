@@ -187,6 +187,22 @@ pub fn serve(sandbox: &Sandbox) -> (Served, String) {
     (served, addr)
 }
 
+/// Starts `rpty serve ARGS` in `sandbox` and waits until it listens on
+/// its socket.
+pub fn serve_local(sandbox: &Sandbox, args: &[&str]) -> Served {
+    let mut all = vec!["serve"];
+    all.extend_from_slice(args);
+    let mut command = sandbox.command(&all);
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let served = Served { child: command.spawn().unwrap() };
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while sandbox.server_pid().is_none() || !sandbox.dir.join("server.sock").exists() {
+        assert!(Instant::now() < deadline, "rpty serve never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    served
+}
+
 /// Whether process `pid` exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -264,6 +280,25 @@ impl Term {
     /// As [`Term::spawn`], with `name=value` added to the environment.
     pub fn spawn_with_env<S: AsRef<std::ffi::OsStr>>(sandbox: &Sandbox, args: &[S], env: &[(&str, &str)]) -> Term {
         Term::spawn_command(sandbox.command(args), env)
+    }
+
+    /// As [`Term::spawn`], with the terminal as rpty's controlling
+    /// terminal (rpty leads a new session), as in a person's terminal
+    /// window: `/dev/tty` is the terminal then, for programs that ask.
+    pub fn spawn_controlling<S: AsRef<std::ffi::OsStr>>(sandbox: &Sandbox, args: &[S]) -> Term {
+        use std::os::unix::process::CommandExt;
+        let mut command = sandbox.command(args);
+        // SAFETY: the hook runs in the child between fork and exec and
+        // only makes two system calls (no allocation, no lock), which is
+        // async-signal-safe; standard input is the terminal by then.
+        unsafe {
+            command.pre_exec(|| {
+                rustix::process::setsid()?;
+                rustix::process::ioctl_tiocsctty(std::io::stdin())?;
+                Ok(())
+            });
+        }
+        Term::spawn_command(command, &[])
     }
 
     pub fn pid(&self) -> i32 {
