@@ -10,7 +10,6 @@
 
 use std::error::Error;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -72,7 +71,7 @@ impl Client {
             .stderr(Stdio::from(slave))
             .spawn()?;
         let output = Arc::new(Mutex::new(Vec::new()));
-        let mut reader = std::fs::File::from(OwnedFd::from(master.try_clone()?));
+        let mut reader = std::fs::File::from(master.try_clone()?);
         let sink = output.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 8192];

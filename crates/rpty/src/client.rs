@@ -197,6 +197,8 @@ enum Stop {
 struct Screen {
     modes: ModeTracker,
     status_line_rows: Option<u16>,
+    /// The terminal is lent to the transport: no status line meanwhile.
+    lent: bool,
 }
 
 fn lock(screen: &Mutex<Screen>) -> std::sync::MutexGuard<'_, Screen> {
@@ -212,6 +214,10 @@ struct Local {
     hangup: Signal,
     interrupt: Signal,
     input: Option<mpsc::Receiver<Vec<u8>>>,
+    /// Stops the input thread while the terminal is lent.
+    gate: Arc<InputGate>,
+    /// The terminal's raw mode, suspended while the terminal is lent.
+    raw: Option<RawMode>,
     size: Option<Size>,
     screen: Arc<Mutex<Screen>>,
 }
@@ -232,11 +238,13 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
         hangup: signal(SignalKind::hangup())?,
         interrupt: signal(SignalKind::interrupt())?,
         input: None,
+        gate: Arc::new(InputGate::default()),
+        raw: None,
         size: terminal::window_size(),
         screen: Arc::new(Mutex::new(Screen::default())),
     };
-    let raw = RawMode::enter()?;
-    local.input = Some(spawn_stdin_reader());
+    local.raw = RawMode::enter()?;
+    local.input = Some(spawn_stdin_reader(local.gate.clone()));
 
     let mut connection = connection;
     let mut redraw = options.redraw;
@@ -277,7 +285,7 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
         let _ = stdout.write_all(&restore);
         let _ = stdout.flush();
     }
-    drop(raw);
+    drop(local.raw.take());
 
     let hint = &options.reattach_hint;
     let (message, code) = match (stop, end) {
@@ -338,6 +346,9 @@ async fn run_connection(
     let mut sender = tokio::spawn(send_frames(ClientWriter::new(write), outbox));
     let (nudge_tx, mut nudge_rx) = mpsc::channel(4);
     let connected = link.clone();
+    let mut asking_link = link.clone();
+    let mut asking = tokio::time::interval(Duration::from_secs(1));
+    asking.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let status =
         LinkStatus { transports: transports.clone(), control: control.clone(), detach_key: options.detach_key };
     let mut output = tokio::spawn(pump_output(frames, link, nudge_tx, local.screen.clone(), redraw, status));
@@ -371,6 +382,15 @@ async fn run_connection(
                     let rows = if size.rows > 1 { size.rows - 1 } else { size.rows + 1 };
                     let _ = to_server.send(ClientFrame::Resize(WindowSize::new(rows, size.cols)));
                     let _ = to_server.send(ClientFrame::Resize(WindowSize::from(size)));
+                }
+            }
+            // Looked at every second (a condition here would be evaluated
+            // only when another branch wakes the loop).
+            _ = asking.tick() => {
+                if !*connected.borrow() && local.raw.is_some()
+                    && let Some(group) = transports.asking_group()
+                {
+                    lend_terminal(local, group, &mut asking_link, &transports).await;
                 }
             }
             _ = local.terminate.recv() => break Stop::Signal(libc_signal::TERM),
@@ -436,23 +456,61 @@ async fn send_frames<W: AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(transport::END_OF_STREAM_WAIT, writer.into_inner().shutdown()).await;
 }
 
+/// Lets the input thread be stopped: it reads only while it holds the
+/// lock and the gate is open, so whoever closes the gate under the lock
+/// knows that no further byte is taken from the terminal.
+#[derive(Debug, Default)]
+struct InputGate {
+    closed: Mutex<bool>,
+}
+
+impl InputGate {
+    fn set_closed(&self, closed: bool) {
+        *self.closed.lock().unwrap_or_else(PoisonError::into_inner) = closed;
+    }
+}
+
 /// Reads standard input on a thread of its own (a blocked read must never
-/// hold up the runtime's shutdown).
-fn spawn_stdin_reader() -> mpsc::Receiver<Vec<u8>> {
+/// hold up the runtime's shutdown), while `gate` is open.
+fn spawn_stdin_reader(gate: Arc<InputGate>) -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel(16);
     let spawned = std::thread::Builder::new().name("rpty-stdin".into()).spawn(move || {
         let mut stdin = io::stdin();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            match stdin.read(&mut buf) {
-                Ok(0) => break,
-                Ok(count) => {
+            let read = {
+                let closed = gate.closed.lock().unwrap_or_else(PoisonError::into_inner);
+                if *closed {
+                    None
+                } else {
+                    // Wait for input a little at a time, so that closing
+                    // the gate never waits long.
+                    let mut fds = [rustix::event::PollFd::new(&stdin, rustix::event::PollFlags::IN)];
+                    let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: 50_000_000 };
+                    match rustix::event::poll(&mut fds, Some(&timeout)) {
+                        Ok(0) | Err(rustix::io::Errno::INTR) => None,
+                        Ok(_) => Some(stdin.read(&mut buf)),
+                        Err(err) => Some(Err(err.into())),
+                    }
+                }
+            };
+            match read {
+                None => {
+                    if tx.is_closed() {
+                        break;
+                    }
+                    if *gate.closed.lock().unwrap_or_else(PoisonError::into_inner) {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                Some(Ok(0)) => break,
+                Some(Ok(count)) => {
                     if tx.blocking_send(buf[..count].to_vec()).is_err() {
                         break;
                     }
                 }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
+                Some(Err(err)) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Some(Err(_)) => break,
             }
         }
     });
@@ -461,6 +519,57 @@ fn spawn_stdin_reader() -> mpsc::Receiver<Vec<u8>> {
     }
     rx
 }
+
+/// Lends the terminal to the transport process group `group`, which is
+/// stopped because it wants to ask the user something (a reconnecting
+/// ssh's password): input stops being read, the terminal goes back to its
+/// ordinary mode, the group gets the foreground and is continued; once the
+/// link is back (or the transport ended, or `LEND_TIMEOUT` passed) the
+/// terminal is taken back and raw again.
+async fn lend_terminal(
+    local: &mut Local,
+    group: u32,
+    link: &mut watch::Receiver<bool>,
+    transports: &transport::Transports,
+) {
+    tracing::info!(group, "the transport asks for input; lending it the terminal");
+    local.gate.set_closed(true);
+    {
+        let mut out = io::stdout().lock();
+        let mut screen = lock(&local.screen);
+        screen.lent = true;
+        if let Some(rows) = screen.status_line_rows.take() {
+            let _ = out.write_all(&terminal::clear_status_line(rows));
+        }
+        drop(screen);
+        let _ = out.write_all(b"\r\nrpty: the transport asks for input while reconnecting:\r\n");
+        let _ = out.flush();
+    }
+    if let Some(raw) = &local.raw {
+        raw.suspend();
+    }
+    let lent = crate::foreground::lend(group);
+    transport::continue_group(group);
+    let answered = async {
+        loop {
+            if *link.borrow_and_update() || !transports.is_running(group) {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), link.changed()).await;
+        }
+    };
+    let _ = tokio::time::timeout(LEND_TIMEOUT, answered).await;
+    drop(lent);
+    if let Some(raw) = &local.raw {
+        raw.resume();
+    }
+    lock(&local.screen).lent = false;
+    local.gate.set_closed(false);
+    tracing::info!(group, "terminal taken back from the transport");
+}
+
+/// The longest the terminal is lent to a transport that asks.
+const LEND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the status line says while the link is down.
 struct LinkStatus {
@@ -630,6 +739,9 @@ fn show_status(screen: &Mutex<Screen>, text: impl FnOnce(usize) -> String) -> Op
     let text = text(usize::from(size.cols).saturating_sub(2));
     let text = text.as_str();
     let mut screen = lock(screen);
+    if screen.lent {
+        return None;
+    }
     let mut out = Vec::new();
     if screen.status_line_rows.is_none() {
         out.extend(terminal::make_room_for_status_line(size.rows));

@@ -39,6 +39,21 @@ impl RawMode {
     }
 }
 
+impl RawMode {
+    /// Puts the original settings back for a while (the terminal is lent
+    /// to another program).
+    pub(crate) fn suspend(&self) {
+        let _ = termios::tcsetattr(self.stdin.as_fd(), OptionalActions::Now, &self.original);
+    }
+
+    /// Raw mode again after [`suspend`](Self::suspend).
+    pub(crate) fn resume(&self) {
+        let mut raw = self.original.clone();
+        raw.make_raw();
+        let _ = termios::tcsetattr(self.stdin.as_fd(), OptionalActions::Now, &raw);
+    }
+}
+
 impl Drop for RawMode {
     fn drop(&mut self) {
         // Nothing else to do if the terminal is gone (a hang-up).

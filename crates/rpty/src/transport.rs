@@ -346,6 +346,24 @@ impl Transports {
         lock(&self.0).server_gone
     }
 
+    /// The process group of a running `--via` process that is stopped
+    /// because it tried to read the terminal from the background (a
+    /// reconnecting ssh that asks for a password).
+    pub(crate) fn asking_group(&self) -> Option<u32> {
+        let groups: Vec<u32> = lock(&self.0)
+            .via
+            .iter()
+            .filter(|via| matches!(via.try_status(), Ok(None)))
+            .filter_map(transport_stream::Handle::pid)
+            .collect();
+        groups.into_iter().find(|&group| group_is_stopped(group))
+    }
+
+    /// Whether the `--via` process leading `group` still runs.
+    pub(crate) fn is_running(&self, group: u32) -> bool {
+        lock(&self.0).via.iter().any(|via| via.pid() == Some(group) && matches!(via.try_status(), Ok(None)))
+    }
+
     /// What is known of why the link is down: how the last `--via`
     /// process ended (`ssh exited 255: Connection refused`), else the
     /// last error opening a transport.
@@ -459,6 +477,30 @@ fn explain_first_failure(target: &Target, failure: Option<backedpipe::Error>, no
             Some(error) => format!("cannot reach the server: {error}"),
             None => "the server closed the connection during the handshake".to_owned(),
         },
+    }
+}
+
+/// Whether a process of `group` is stopped by a job-control signal.
+fn group_is_stopped(group: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries.filter_map(Result::ok).any(|entry| {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
+        // After the command's `(name)`: state, ppid, pgrp.
+        let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace()).into_iter().flatten();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|pgrp| pgrp.parse::<u32>().ok());
+        pgrp == Some(group) && state == Some("T")
+    })
+}
+
+/// Continues every process of `group` (after it was stopped).
+pub(crate) fn continue_group(group: u32) {
+    if let Some(pid) = i32::try_from(group).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::CONT);
     }
 }
 

@@ -92,6 +92,35 @@ fn the_transport_asks_on_the_terminal_before_the_first_connection() {
 }
 
 #[test]
+fn a_reconnect_that_asks_gets_the_terminal_and_an_answer() {
+    let sandbox = Sandbox::new("ask-again");
+    let ssh = FakeSsh::new(&sandbox);
+    let via = ssh.via();
+    let mut term = Term::spawn_controlling(&sandbox, &["new", "--via", &via, "again"]);
+    term.wait_raw();
+    term.send("echo first-$((6*7))\r");
+    let first = term.wait_for("first-42");
+    ssh.set("ask", true);
+    let _ = rustix::process::kill_process(ssh.bridge(1), Signal::KILL);
+    let asked = term.wait_for_after("rpty: the transport asks for input while reconnecting:", first);
+    assert!(term.text()[first..].contains("password: "), "{}", term.text());
+    let deadline = Instant::now() + common::STEP_TIMEOUT;
+    while !term.termios().local_modes.contains(rustix::termios::LocalModes::ICANON) {
+        assert!(Instant::now() < deadline, "the terminal never left raw mode for the question");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    term.send("sesame\r");
+    ssh.bridge(2);
+    term.wait_raw();
+    term.send("echo second-$((6*7))\r");
+    term.wait_for_after("second-42", asked);
+    term.send("\x1c");
+    assert!(term.wait_exit().success(), "{}", term.text());
+    term.assert_restored();
+    assert!(sandbox.run(&["kill", "again"]).status.success());
+}
+
+#[test]
 fn a_wrong_answer_to_the_transport_is_a_one_line_error() {
     let sandbox = Sandbox::new("ask-wrong");
     let ssh = FakeSsh::new(&sandbox);
