@@ -125,14 +125,47 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-/// The numbers of the `line N` lines in `text`, in order.
-fn numbers(text: &str) -> Vec<usize> {
-    text.split(['\r', '\n']).filter_map(|line| line.strip_prefix("line ")?.parse().ok()).collect()
+/// `text` without the terminal's control sequences, and without what the
+/// client drew between saving and restoring the cursor (its status line
+/// while the connection is down; the session here never does that).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut saved = false;
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            if !saved {
+                out.push(c);
+            }
+            continue;
+        }
+        match chars.next() {
+            Some('7') => saved = true,
+            Some('8') => saved = false,
+            // Parameters and intermediates, then the final byte.
+            Some('[') => {
+                while chars.next_if(|c| !('@'..='~').contains(c)).is_some() {}
+                chars.next();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
-/// The client's closing message.
-fn message_of(text: &str) -> &str {
-    text.find("rpty: ").map(|at| text[at..].lines().next().unwrap_or_default()).unwrap_or("(no message)")
+/// The numbers of the `line N` lines in `text`, in order.
+fn numbers(text: &str) -> Vec<usize> {
+    plain(text).split(['\r', '\n']).filter_map(|line| line.strip_prefix("line ")?.parse().ok()).collect()
+}
+
+/// The client's closing message: its last line that starts with `rpty: `.
+fn message_of(text: &str) -> String {
+    let plain = plain(text);
+    plain
+        .lines()
+        .rev()
+        .find_map(|line| line.trim().strip_prefix("rpty: ").map(|rest| format!("rpty: {rest}")))
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 fn last_line_number(text: &str) -> usize {

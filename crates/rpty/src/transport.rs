@@ -400,7 +400,9 @@ pub(crate) async fn connect(target: &Target) -> Result<Connection> {
         _ => None,
     };
     let via_program = match target {
-        Target::Via { command } => {
+        // The program's name when the command is one plain command
+        // (`ssh host rpty bridge`), else nothing to name.
+        Target::Via { command } if !command.contains([';', '&', '|', '$', '`', '(', '<', '>', '\n']) => {
             command.split_whitespace().next().map(|program| program.rsplit('/').next().unwrap_or(program).to_owned())
         }
         _ => None,
