@@ -751,9 +751,31 @@ fn show_status(screen: &Mutex<Screen>, text: impl FnOnce(usize) -> String) -> Op
     Some(out)
 }
 
+/// Output up to this size is written on the runtime's own thread when the
+/// terminal can take it at once: keystroke echo then costs no hop to
+/// tokio's blocking pool and back.
+const DIRECT_WRITE_BYTES: usize = 4096;
+
+/// Writes `data` to standard output. A small write to a terminal that has
+/// room now is made directly (it cannot block long); anything else goes
+/// through tokio's `Stdout`, so that a terminal that stops reading never
+/// blocks the client (the detach key still works).
 async fn write_out(stdout: &mut tokio::io::Stdout, data: &[u8]) -> io::Result<()> {
+    if data.len() <= DIRECT_WRITE_BYTES && writable_now(&io::stdout()) {
+        let mut out = io::stdout().lock();
+        out.write_all(data)?;
+        return out.flush();
+    }
     stdout.write_all(data).await?;
     stdout.flush().await
+}
+
+/// Whether a write to `fd` would not block now.
+fn writable_now(fd: &impl std::os::fd::AsFd) -> bool {
+    let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::OUT)];
+    let now = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(1..))
+        && fds[0].revents().contains(rustix::event::PollFlags::OUT)
 }
 
 /// `rpty bridge`: standard input and output joined to the local server's
