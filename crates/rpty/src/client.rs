@@ -213,7 +213,7 @@ struct Local {
     terminate: Signal,
     hangup: Signal,
     interrupt: Signal,
-    input: Option<mpsc::Receiver<Vec<u8>>>,
+    input: Option<Input>,
     /// Stops the input thread while the terminal is lent.
     gate: Arc<InputGate>,
     /// The terminal's raw mode, suspended while the terminal is lent.
@@ -244,7 +244,13 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
         screen: Arc::new(Mutex::new(Screen::default())),
     };
     local.raw = RawMode::enter()?;
-    local.input = Some(spawn_stdin_reader(local.gate.clone()));
+    local.input = Some(match TerminalInput::open() {
+        Ok(terminal) => Input::Terminal(terminal),
+        Err(err) => {
+            tracing::info!(error = %err, "reading standard input on a thread");
+            Input::Thread(spawn_stdin_reader(local.gate.clone()))
+        }
+    });
 
     let mut connection = connection;
     let mut redraw = options.redraw;
@@ -433,10 +439,61 @@ mod libc_signal {
     pub(super) const TERM: i32 = 15;
 }
 
+/// Where the typed input comes from.
+enum Input {
+    /// The terminal itself, read on the runtime's thread (no hop per key).
+    Terminal(TerminalInput),
+    /// Standard input, read on a thread of its own.
+    Thread(mpsc::Receiver<Vec<u8>>),
+}
+
+/// The terminal on standard input, opened once more, non-blocking: the new
+/// open file description is this reader's alone, so standard output (the
+/// same terminal) and the shell after us keep blocking I/O.
+struct TerminalInput {
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    buf: Vec<u8>,
+}
+
+impl TerminalInput {
+    fn open() -> io::Result<TerminalInput> {
+        use rustix::fs::{Mode, OFlags};
+        let path = rustix::termios::ttyname(io::stdin(), Vec::new())?;
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(path.as_c_str(), flags, Mode::empty())?;
+        // SAFETY: `OwnedFd` owns its descriptor: it stays open, and refers
+        // to the same open file description, until the `AsyncFd` that now
+        // owns the `OwnedFd` drops it, and `as_raw_fd` always returns that
+        // descriptor.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(TerminalInput { fd, buf: vec![0u8; 16 * 1024] })
+    }
+
+    /// The next chunk; `None` at the end (the terminal hung up).
+    ///
+    /// Cancel safe: nothing is read until the terminal is readable, and a
+    /// read completes without awaiting.
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            let mut ready = self.fd.readable().await.ok()?;
+            let buf = &mut self.buf;
+            match ready.try_io(|fd| rustix::io::read(fd, &mut buf[..]).map_err(io::Error::from)) {
+                Ok(Ok(0)) => return None,
+                Ok(Ok(count)) => return Some(buf[..count].to_vec()),
+                Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(_)) => return None,
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
 /// The next chunk of input; pending for ever once input has ended.
-async fn recv_input(input: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {
+async fn recv_input(input: &mut Option<Input>) -> Option<Vec<u8>> {
     match input {
-        Some(receiver) => receiver.recv().await,
+        Some(Input::Terminal(terminal)) => terminal.next().await,
+        Some(Input::Thread(receiver)) => receiver.recv().await,
         None => std::future::pending().await,
     }
 }
