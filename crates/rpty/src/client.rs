@@ -283,8 +283,8 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
     if io::stdout().is_terminal() {
         let screen = lock(&local.screen);
         let mut restore = Vec::new();
-        if let Some(rows) = screen.status_line_rows {
-            restore.extend(terminal::clear_status_line(rows));
+        if screen.status_line_rows.is_some() {
+            restore.extend_from_slice(terminal::REMOVE_STATUS_LINE);
         }
         restore.extend(screen.modes.reset_sequence());
         let mut stdout = io::stdout().lock();
@@ -595,8 +595,8 @@ async fn lend_terminal(
         let mut out = io::stdout().lock();
         let mut screen = lock(&local.screen);
         screen.lent = true;
-        if let Some(rows) = screen.status_line_rows.take() {
-            let _ = out.write_all(&terminal::clear_status_line(rows));
+        if screen.status_line_rows.take().is_some() {
+            let _ = out.write_all(terminal::REMOVE_STATUS_LINE);
         }
         drop(screen);
         let _ = out.write_all(b"\r\nrpty: the transport asks for input while reconnecting:\r\n");
@@ -768,9 +768,9 @@ async fn pump_output<R: AsyncRead + Unpin>(
                     (true, true) => {
                         outage = None;
                         let shown = lock(&screen).status_line_rows.take();
-                        shown.map(|rows| {
+                        shown.map(|_| {
                             let _ = nudge.try_send(());
-                            terminal::clear_status_line(rows)
+                            terminal::REMOVE_STATUS_LINE.to_vec()
                         })
                     }
                     _ => None,

@@ -98,11 +98,12 @@ pub(crate) fn make_room_for_status_line(rows: u16) -> Vec<u8> {
     format!("\x1b7\x1b[{rows};1H\n\x1b8\x1b[A").into_bytes()
 }
 
-/// Erases the status line on the bottom row, keeping the cursor where it
-/// is.
-pub(crate) fn clear_status_line(rows: u16) -> Vec<u8> {
-    format!("\x1b7\x1b[{rows};1H\x1b[2K\x1b8").into_bytes()
-}
+/// Takes the status line away by moving the screen back down the row
+/// that [`make_room_for_status_line`] moved it up: the status line goes
+/// off the bottom, the bottom row shows what it showed before, the cursor
+/// is where it was, and the top row is left empty (the line that was there
+/// is in the terminal's history).
+pub(crate) const REMOVE_STATUS_LINE: &[u8] = b"\x1b7\x1b[1;1H\x1bM\x1b8\x1b[B";
 
 /// Clears the screen and homes the cursor.
 pub(crate) const CLEAR_SCREEN: &[u8] = b"\x1b[H\x1b[2J";
@@ -295,6 +296,6 @@ mod tests {
         let cut = String::from_utf8(status_line(Size { rows: 5, cols: 12 }, "0123456789abcdef")).unwrap();
         assert!(cut.contains(" 0123456789 ") && !cut.contains('a'), "cut to the width: {cut:?}");
         assert_eq!(make_room_for_status_line(5), b"\x1b7\x1b[5;1H\n\x1b8\x1b[A".to_vec());
-        assert_eq!(clear_status_line(5), b"\x1b7\x1b[5;1H\x1b[2K\x1b8".to_vec());
+        assert_eq!(REMOVE_STATUS_LINE, b"\x1b7\x1b[1;1H\x1bM\x1b8\x1b[B");
     }
 }

@@ -158,7 +158,8 @@ fn the_status_line_says_why_and_for_how_long_and_goes_when_the_link_is_back() {
     ssh.set("refuse", false);
     let back = ssh.bridge(2);
     assert!(common::alive(back.as_raw_nonzero().get()));
-    let cleared = term.wait_for_after("\x1b[2K", lost);
+    // The screen moves back down: the bottom row shows what it did.
+    let cleared = term.wait_for_after("\x1b7\x1b[1;1H\x1bM\x1b8\x1b[B", lost);
     term.send("echo after-$((6*7))\r");
     term.wait_for_after("after-42", cleared);
     term.send("\x1c");

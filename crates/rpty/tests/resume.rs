@@ -32,14 +32,15 @@ fn status_line_shown() -> String {
     format!("\x1b7\x1b[{ROWS};1H\x1b[0;7m rpty: connection lost ")
 }
 
-/// The status line's removal.
+/// The status line's removal: the screen moves back down the row it was
+/// moved up to make room.
 fn status_line_cleared() -> String {
-    format!("\x1b7\x1b[{ROWS};1H\x1b[2K\x1b8")
+    "\x1b7\x1b[1;1H\x1bM\x1b8\x1b[B".to_owned()
 }
 
 /// `data` without what the client drew between saving and restoring the
 /// cursor (the status line, the room made for it, its removal) and the
-/// cursor moves that follow making room; the sessions here never save the
+/// cursor moves that follow making room and taking it back; the sessions here never save the
 /// cursor themselves.
 fn without_status_line(data: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());
@@ -48,7 +49,7 @@ fn without_status_line(data: Vec<u8>) -> Vec<u8> {
         out.extend_from_slice(&rest[..at]);
         let end = common::find(&rest[at..], b"\x1b8").map_or(rest.len(), |end| at + end + 2);
         rest = &rest[end..];
-        if let Some(after) = rest.strip_prefix(b"\x1b[A") {
+        if let Some(after) = rest.strip_prefix(b"\x1b[A").or_else(|| rest.strip_prefix(b"\x1b[B")) {
             rest = after;
         }
     }
