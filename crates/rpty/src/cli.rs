@@ -26,7 +26,16 @@ use crate::{logging, secret, terminal};
 /// The server starts on demand and ends with its last session. A broken
 /// connection resumes by itself, with nothing lost or repeated.
 #[derive(Debug, Parser)]
-#[command(name = "rpty", version, propagate_version = true)]
+#[command(
+    name = "rpty",
+    version,
+    propagate_version = true,
+    after_help = "Environment:\n  \
+        RPTY_DETACH_KEY    the default detach key (ctrl-\\)\n  \
+        RPTY_LINK_TIMEOUT  how soon a dead link is seen, e.g. 3s (the default) or 10s\n  \
+        RPTY_RUNTIME_DIR   where the server's socket, lock and logs are\n  \
+        RPTY_LOG           what the logs in the runtime directory keep, e.g. debug"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -86,6 +86,9 @@ fn missing_sessions_and_servers_are_one_line_errors() {
     assert_one_line_error(&sandbox.run(&["new", "-d", "present"]), "already exists");
     assert_one_line_error(&sandbox.run(&["new", "-d", "a b"]), "cannot name a session");
     assert_one_line_error(&sandbox.run(&["new", "-d", "broken", "--", "/nonexistent/program"]), "/nonexistent/program");
+    let mut bogus = sandbox.command(&["ls"]);
+    bogus.env("RPTY_LINK_TIMEOUT", "soon").stdin(std::process::Stdio::null());
+    assert_one_line_error(&bogus.output().unwrap(), "RPTY_LINK_TIMEOUT: \"soon\" is not a duration");
     let killed = sandbox.run(&["kill", "present"]);
     assert!(killed.status.success(), "{}", common::describe(&killed));
 }
