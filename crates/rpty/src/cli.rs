@@ -443,11 +443,14 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
     {
         bail!("this terminal is session {name:?} itself: attaching it to itself would loop");
     }
+    // Inside a session, "the last one" means another one.
+    let inside = std::env::var("RPTY_SESSION").ok().filter(|_| is_local(&target));
     let request = Request::Attach {
         name: args.name.clone(),
         size: terminal::window_size(),
         read_only: args.read_only,
         detach_others: args.detach_others,
+        not: inside,
     };
     let hello = ClientHello::new(request).with_resume_window(target.resume_window());
     let (connection, response) = match client::request(&target, hello).await {
@@ -459,10 +462,6 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
     };
     match client::expect_ok(response)? {
         Response::Attached { name, .. } => {
-            if is_local(&target) && std::env::var("RPTY_SESSION").is_ok_and(|inside| inside == name) {
-                connection.finish().await;
-                bail!("this terminal is session {name:?} itself: attaching it to itself would loop");
-            }
             let options = AttachOptions {
                 detach_key: args.key.detach_key,
                 redraw: true,

@@ -263,6 +263,7 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
                 size: local.size,
                 read_only: options.read_only,
                 detach_others: false,
+                not: None,
             };
             let hello = ClientHello::new(again).with_resume_window(target.resume_window());
             match request(&target, hello).await {

@@ -133,6 +133,10 @@ pub enum Request {
         /// Detach every other client of the session first.
         #[serde(default)]
         detach_others: bool,
+        /// With no name, a session never to take: the one the client runs
+        /// inside.
+        #[serde(default)]
+        not: Option<String>,
     },
     /// List the sessions.
     List,
@@ -426,8 +430,15 @@ mod tests {
                 size: None,
                 read_only: true,
                 detach_others: false,
+                not: None,
             }),
-            ClientHello::new(Request::Attach { name: None, size: None, read_only: false, detach_others: true }),
+            ClientHello::new(Request::Attach {
+                name: None,
+                size: None,
+                read_only: false,
+                detach_others: true,
+                not: Some("y".into()),
+            }),
             ClientHello::new(Request::KillAll),
             ClientHello::new(Request::Rename { from: "x".into(), to: "y".into() }),
             ClientHello::new(Request::Send { name: "x".into(), input: b"\x00\xffhi".to_vec() }),
@@ -464,6 +475,15 @@ mod tests {
             write_message(&mut b, response).await.unwrap();
             assert_eq!(&read_message::<_, Response>(&mut a).await.unwrap(), response);
         }
+    }
+
+    #[test]
+    fn an_attach_from_an_older_client_still_reads() {
+        let old = br#"{"version":1,"resume_window_ms":30000,"request":{"op":"attach","name":"x","size":null}}"#;
+        let hello: ClientHello = serde_json::from_slice(old).unwrap();
+        let expected =
+            Request::Attach { name: Some("x".into()), size: None, read_only: false, detach_others: false, not: None };
+        assert_eq!(hello.request, expected);
     }
 
     #[tokio::test]

@@ -260,10 +260,10 @@ impl Server {
                     (Err(response), _) => response,
                 }
             }
-            Request::Attach { name, size, read_only, detach_others } => {
+            Request::Attach { name, size, read_only, detach_others, not } => {
                 let input = if read_only { InputPolicy::Drop } else { InputPolicy::Deliver };
                 let how = Attach { size, input, detach_others };
-                match self.find(name.as_deref()) {
+                match self.find(name.as_deref(), not.as_deref()) {
                     Ok((name, session)) => {
                         return self.attach_and_serve(name, session, how, conn, link, finish_timeout).await;
                     }
@@ -362,8 +362,9 @@ impl Server {
         });
     }
 
-    /// The session named `name`, or the most recently used one.
-    fn find(&self, name: Option<&str>) -> Result<(String, Session), Response> {
+    /// The session named `name`, or the most recently used one that is not
+    /// named `not`.
+    fn find(&self, name: Option<&str>, not: Option<&str>) -> Result<(String, Session), Response> {
         let manager = &self.shared.manager;
         match name {
             Some(name) => match manager.get(name) {
@@ -371,7 +372,8 @@ impl Server {
                 None => Err(error(ErrorKind::NotFound, format!("no session named {name:?}"))),
             },
             None => {
-                let sessions = manager.list();
+                let mut sessions = manager.list();
+                sessions.retain(|(name, _)| Some(name.as_str()) != not);
                 let recent = self.shared.registry.most_recent(sessions.iter().map(|(_, info)| info.pid));
                 recent
                     .and_then(|pid| sessions.into_iter().find(|(_, info)| info.pid == pid))

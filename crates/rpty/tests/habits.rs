@@ -41,6 +41,24 @@ fn attach_without_a_name_takes_the_session_used_last() {
 }
 
 #[test]
+fn attach_without_a_name_inside_a_session_takes_another_one() {
+    let sandbox = Sandbox::new("recent-inside");
+    start(&sandbox, "other");
+    let mut outer = Term::spawn(&sandbox, &["new", "outer"]);
+    outer.wait_raw();
+    // `outer` is the session used last; from inside it, the last one
+    // means another.
+    outer.send(format!("{} attach --detach-key ctrl-b\r", common::BIN));
+    outer.send("echo \"in:$RPTY_SESSION:$((6*7))\"\r");
+    outer.wait_for("in:other:42");
+    outer.send("\x02");
+    outer.wait_for("detached from \"other\"");
+    outer.send("\x1c");
+    assert!(outer.wait_exit().success(), "{}", outer.text());
+    assert!(sandbox.run(&["kill", "--all"]).status.success());
+}
+
+#[test]
 fn new_dash_a_attaches_when_the_session_exists_and_creates_it_otherwise() {
     let sandbox = Sandbox::new("new-a");
     assert_eq!(which_session(&sandbox, &["new", "-A", "work"]), "work");
