@@ -42,6 +42,10 @@ fuzz_target!(|case: Case| {
         Proof::Proven => assert!(clean, "{terminal:?} at {offset}"),
         Proof::OutsideDcs => assert!(clean || at_window_start.in_dcs_like_string(), "{terminal:?} at {offset}"),
         Proof::OutsideStrings => assert!(clean || at_window_start.in_string(), "{terminal:?} at {offset}"),
+        Proof::LineBoundary => {
+            assert_eq!(window[offset - 1], b'\n');
+            assert!(clean || at_window_start.mode != vt_model::Mode::Ground, "{terminal:?} at {offset}");
+        }
         Proof::Nothing => assert_eq!(offset, window.len()),
         Proof::StreamStart => panic!("the window was not the stream's start"),
     }

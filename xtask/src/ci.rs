@@ -22,6 +22,8 @@ const STEPS: &[Step] = &[
         run::status(&mut run::cargo(&args))
     }),
     ("test", |tally| {
+        // ptysession's screen tests run real full-screen programs.
+        tools::ensure_programs(&[("vim", "vim"), ("less", "less")])?;
         run::tests(&mut run::cargo(&["test", "--workspace", "--all-features", "--locked", "--no-fail-fast"]), tally)
     }),
     // backedpipe's sans-IO core, with its tokio shell switched off.

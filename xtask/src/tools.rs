@@ -31,6 +31,21 @@ pub(crate) fn ensure_debian_package(package: &str) -> Result<(), String> {
     run::status(std::process::Command::new("apt-get").args(["install", "-y", "-qq", package]))
 }
 
+/// Installs the Debian package of each `(program, package)` whose program
+/// is not on the `PATH`.
+pub(crate) fn ensure_programs(programs: &[(&str, &str)]) -> Result<(), String> {
+    for (program, package) in programs {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if !found {
+            ensure_debian_package(package)?;
+        }
+    }
+    Ok(())
+}
+
 fn ensure(crate_name: &str, subcommand: &str, version: &str) -> Result<(), String> {
     let installed = run::cargo(&[subcommand, "--version"])
         .output()

@@ -1,7 +1,9 @@
 //! Criterion benchmarks: a child writing 256 MiB read through a session
-//! (one client, eight clients) against a plain read loop on a raw PTY
-//! master, in the same group; and the latency of attaching to a session
-//! with a full 64 KiB scrollback.
+//! (one client, eight clients; with and without the screen model) against
+//! a plain read loop on a raw PTY master, in the same group, for zeros and
+//! for lines of text; a 16 MiB burst of text the same way; and the latency
+//! of attaching to a session with a full 64 KiB scrollback, raw and with a
+//! repaint of a full screen and 1000 history lines.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -13,27 +15,59 @@ use rustix::fs::{Mode, OFlags};
 use rustix::pty::OpenptFlags;
 
 const OUTPUT_BYTES: u64 = 256 << 20;
+const BURST_BYTES: u64 = 16 << 20;
 /// The terminal's echo of the line that starts the writer.
 const ECHO: &[u8] = b"go\r\n";
 
-/// A child that waits for a line of input, then writes `OUTPUT_BYTES`; the
-/// reader is in place before the first byte.
-fn writer_command() -> Command {
+/// What the child writes.
+#[derive(Debug, Clone, Copy)]
+enum Workload {
+    /// `bytes` zero bytes (which a terminal ignores).
+    Zeros(u64),
+    /// `bytes` of 79-character lines of text (every byte drawn, every line
+    /// scrolled).
+    Text(u64),
+}
+
+impl Workload {
+    fn bytes(self) -> u64 {
+        match self {
+            Workload::Zeros(bytes) | Workload::Text(bytes) => bytes,
+        }
+    }
+}
+
+/// A child that waits for a line of input, then writes its workload; the
+/// reader is in place before the first byte. Text lines end in `\n`, which
+/// the terminal makes `\r\n`: the `head` counts bytes before that.
+fn writer_command(workload: Workload) -> Command {
     let mut command = Command::new("sh");
-    command.args(["-c", &format!("read go; exec head -c {OUTPUT_BYTES} /dev/zero")]);
+    let script = match workload {
+        Workload::Zeros(bytes) => format!("read go; exec head -c {bytes} /dev/zero"),
+        Workload::Text(bytes) => format!("read go; yes \"$(printf '%079d' 7)\" | head -c {}", bytes / 81 * 80),
+    };
+    command.args(["-c", &script]);
     command
+}
+
+/// The bytes a session sees for `workload` (the terminal adds a CR per line).
+fn expected(workload: Workload) -> u64 {
+    match workload {
+        Workload::Zeros(bytes) => bytes,
+        Workload::Text(bytes) => bytes / 81 * 81,
+    }
 }
 
 /// The baseline: the same child on a raw PTY, its master read in a plain
 /// blocking loop until the end of output.
-fn raw_master_read() -> u64 {
+fn raw_master_read(workload: Workload) -> u64 {
     let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
     rustix::pty::grantpt(&master).unwrap();
     rustix::pty::unlockpt(&master).unwrap();
     let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
     let slave =
         rustix::fs::open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty()).unwrap();
-    let mut command = writer_command();
+    let mut command = writer_command(workload);
     command.stdin(Stdio::null()).stdout(Stdio::from(slave)).stderr(Stdio::null());
     let mut child = command.spawn().unwrap();
     // The command holds the slave; drop it so that the end of output shows.
@@ -57,10 +91,11 @@ fn raw_master_read() -> u64 {
 
 /// The same child in a session with `clients` attached clients, each read by
 /// its own task until the exit status; returns the bytes one client got.
-async fn session_read(clients: usize) -> u64 {
+async fn session_read(workload: Workload, clients: usize, model: Model) -> u64 {
     // Queues large enough that no client lags: this measures throughput.
-    let options = Options::new().client_queue_bytes(64 << 20).first_attach_timeout(None);
-    let session = Session::spawn(writer_command(), options).unwrap();
+    let options =
+        Options::new().client_queue_bytes(64 << 20).first_attach_timeout(None).screen_model(model == Model::With);
+    let session = Session::spawn(writer_command(workload), options).unwrap();
     let readers: Vec<_> = (0..clients)
         .map(|_| {
             let mut client = session.attach(None).unwrap();
@@ -86,22 +121,40 @@ async fn session_read(clients: usize) -> u64 {
     totals[0] - ECHO.len() as u64
 }
 
+/// Whether the session keeps a screen model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Model {
+    With,
+    Without,
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 fn output(c: &mut Criterion) {
     let runtime = runtime();
-    let mut group = c.benchmark_group("output_256mib");
-    group.throughput(Throughput::Bytes(OUTPUT_BYTES)).sample_size(10).measurement_time(Duration::from_secs(15));
-    group.bench_function("raw_master_read_loop", |b| b.iter(|| assert_eq!(raw_master_read(), OUTPUT_BYTES)));
-    group.bench_function("session_1_client", |b| {
-        b.iter(|| assert_eq!(runtime.block_on(session_read(1)), OUTPUT_BYTES));
-    });
-    group.bench_function("session_8_clients", |b| {
-        b.iter(|| assert_eq!(runtime.block_on(session_read(8)), OUTPUT_BYTES));
-    });
-    group.finish();
+    for (group, workload) in [
+        ("output_256mib", Workload::Zeros(OUTPUT_BYTES)),
+        ("text_256mib", Workload::Text(OUTPUT_BYTES)),
+        ("text_burst_16mib", Workload::Text(BURST_BYTES)),
+    ] {
+        let mut group = c.benchmark_group(group);
+        group.throughput(Throughput::Bytes(workload.bytes())).sample_size(10);
+        group.measurement_time(Duration::from_secs(if workload.bytes() > BURST_BYTES { 15 } else { 5 }));
+        let bytes = expected(workload);
+        group.bench_function("raw_master_read_loop", |b| b.iter(|| assert_eq!(raw_master_read(workload), bytes)));
+        for (name, clients, model) in [
+            ("session_1_client", 1, Model::With),
+            ("session_1_client_no_screen_model", 1, Model::Without),
+            ("session_8_clients", 8, Model::With),
+        ] {
+            group.bench_function(name, |b| {
+                b.iter(|| assert_eq!(runtime.block_on(session_read(workload, clients, model)), bytes));
+            });
+        }
+        group.finish();
+    }
 }
 
 fn attach(c: &mut Criterion) {
@@ -127,6 +180,16 @@ fn attach(c: &mut Criterion) {
         b.iter(|| {
             let client = session.attach(None).unwrap();
             assert!(client.replay().len() > 60_000);
+            client
+        });
+    });
+    group.bench_function("attach_screen_until_repaint", |b| {
+        b.iter(|| {
+            let mut client = session.attach_screen(Some(ptysession::WindowSize::new(24, 80))).unwrap();
+            match runtime.block_on(client.next()) {
+                Some(Event::Repaint(repaint)) => assert!(repaint.len() > 40_000, "1000 history lines and a screen"),
+                other => panic!("expected a repaint, got {other:?}"),
+            }
             client
         });
     });

@@ -41,6 +41,7 @@ impl fmt::Display for ClientId {
 pub struct Attachment {
     replay: Bytes,
     replay_seq: u64,
+    restores_screen: bool,
     events: Events,
     input: Input,
 }
@@ -52,8 +53,15 @@ impl Attachment {
         queue: Arc<ClientQueue>,
         replay: Bytes,
         replay_seq: u64,
+        restores_screen: bool,
     ) -> Self {
-        Self { replay, replay_seq, events: Events { shared: shared.clone(), id, queue }, input: Input { shared, id } }
+        Self {
+            replay,
+            replay_seq,
+            restores_screen,
+            events: Events { shared: shared.clone(), id, queue },
+            input: Input { shared, id },
+        }
     }
 
     /// This client's id.
@@ -61,11 +69,27 @@ impl Attachment {
         self.input.id
     }
 
-    /// The scrollback at the time of attaching, from a clean boundary (never
-    /// inside a UTF-8 sequence or an escape sequence). The live output from
-    /// [`next`](Self::next) continues exactly where it ends.
+    /// The raw scrollback at the time of attaching, from a clean boundary
+    /// (never inside a UTF-8 sequence or an escape sequence). The live
+    /// output from [`next`](Self::next) continues exactly where it ends
+    /// (for a client attached with `Session::attach_screen`, the
+    /// first event is a repaint instead, and the live output continues
+    /// after that).
+    ///
+    /// It is empty only when the session has written nothing yet. The scan
+    /// for a clean start gives up at most 4 KiB; output in which no clean
+    /// start can be proven (a long run of bytes that might still belong to
+    /// a control string) is replayed from the last line boundary, or whole
+    /// as a last resort.
     pub fn replay(&self) -> &Bytes {
         &self.replay
+    }
+
+    /// Whether this client's first event is a repaint of the screen
+    /// (attached with `Session::attach_screen`) rather than a
+    /// continuation of [`replay`](Self::replay).
+    pub fn restores_screen(&self) -> bool {
+        self.restores_screen
     }
 
     /// The position of the replay's first byte in the session's whole

@@ -191,6 +191,13 @@ pub(crate) enum Proof {
     /// Clean unless the first byte was inside a control string (OSC, DCS,
     /// SOS, PM, APC).
     OutsideStrings,
+    /// No start within [`PROOF_SLACK_BYTES`] is clean on the assumptions
+    /// above (output such as `seq`'s, digits and line ends, could all be
+    /// the parameters of one endless CSI sequence): the start follows the
+    /// first line feed at which a parser that began in the ground state is
+    /// clean. Clean unless the first byte was inside a control string or an
+    /// escape sequence, which no program keeps open across lines.
+    LineBoundary,
     /// Nothing retained can be shown safely: the start is the end.
     Nothing,
 }
@@ -214,6 +221,19 @@ fn first_clean(first: &[u8], second: &[u8], initial: StateSet, limit: usize) -> 
     (total <= limit && set == GROUND_CLEAN).then_some(total)
 }
 
+/// The first offset just after a line feed at which a parser that began
+/// in the ground state (with any UTF-8 sequence pending) is clean.
+fn first_line_start(first: &[u8], second: &[u8]) -> Option<usize> {
+    let mut set = GROUND_ANY;
+    for (offset, &byte) in first.iter().chain(second).enumerate() {
+        set = step(set, byte);
+        if byte == b'\n' && set == GROUND_CLEAN {
+            return Some(offset + 1);
+        }
+    }
+    None
+}
+
 /// The offset in the concatenation `first ++ second` at which a replay of
 /// those bytes may begin, and why it is clean. `at_stream_start` says that
 /// the bytes are the stream from its first byte (nothing was evicted).
@@ -221,13 +241,24 @@ fn first_clean(first: &[u8], second: &[u8], initial: StateSet, limit: usize) -> 
 /// Three candidates, each no earlier than the next: clean from any state;
 /// clean unless the first byte is inside a DCS, SOS, PM or APC string; clean
 /// unless it is inside any control string (OSC included). The first that
-/// costs at most [`PROOF_SLACK_BYTES`] more than the last is chosen.
+/// costs at most [`PROOF_SLACK_BYTES`] more than the last is chosen. When
+/// even the last gives up more than [`PROOF_SLACK_BYTES`] (or there is
+/// none), the start follows the first line end instead if that is earlier
+/// ([`Proof::LineBoundary`]): the replay is never empty while a line ends
+/// in it.
 pub(crate) fn find_clean_start(first: &[u8], second: &[u8], at_stream_start: bool) -> (usize, Proof) {
     if at_stream_start {
         return (0, Proof::StreamStart);
     }
     let total = first.len() + second.len();
-    let Some(outside_strings) = first_clean(first, second, ALL_STATES & !STRING_STATES, usize::MAX) else {
+    let outside_strings = first_clean(first, second, ALL_STATES & !STRING_STATES, usize::MAX);
+    if outside_strings.is_none_or(|offset| offset > PROOF_SLACK_BYTES)
+        && let Some(line) = first_line_start(first, second)
+        && outside_strings.is_none_or(|offset| line < offset)
+    {
+        return (line, Proof::LineBoundary);
+    }
+    let Some(outside_strings) = outside_strings else {
         return (total, Proof::Nothing);
     };
     // A candidate from more states is never earlier, so it only needs
@@ -360,6 +391,16 @@ mod tests {
         let (offset, proof) = find_clean_start(&window, b"", false);
         // One byte is given up: it might have ended a CSI sequence.
         assert_eq!((offset, proof), (1, Proof::OutsideStrings));
+    }
+
+    #[test]
+    fn digits_and_line_ends_start_after_the_first_line_end() {
+        // All of it could be the parameters of one CSI sequence.
+        let window: Vec<u8> = (1..20_000).flat_map(|n| format!("{n}\r\n").into_bytes()).collect();
+        let (offset, proof) = find_clean_start(&window[3..], b"", false);
+        assert_eq!(proof, Proof::LineBoundary);
+        assert!(window[3..][offset..].starts_with(b"2\r\n") || window[3..][offset..].starts_with(b"3\r\n"));
+        assert!(offset <= 8);
     }
 
     #[test]

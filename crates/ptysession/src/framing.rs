@@ -344,9 +344,14 @@ pub enum ServeOutcome {
 /// the exit status or the reason for detaching; meanwhile writes the
 /// client's input to the terminal and applies its resizes.
 ///
+/// For an attachment that restores the screen
+/// ([`Attachment::restores_screen`]), the replay is the repaint; a later
+/// repaint (after the client fell behind) goes out as output.
+///
 /// Pass `&mut connection` to keep the connection afterwards. A slow
 /// connection never slows the session: the client's queue fills and it is
-/// detached as lagged (and told so).
+/// detached as lagged (and told so), or, restoring the screen, gets a
+/// fresh repaint.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -393,12 +398,29 @@ pub async fn serve_client<C>(attachment: Attachment, connection: C) -> Result<Se
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    let restores_screen = attachment.restores_screen();
     let (replay, mut events, input) = attachment.into_parts();
     let (mut reader, mut writer) = tokio::io::split(connection);
     let mut out = BytesMut::new();
+    // A client restoring the screen gets the repaint as its replay.
+    let mut first = None;
+    let replay = match restores_screen {
+        true => match events.next().await {
+            Some(Event::Repaint(repaint)) => repaint,
+            other => {
+                first = other;
+                Bytes::new()
+            }
+        },
+        false => replay,
+    };
     ServerFrame::Replay(replay).encode(&mut out);
     ServerFrame::ReplayEnd.encode(&mut out);
+    let early_end = first.and_then(|event| encode_event(event, &mut out));
     send(&mut writer, &mut out).await?;
+    if let Some(end) = early_end {
+        return Ok(end);
+    }
 
     let outgoing = async {
         loop {
@@ -443,7 +465,9 @@ where
 /// Encodes an event; returns how serving ends if it is the final one.
 fn encode_event(event: Event, out: &mut BytesMut) -> Option<ServeOutcome> {
     match event {
-        Event::Output(data) => {
+        // A repaint (a client that fell behind) draws over whatever the
+        // terminal shows: to the client it is output like any other.
+        Event::Output(data) | Event::Repaint(data) => {
             ServerFrame::Output(data).encode(out);
             None
         }

@@ -11,6 +11,9 @@ pub enum Proof {
     OutsideDcs,
     /// Clean unless the first byte was inside a control string.
     OutsideStrings,
+    /// Clean unless the first byte was inside a control string or an
+    /// escape sequence (the start follows a line end).
+    LineBoundary,
     /// Nothing can be replayed safely.
     Nothing,
 }
@@ -23,7 +26,17 @@ pub fn clean_start(first: &[u8], second: &[u8], at_stream_start: bool) -> (usize
         crate::boundary::Proof::Proven => Proof::Proven,
         crate::boundary::Proof::OutsideDcs => Proof::OutsideDcs,
         crate::boundary::Proof::OutsideStrings => Proof::OutsideStrings,
+        crate::boundary::Proof::LineBoundary => Proof::LineBoundary,
         crate::boundary::Proof::Nothing => Proof::Nothing,
     };
     (offset, proof)
+}
+
+/// Feeds `output` (split at `cuts`) to a screen model, draws its repaint on
+/// a fresh one, and compares what both show: cells, attributes, cursor,
+/// modes, title and history; then again after leaving the alternate screen,
+/// and after a resynchronising repaint. `Err` says what differs.
+#[cfg(feature = "screen")]
+pub fn screen_round_trip(output: &[u8], cuts: &[usize]) -> Result<(), String> {
+    crate::screen::compare::round_trip(output, cuts)
 }

@@ -1,5 +1,6 @@
 //! Reconnecting PTY sessions: a command under a pseudo-terminal, a
-//! scrollback ring, and any number of clients attached at once.
+//! scrollback ring, a screen model, and any number of clients attached at
+//! once.
 //!
 //! A [`Session`] runs a command as the leader of a new session whose
 //! controlling terminal is a fresh PTY. One task reads the terminal's output
@@ -13,13 +14,31 @@
 //!   gap, no duplicate;
 //! - then the command's **exit status**, after every byte it wrote.
 //!
+//! That is [`Session::attach`]: the raw byte stream, for consumers that run
+//! their own terminal emulator (a web terminal). A terminal shown to a
+//! person attaches with `Session::attach_screen` (feature `screen`, on by
+//! default): each session also feeds its output through a headless
+//! terminal emulator (`alacritty_terminal`), one per session on a thread of
+//! its own, and such a client first gets an [`Event::Repaint`] synthesised
+//! from it — the history lines (into the terminal's own scrollback), the
+//! screen with its colours and attributes, the cursor, the alternate screen,
+//! the input modes (cursor keys, keypad, mouse reporting and encoding,
+//! bracketed paste, focus events, autowrap) and the window title — then the
+//! live output that follows, with no gap and no duplicate. Terminal queries
+//! (cursor position, device attributes, colour queries) are never part of
+//! a repaint, so the user's terminal never answers a program that asked
+//! long ago.
+//!
 //! Clients write input (each chunk written whole, never interleaved with
 //! another client's) and set the window size (the command gets `SIGWINCH`;
-//! with several clients the [`ResizePolicy`] decides).
+//! with several clients the [`ResizePolicy`] decides, again whenever a
+//! client attaches, resizes or leaves).
 //!
 //! **No client can slow the others or the command.** Each client has a
-//! bounded queue; one that falls further behind is detached with
-//! [`DetachReason::Lagged`] and can attach again to get the scrollback.
+//! bounded queue. A raw client that falls further behind is detached with
+//! [`DetachReason::Lagged`] and can attach again to get the scrollback; a
+//! screen client has its backlog dropped and gets a fresh repaint instead
+//! (like mosh, it skips output it could not show anyway).
 //!
 //! **Lifecycle.** [`State`]s move only forward, `Starting → Ready → Closing
 //! → Done`, observable with [`Session::watch_state`]. A session closes when
@@ -74,11 +93,18 @@
 //! # }
 //! ```
 //!
+//! # Features
+//!
+//! - `screen` (default): the screen model, `Session::attach_screen`,
+//!   [`Event::Repaint`] resynchronisation, and the `Options` that tune it.
+//!   Without it the crate is the raw byte ring alone, with no emulator
+//!   dependency.
+//!
 //! # Runtime
 //!
 //! Sessions need a tokio runtime with I/O and time enabled; each runs three
 //! tasks (output reader, input writer, lifecycle supervisor) and childproc's
-//! exit watcher.
+//! exit watcher, and, with the screen model, one thread of its own.
 //!
 //! # Logs
 //!
@@ -90,21 +116,44 @@
 //!
 //! # Caveats
 //!
-//! - **What the scrollback restores.** The replay is the last bytes of
-//!   output, not the screen. A line-oriented program (a shell, a build) looks
-//!   as it did. A full-screen program (an editor, `top`, anything on the
-//!   alternate screen) has its screen state built from escape sequences
-//!   that were probably evicted long ago: the replay shows fragments of
-//!   recent redraws, and modes set earlier (alternate screen, mouse
-//!   reporting, bracketed paste, cursor visibility, character sets, scroll
-//!   regions, colours in effect) are not restored. Ask such a program to
-//!   redraw after attaching (a resize to a different size and back sends it
-//!   `SIGWINCH`; the kernel sends none for an unchanged size).
-//! - **Clean boundary.** The replay starts where every terminal parser
+//! - **What the raw replay restores.** [`Attachment::replay`] is the last
+//!   bytes of output, not the screen. A line-oriented program (a shell, a
+//!   build) looks as it did. A full-screen program has its screen state
+//!   built from escape sequences that were probably evicted long ago: the
+//!   replay shows fragments of recent redraws, modes set earlier are not
+//!   restored, and queries in it are asked again. Restoring the screen is
+//!   what `attach_screen` is for.
+//! - **What a repaint restores.** Everything listed above; not restored:
+//!   character sets other than ASCII, tab stops, a cursor saved with
+//!   `DECSC`, palette changes, hyperlinks, the kitty keyboard protocol,
+//!   and a few shapes no terminal can be made to show (half a wide
+//!   character on the last column). A program's own state (what `vim`
+//!   keeps beyond the screen) is the program's.
+//! - **Sizes.** The size policy is applied before a client's repaint is
+//!   rendered, and the screen model is resized in step with the terminal
+//!   (it reflows as a terminal does), so a client whose window differs
+//!   gets the screen at the session's new size; the program also gets
+//!   `SIGWINCH` and redraws what it likes, which the client then sees live.
+//!   A program that never redraws keeps its drawing, top-left. A client
+//!   larger than the session (with [`ResizePolicy::Smallest`]) sees the
+//!   screen in its top-left corner.
+//! - **Clean boundary.** The raw replay starts where every terminal parser
 //!   state leads to the ground state between two characters; it gives up at
 //!   most 4 KiB of scrollback for that proof, and otherwise assumes the
-//!   oldest retained byte is not inside an OSC/DCS/APC control string.
-//!   Output that is not valid UTF-8 is not corrected.
+//!   oldest retained byte is not inside an OSC/DCS/APC control string. When
+//!   even that would give up more than 4 KiB (output of digits and line
+//!   ends, such as `seq`'s, could all be one escape sequence's
+//!   parameters), it starts after the first line end instead, assuming no
+//!   escape sequence spans lines. Output that is not valid UTF-8 is not
+//!   corrected.
+//! - **The screen model's cost.** It parses every byte of output on its
+//!   own thread, at 70–100 MB/s on text (see the repository's
+//!   `docs/benchmarks.md`); bursts up to `Options::screen_backlog_bytes`
+//!   (16 MiB) cost the output path nothing, and sustained output beyond
+//!   that runs at the emulator's pace. Memory: 24 bytes a cell, about
+//!   2 MiB for 1000 history lines of 80 columns
+//!   (`Options::history_lines`), doubled while the alternate screen
+//!   shows. `Options::screen_model(false)` turns it off for a session.
 //! - **End of output.** Output ends when the last copy of the terminal
 //!   closes (Linux reports `EIO`). A background process that keeps the
 //!   terminal open after the command exits would delay that for ever, so
@@ -140,6 +189,8 @@ mod manager;
 mod options;
 mod pty;
 mod queue;
+#[cfg(feature = "screen")]
+mod screen;
 mod session;
 mod stats;
 mod status;

@@ -10,7 +10,10 @@ use crate::WindowSize;
 #[non_exhaustive]
 pub enum ResizePolicy {
     /// The most recent request wins: attaching with a size or resizing sets
-    /// the terminal's size; a client leaving changes nothing.
+    /// the terminal's size; when a client leaves, the most recent request
+    /// among the clients that remain applies (so a client is not left
+    /// cropped to the size of one that is gone). With no client that gave
+    /// a size, the terminal keeps its size.
     #[default]
     MostRecent,
     /// The smallest rows and the smallest columns over the attached clients
@@ -46,6 +49,12 @@ pub struct Options {
     pub(crate) linger: Duration,
     pub(crate) exit_drain_timeout: Duration,
     pub(crate) kill_timeout: Duration,
+    #[cfg(feature = "screen")]
+    pub(crate) screen_model: bool,
+    #[cfg(feature = "screen")]
+    pub(crate) history_lines: usize,
+    #[cfg(feature = "screen")]
+    pub(crate) screen_backlog_bytes: usize,
 }
 
 impl Default for Options {
@@ -58,7 +67,8 @@ impl Options {
     /// The defaults: 64 KiB of scrollback, 1 MiB per client queue, a 24 × 80
     /// window, [`ResizePolicy::MostRecent`], a 30 s first-attach timeout, a
     /// 5 min inactivity timeout, a 30 s linger after exit, a 250 ms exit
-    /// drain and a 5 s kill timeout.
+    /// drain and a 5 s kill timeout; with the `screen` feature, 1000 history
+    /// lines and a 16 MiB screen backlog.
     pub fn new() -> Self {
         Self {
             scrollback_bytes: 64 * 1024,
@@ -70,6 +80,12 @@ impl Options {
             linger: Duration::from_secs(30),
             exit_drain_timeout: Duration::from_millis(250),
             kill_timeout: Duration::from_secs(5),
+            #[cfg(feature = "screen")]
+            screen_model: true,
+            #[cfg(feature = "screen")]
+            history_lines: crate::screen::DEFAULT_HISTORY_LINES,
+            #[cfg(feature = "screen")]
+            screen_backlog_bytes: 16 << 20,
         }
     }
 
@@ -139,6 +155,39 @@ impl Options {
     /// Default 5 s.
     pub fn kill_timeout(mut self, timeout: Duration) -> Self {
         self.kill_timeout = timeout;
+        self
+    }
+
+    /// Whether the session keeps a screen model (a terminal emulator fed
+    /// every byte of output, on a thread of its own). Without one, clients
+    /// get the raw scrollback only and a lagging client is detached; the
+    /// output path does no parsing at all. Default `true`.
+    #[cfg(feature = "screen")]
+    pub fn screen_model(mut self, enabled: bool) -> Self {
+        self.screen_model = enabled;
+        self
+    }
+
+    /// How many lines of history the screen model keeps above the screen,
+    /// for the repaint of a client that attaches (they land in its
+    /// terminal's scrollback). Default 1000: at 80 columns about 2 MiB once
+    /// full (24 bytes a cell), twice that while a full-screen program shows
+    /// the alternate screen.
+    #[cfg(feature = "screen")]
+    pub fn history_lines(mut self, lines: usize) -> Self {
+        self.history_lines = lines;
+        self
+    }
+
+    /// How much output may wait for the screen model (which runs on a
+    /// thread of its own) before the session stops reading the terminal
+    /// until it catches up. Bursts up to this size cost the output path
+    /// nothing; sustained output runs at the emulator's pace. An attach or
+    /// a resynchronisation waits until the model has caught up. Default
+    /// 16 MiB; at least one byte.
+    #[cfg(feature = "screen")]
+    pub fn screen_backlog_bytes(mut self, bytes: usize) -> Self {
+        self.screen_backlog_bytes = bytes.max(1);
         self
     }
 }

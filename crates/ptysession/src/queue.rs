@@ -2,7 +2,9 @@
 //! output up to a byte budget, then one final event.
 //!
 //! The producer (the session's reader) never waits: a push that would exceed
-//! the budget empties the queue and ends it with a "lagged" reason instead.
+//! the budget empties the queue and either ends it with a "lagged" reason or
+//! (with the screen model) marks it as waiting for a repaint: output queued
+//! after that point is held back until the repaint arrives and goes first.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -19,6 +21,12 @@ use crate::{DetachReason, ExitStatus};
 pub enum Event {
     /// Output of the command, in order, with no gap after the replay.
     Output(Bytes),
+    /// Bytes that draw the session's screen as it is at this point of the
+    /// output, synthesised from the screen model: the first event of a
+    /// client attached with `Session::attach_screen` (feature `screen`),
+    /// and what a client that fell behind gets in place of the output it
+    /// missed. [`Output`](Self::Output) continues exactly after it.
+    Repaint(Bytes),
     /// The command exited and every byte it wrote has been delivered.
     Exited(ExitStatus),
     /// The client was detached; no more output follows.
@@ -49,6 +57,34 @@ struct Inner {
     end: Option<End>,
     /// Set once the final event is decided; nothing is queued after it.
     closed: bool,
+    /// The generation of the repaint this queue waits for; output is held
+    /// back meanwhile.
+    awaiting: Option<u64>,
+    /// The last generation handed out.
+    generation: u64,
+    /// A delivered repaint, taken before any output.
+    repaint: Option<Bytes>,
+}
+
+/// What a client that overflows its queue gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnLag {
+    /// Detached with [`DetachReason::Lagged`].
+    Detach,
+    /// Its backlog dropped; it waits for a repaint.
+    #[cfg_attr(not(feature = "screen"), allow(dead_code))]
+    Resync,
+}
+
+/// What [`ClientQueue::push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// The backlog was dropped: the repaint of this generation is due.
+    #[cfg_attr(not(feature = "screen"), allow(dead_code))]
+    Resync(u64),
+    /// The queue has ended (lagged now, or earlier).
+    Ended,
 }
 
 /// One client's queue.
@@ -73,26 +109,68 @@ impl ClientQueue {
 
     /// Queues `chunk` unless that would put more than `limit_bytes` in the
     /// queue (an empty queue takes any chunk). Over the limit, the queue is
-    /// emptied and ends with [`DetachReason::Lagged`]; returns `false`.
-    pub(crate) fn push(&self, chunk: Bytes, limit_bytes: usize) -> bool {
+    /// emptied and, following `on_lag`, ends with [`DetachReason::Lagged`]
+    /// or waits for a repaint.
+    pub(crate) fn push(&self, chunk: Bytes, limit_bytes: usize, on_lag: OnLag) -> Pushed {
         let mut inner = self.lock();
         if inner.closed {
-            return false;
+            return Pushed::Ended;
         }
         if inner.queued_bytes > 0 && inner.queued_bytes + chunk.len() > limit_bytes {
             inner.chunks = VecDeque::new();
             inner.queued_bytes = 0;
-            inner.end = Some(End::Detached(DetachReason::Lagged { queue_bytes: limit_bytes }));
-            inner.closed = true;
+            let pushed = match on_lag {
+                OnLag::Detach => {
+                    inner.end = Some(End::Detached(DetachReason::Lagged { queue_bytes: limit_bytes }));
+                    inner.closed = true;
+                    Pushed::Ended
+                }
+                OnLag::Resync => Pushed::Resync(Self::await_in(&mut inner)),
+            };
             drop(inner);
             self.notify.notify_one();
-            return false;
+            return pushed;
         }
         inner.queued_bytes += chunk.len();
         inner.chunks.push_back(chunk);
         drop(inner);
         self.notify.notify_one();
-        true
+        Pushed::Queued
+    }
+
+    /// From now on, output is held back until the repaint of the returned
+    /// generation is delivered.
+    #[cfg_attr(not(feature = "screen"), allow(dead_code))]
+    pub(crate) fn await_repaint(&self) -> u64 {
+        Self::await_in(&mut self.lock())
+    }
+
+    fn await_in(inner: &mut Inner) -> u64 {
+        inner.generation += 1;
+        inner.awaiting = Some(inner.generation);
+        inner.repaint = None;
+        inner.generation
+    }
+
+    /// Whether the repaint of `generation` is still wanted.
+    #[cfg_attr(not(feature = "screen"), allow(dead_code))]
+    pub(crate) fn awaits(&self, generation: u64) -> bool {
+        self.lock().awaiting == Some(generation)
+    }
+
+    /// Delivers the repaint of `generation`, ahead of the output queued
+    /// since it was asked for; ignored if a newer one is due or the client
+    /// left.
+    #[cfg_attr(not(feature = "screen"), allow(dead_code))]
+    pub(crate) fn deliver_repaint(&self, generation: u64, repaint: Bytes) {
+        let mut inner = self.lock();
+        if inner.awaiting != Some(generation) {
+            return;
+        }
+        inner.awaiting = None;
+        inner.repaint = Some(repaint);
+        drop(inner);
+        self.notify.notify_one();
     }
 
     /// Ends the queue with `end` after what it holds, unless it has ended.
@@ -114,11 +192,19 @@ impl ClientQueue {
         inner.end = None;
         inner.chunks = VecDeque::new();
         inner.queued_bytes = 0;
+        inner.awaiting = None;
+        inner.repaint = None;
     }
 
     /// Takes the next event without waiting.
     pub(crate) fn try_pop(&self) -> Pop {
         let mut inner = self.lock();
+        if let Some(repaint) = inner.repaint.take() {
+            return Pop::Event(Event::Repaint(repaint));
+        }
+        if inner.awaiting.is_some() {
+            return Pop::Empty;
+        }
         if let Some(chunk) = inner.chunks.pop_front() {
             inner.queued_bytes -= chunk.len();
             return Pop::Event(Event::Output(chunk));
@@ -155,9 +241,9 @@ mod tests {
     #[test]
     fn chunks_then_the_final_event_then_nothing() {
         let queue = ClientQueue::default();
-        assert!(queue.push(Bytes::from_static(b"ab"), 10));
+        assert_eq!(queue.push(Bytes::from_static(b"ab"), 10, OnLag::Detach), Pushed::Queued);
         queue.close(End::Exited(ExitStatus::Code(3)));
-        assert!(!queue.push(Bytes::from_static(b"late"), 10));
+        assert_eq!(queue.push(Bytes::from_static(b"late"), 10, OnLag::Detach), Pushed::Ended);
         assert!(matches!(queue.try_pop(), Pop::Event(Event::Output(chunk)) if chunk == "ab"));
         assert!(matches!(queue.try_pop(), Pop::Event(Event::Exited(ExitStatus::Code(3)))));
         assert!(matches!(queue.try_pop(), Pop::Finished));
@@ -167,9 +253,30 @@ mod tests {
     fn overflowing_the_budget_drops_the_backlog_and_reports_lag() {
         let queue = ClientQueue::default();
         // An empty queue takes a chunk larger than the budget.
-        assert!(queue.push(Bytes::from(vec![0; 8]), 4));
-        assert!(!queue.push(Bytes::from_static(b"x"), 4));
+        assert_eq!(queue.push(Bytes::from(vec![0; 8]), 4, OnLag::Detach), Pushed::Queued);
+        assert_eq!(queue.push(Bytes::from_static(b"x"), 4, OnLag::Detach), Pushed::Ended);
         assert!(matches!(queue.try_pop(), Pop::Event(Event::Detached(DetachReason::Lagged { queue_bytes: 4 }))));
+        assert!(matches!(queue.try_pop(), Pop::Finished));
+    }
+
+    #[test]
+    fn overflowing_with_resync_holds_output_until_the_repaint() {
+        let queue = ClientQueue::default();
+        assert_eq!(queue.push(Bytes::from(vec![0; 8]), 4, OnLag::Resync), Pushed::Queued);
+        let Pushed::Resync(first) = queue.push(Bytes::from_static(b"x"), 4, OnLag::Resync) else { panic!() };
+        assert_eq!(queue.push(Bytes::from_static(b"ab"), 4, OnLag::Resync), Pushed::Queued);
+        assert!(matches!(queue.try_pop(), Pop::Empty));
+        // Falling behind again while waiting asks for a newer repaint.
+        assert_eq!(queue.push(Bytes::from_static(b"cde"), 4, OnLag::Resync), Pushed::Resync(first + 1));
+        queue.deliver_repaint(first, Bytes::from_static(b"stale"));
+        assert!(matches!(queue.try_pop(), Pop::Empty));
+        assert!(queue.awaits(first + 1));
+        assert_eq!(queue.push(Bytes::from_static(b"f"), 4, OnLag::Resync), Pushed::Queued);
+        queue.close(End::Exited(ExitStatus::Code(0)));
+        queue.deliver_repaint(first + 1, Bytes::from_static(b"screen"));
+        assert!(matches!(queue.try_pop(), Pop::Event(Event::Repaint(bytes)) if bytes == "screen"));
+        assert!(matches!(queue.try_pop(), Pop::Event(Event::Output(bytes)) if bytes == "f"));
+        assert!(matches!(queue.try_pop(), Pop::Event(Event::Exited(_))));
         assert!(matches!(queue.try_pop(), Pop::Finished));
     }
 
@@ -181,7 +288,7 @@ mod tests {
             async move { queue.pop().await }
         });
         tokio::task::yield_now().await;
-        queue.push(Bytes::from_static(b"hi"), 10);
+        queue.push(Bytes::from_static(b"hi"), 10, OnLag::Detach);
         let event = tokio::time::timeout(std::time::Duration::from_secs(10), consumer).await.unwrap().unwrap();
         assert_eq!(event, Some(Event::Output(Bytes::from_static(b"hi"))));
         queue.abandon();

@@ -18,7 +18,9 @@ use tracing::Instrument;
 
 use crate::attach::{Attachment, ClientId};
 use crate::child::Child;
-use crate::queue::{ClientQueue, End};
+use crate::queue::{ClientQueue, End, OnLag, Pushed};
+#[cfg(feature = "screen")]
+use crate::screen::{Kind, worker::Feed};
 use crate::stats::Counters;
 use crate::{
     CloseReason, DetachReason, Error, ExitStatus, Options, ResizePolicy, State, Stats, WindowSize, boundary, pty,
@@ -76,6 +78,11 @@ pub(crate) struct Shared {
     input: mpsc::Sender<Bytes>,
     pub(crate) counters: Counters,
     options: Options,
+    /// The screen model; see [`crate::screen::worker`] for how it keeps
+    /// step with the clients.
+    /// `None` when [`Options::screen_model`] turned it off.
+    #[cfg(feature = "screen")]
+    screen: Option<Arc<Feed>>,
     /// The session's span (its id, when a manager named it, and the pid):
     /// its tasks run in it, so that every line it logs says whose it is.
     span: tracing::Span,
@@ -93,6 +100,8 @@ struct Inner {
     ever_attached: bool,
     last_detach: Option<Instant>,
     size: WindowSize,
+    /// Size requests so far, for [`Client::size_stamp`].
+    size_requests: u64,
     /// The terminal; taken when the session is done so that it closes.
     master: Option<Arc<AsyncFd<OwnedFd>>>,
     /// Set once the command exited *and* its output ended.
@@ -108,6 +117,10 @@ struct Client {
     id: ClientId,
     queue: Arc<ClientQueue>,
     size: Option<WindowSize>,
+    /// When this client last gave a size (a count of size requests), for
+    /// [`ResizePolicy::MostRecent`] when the latest requester leaves.
+    size_stamp: u64,
+    on_lag: OnLag,
 }
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -148,6 +161,14 @@ impl Session {
         // command (and every line about it) is a child of this one.
         let _entered = span.enter();
         let pty_error = |op| move |source| Error::Pty { op, source };
+        #[cfg(feature = "screen")]
+        let screen = match options.screen_model {
+            true => Some(
+                Feed::start(options.initial_size, options.history_lines, options.screen_backlog_bytes)
+                    .map_err(pty_error("starting the screen model's thread"))?,
+            ),
+            false => None,
+        };
         let pair = pty::open(options.initial_size).map_err(pty_error("opening the terminal"))?;
         let master = Arc::new(pty::register(pair.master).map_err(pty_error("registering the terminal"))?);
         let duplicate = || pair.slave.try_clone().map_err(pty_error("duplicating the terminal"));
@@ -180,6 +201,7 @@ impl Session {
                 ever_attached: false,
                 last_detach: None,
                 size: options.initial_size,
+                size_requests: 0,
                 master: Some(master.clone()),
                 exit_status: None,
                 exited_at: None,
@@ -192,6 +214,8 @@ impl Session {
             input,
             counters: Counters::default(),
             options,
+            #[cfg(feature = "screen")]
+            screen,
             span: span.clone(),
             pid: child.pid(),
             command: description,
@@ -209,54 +233,111 @@ impl Session {
         Ok(Session { shared })
     }
 
-    /// Attaches a new client, with its window size if it has one.
+    /// Attaches a new client, with its window size if it has one, and
+    /// gives it the raw scrollback.
     ///
     /// The returned [`Attachment`] holds the replay (the scrollback from a
-    /// clean boundary: never inside a UTF-8 sequence or an escape sequence)
-    /// and then yields the live output that follows it, with no gap and no
-    /// duplicate, then the exit status. A client attaching after the command
-    /// exited (within the linger time) gets the replay and the exit status.
+    /// clean boundary: never inside a UTF-8 sequence or an escape sequence;
+    /// see [`Attachment::replay`]) and then yields the live output that
+    /// follows it, with no gap and no duplicate, then the exit status. A
+    /// client attaching after the command exited (within the linger time)
+    /// gets the replay and the exit status. A client that falls further
+    /// behind than [`Options::client_queue_bytes`] is detached with
+    /// [`DetachReason::Lagged`](crate::DetachReason::Lagged).
+    ///
+    /// This is for consumers that run their own terminal emulator on the
+    /// byte stream; a terminal shown to a person is better served by
+    /// `attach_screen` (feature `screen`).
     ///
     /// # Errors
     ///
     /// [`Error::Closed`] once the session is closing. [`Error::Resize`] when
     /// `size` cannot be applied (the client is not attached then).
     pub fn attach(&self, size: Option<WindowSize>) -> Result<Attachment, Error> {
+        self.attach_as(size, Restore::Raw)
+    }
+
+    /// Attaches a new client, with its window size if it has one, and
+    /// restores the screen: the first event is an
+    /// [`Event::Repaint`](crate::Event::Repaint) synthesised from the
+    /// session's screen model (history lines into the terminal's
+    /// scrollback, the screen with its colours and attributes, the cursor,
+    /// the alternate screen, the input modes and the title; never a
+    /// terminal query), then the live output continues exactly after it.
+    ///
+    /// The size policy is applied first, so the repaint is drawn at the
+    /// size the terminal has from then on; a client whose window is larger
+    /// than the session's (with [`ResizePolicy::Smallest`]) sees the screen
+    /// in its top-left corner. A client that falls behind by more than
+    /// [`Options::client_queue_bytes`] is not detached: its backlog is
+    /// dropped and it gets a fresh repaint ([`Stats::resyncs`]). The raw
+    /// scrollback is still in [`Attachment::replay`], unused.
+    ///
+    /// The repaint is rendered by the screen model's thread once it has
+    /// applied all output up to this point (at most
+    /// [`Options::screen_backlog_bytes`]); the session never waits for it.
+    /// A session started without a screen model
+    /// ([`Options::screen_model`]) attaches the client as
+    /// [`attach`](Self::attach) does ([`Attachment::restores_screen`] is
+    /// `false`).
+    ///
+    /// # Errors
+    ///
+    /// As [`attach`](Self::attach).
+    #[cfg(feature = "screen")]
+    pub fn attach_screen(&self, size: Option<WindowSize>) -> Result<Attachment, Error> {
+        self.attach_as(size, Restore::Screen)
+    }
+
+    fn attach_as(&self, size: Option<WindowSize>, restore: Restore) -> Result<Attachment, Error> {
         let shared = &self.shared;
+        #[cfg(feature = "screen")]
+        let restore = if shared.screen.is_some() { restore } else { Restore::Raw };
         let mut inner = lock(&shared.inner);
         if inner.close_reason.is_some() {
             return Err(Error::Closed);
         }
-        let start_seq = inner.ring.start();
-        let (first, second) = inner.ring.slices_from(start_seq).unwrap_or_default();
-        let offset = boundary::clean_start(first, second, start_seq == 0);
-        let mut replay = BytesMut::with_capacity(first.len() + second.len() - offset);
-        if offset < first.len() {
-            replay.extend_from_slice(&first[offset..]);
-            replay.extend_from_slice(second);
-        } else {
-            replay.extend_from_slice(&second[offset - first.len()..]);
-        }
         let id = ClientId(inner.next_client);
         inner.next_client += 1;
         let queue = Arc::new(ClientQueue::default());
-        match inner.exit_status {
-            Some(status) => queue.close(End::Exited(status)),
-            None => {
-                inner.clients.push(Client { id, queue: queue.clone(), size });
-                if let Some(size) = size
-                    && let Err(err) = shared.apply_size(&mut inner, size)
-                {
-                    inner.clients.pop();
-                    return Err(err);
-                }
+        let on_lag = match restore {
+            Restore::Raw => OnLag::Detach,
+            #[cfg(feature = "screen")]
+            Restore::Screen => OnLag::Resync,
+        };
+        if inner.exit_status.is_none() {
+            inner.size_requests += 1;
+            let size_stamp = inner.size_requests;
+            inner.clients.push(Client { id, queue: queue.clone(), size, size_stamp, on_lag });
+            if let Some(size) = size
+                && let Err(err) = shared.apply_size(&mut inner, size)
+            {
+                inner.clients.pop();
+                return Err(err);
             }
+        }
+        // After the size is applied, so that the screen is drawn at it.
+        let (replay, replay_seq) = raw_replay(&inner.ring);
+        #[cfg(feature = "screen")]
+        if restore == Restore::Screen {
+            let generation = queue.await_repaint();
+            let rows = usize::from(size.unwrap_or(inner.size).rows.max(1));
+            if let Some(screen) = &shared.screen {
+                screen.push_repaint(queue.clone(), generation, Kind::Attach { rows });
+            }
+        }
+        if let Some(status) = inner.exit_status {
+            queue.close(End::Exited(status));
         }
         inner.ever_attached = true;
         drop(inner);
         Counters::add(&shared.counters.attaches, 1);
         shared.wake.notify_one();
-        Ok(Attachment::new(shared.clone(), id, queue, replay.freeze(), start_seq + offset as u64))
+        #[cfg(feature = "screen")]
+        let restores_screen = restore == Restore::Screen;
+        #[cfg(not(feature = "screen"))]
+        let restores_screen = false;
+        Ok(Attachment::new(shared.clone(), id, queue, replay, replay_seq, restores_screen))
     }
 
     /// The current lifecycle state.
@@ -380,10 +461,13 @@ impl Shared {
     /// Records `size` as client `id`'s and applies the policy.
     pub(crate) fn resize_client(&self, id: ClientId, size: WindowSize) -> Result<(), Error> {
         let mut inner = lock(&self.inner);
+        inner.size_requests += 1;
+        let stamp = inner.size_requests;
         let Some(client) = inner.clients.iter_mut().find(|client| client.id == id) else {
             return Err(if inner.close_reason.is_some() { Error::Closed } else { Error::Detached });
         };
         client.size = Some(size);
+        client.size_stamp = stamp;
         self.apply_size(&mut inner, size)
     }
 
@@ -405,6 +489,10 @@ impl Shared {
         match pty::set_size(master.as_ref(), size) {
             Ok(()) => {
                 inner.size = size;
+                #[cfg(feature = "screen")]
+                if let Some(screen) = &self.screen {
+                    screen.push_resize(size);
+                }
                 Counters::add(&self.counters.resizes, 1);
                 Ok(())
             }
@@ -427,12 +515,15 @@ impl Shared {
         }
     }
 
-    /// Bookkeeping after clients left.
+    /// Bookkeeping after clients left: the size policy is applied to the
+    /// clients that remain.
     fn after_detach(&self, inner: &mut Inner) {
         inner.last_detach = Some(Instant::now());
-        if self.options.resize_policy == ResizePolicy::Smallest
-            && let Some(size) = smallest(&inner.clients)
-        {
+        let size = match self.options.resize_policy {
+            ResizePolicy::MostRecent => most_recent(&inner.clients),
+            _ => smallest(&inner.clients),
+        };
+        if let Some(size) = size {
             // A refused size is counted; the terminal keeps the old one.
             let _ = self.set_size(inner, size);
         }
@@ -444,8 +535,26 @@ impl Shared {
         let limit = self.options.client_queue_bytes;
         let mut inner = lock(&self.inner);
         inner.ring.write(&chunk);
+        #[cfg(feature = "screen")]
+        if let Some(screen) = &self.screen {
+            screen.push_output(chunk.clone());
+        }
         let before = inner.clients.len();
-        inner.clients.retain(|client| client.queue.push(chunk.clone(), limit));
+        inner.clients.retain(|client| match client.queue.push(chunk.clone(), limit, client.on_lag) {
+            Pushed::Queued => true,
+            Pushed::Ended => false,
+            #[cfg(feature = "screen")]
+            Pushed::Resync(generation) => {
+                if let Some(screen) = &self.screen {
+                    screen.push_repaint(client.queue.clone(), generation, Kind::Resync);
+                }
+                Counters::add(&self.counters.resyncs, 1);
+                tracing::debug!(client = %client.id, "a client that fell behind gets a repaint");
+                true
+            }
+            #[cfg(not(feature = "screen"))]
+            Pushed::Resync(_) => unreachable!("clients resynchronise only with the screen model"),
+        });
         let lagged = before - inner.clients.len();
         if lagged > 0 {
             Counters::add(&self.counters.clients_lagged, lagged as u64);
@@ -519,6 +628,37 @@ impl Shared {
     }
 }
 
+/// The size of the client that asked for one last.
+fn most_recent(clients: &[Client]) -> Option<WindowSize> {
+    clients.iter().filter(|client| client.size.is_some()).max_by_key(|client| client.size_stamp)?.size
+}
+
+/// The raw scrollback from a clean boundary, and the sequence number of
+/// its first byte.
+fn raw_replay(ring: &Ring) -> (Bytes, u64) {
+    let start_seq = ring.start();
+    let (first, second) = ring.slices_from(start_seq).unwrap_or_default();
+    let offset = boundary::clean_start(first, second, start_seq == 0);
+    let mut replay = BytesMut::with_capacity(first.len() + second.len() - offset);
+    if offset < first.len() {
+        replay.extend_from_slice(&first[offset..]);
+        replay.extend_from_slice(second);
+    } else {
+        replay.extend_from_slice(&second[offset - first.len()..]);
+    }
+    (replay.freeze(), start_seq + offset as u64)
+}
+
+/// What a client gets on attaching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restore {
+    /// The raw scrollback; detached when it lags.
+    Raw,
+    /// A repaint from the screen model; resynchronised when it lags.
+    #[cfg(feature = "screen")]
+    Screen,
+}
+
 /// The smallest size over the clients that gave one.
 fn smallest(clients: &[Client]) -> Option<WindowSize> {
     clients
@@ -556,6 +696,17 @@ fn describe(command: &Command) -> String {
         .map(OsStr::to_string_lossy)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(feature = "screen")]
+impl Drop for Shared {
+    /// The screen model's thread stops with the session, also when the
+    /// runtime went away before the supervisor could close it.
+    fn drop(&mut self) {
+        if let Some(screen) = &self.screen {
+            screen.close();
+        }
+    }
 }
 
 /// The handles the supervisor uses to end the other two tasks.
@@ -620,6 +771,12 @@ async fn read_output(shared: Arc<Shared>, master: Arc<AsyncFd<OwnedFd>>, mut exi
         }
         if !buf.is_empty() {
             shared.publish(buf.split().freeze());
+            // The only place the reader waits for the screen model: when
+            // its backlog is full (sustained output), not for bursts.
+            #[cfg(feature = "screen")]
+            if let Some(screen) = &shared.screen {
+                screen.wait_for_room().await;
+            }
         }
         if ended {
             break;
@@ -728,6 +885,10 @@ async fn supervise(shared: Arc<Shared>, mut child: Child, mut tasks: Tasks) {
     let master = lock(&shared.inner).master.take();
     drop(master);
     drop(child);
+    #[cfg(feature = "screen")]
+    if let Some(screen) = &shared.screen {
+        screen.close();
+    }
     shared.state.send_replace(State::Done);
     tracing::debug!("session done");
 }

@@ -22,6 +22,10 @@ pub struct Stats {
     pub attaches: u64,
     /// Clients detached because they fell behind the output.
     pub clients_lagged: u64,
+    /// Times a client that fell behind had its backlog dropped and replaced
+    /// by a repaint of the screen (with the `screen` feature, in place of
+    /// being detached).
+    pub resyncs: u64,
     /// Window size changes applied to the terminal.
     pub resizes: u64,
     /// Window size changes the terminal refused.
@@ -39,6 +43,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) attaches: AtomicU64,
     pub(crate) clients_lagged: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
     pub(crate) resizes: AtomicU64,
     pub(crate) resize_errors: AtomicU64,
     pub(crate) write_errors: AtomicU64,
@@ -60,6 +65,7 @@ impl Counters {
             clients_attached: clients_attached as u64,
             attaches: load(&self.attaches),
             clients_lagged: load(&self.clients_lagged),
+            resyncs: load(&self.resyncs),
             resizes: load(&self.resizes),
             resize_errors: load(&self.resize_errors),
             write_errors: load(&self.write_errors),

@@ -32,8 +32,12 @@ async fn the_most_recent_request_wins_by_default() {
     big.resize(WindowSize::new(51, 201)).unwrap();
     assert_eq!(session.size(), WindowSize::new(51, 201));
     drop(big);
-    assert_eq!(session.size(), WindowSize::new(51, 201), "leaving changes nothing");
+    assert_eq!(session.size(), WindowSize::new(20, 60), "the remaining client's request is the latest now");
+    let sizeless = session.attach(None).unwrap();
+    assert_eq!(session.size(), WindowSize::new(20, 60), "a client without a size changes nothing");
     drop(small);
+    assert_eq!(session.size(), WindowSize::new(20, 60), "with no size left to follow, the terminal keeps its own");
+    drop(sizeless);
     close(&session).await;
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use backedpipe::{PipeControl, PipeState};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ptysession::framing::{ClientFrame, ServeOutcome, ServerFrame};
 use ptysession::{Attachment, DetachReason, Event};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -152,8 +152,8 @@ pub(crate) enum InputPolicy {
     Drop,
 }
 
-/// Serves one attached client over `connection`: the replay and
-/// `ReplayEnd`, then output as it comes, and finally the exit status or
+/// Serves one attached client over `connection`: the replay (for a client
+/// that restores the screen, the repaint) and `ReplayEnd`, then output as it comes, and finally the exit status or
 /// the reason for detaching (also [`DetachReason::Displaced`] when
 /// `displaced` is notified); meanwhile the client's input (unless
 /// dropped) and resizes go to the session.
@@ -175,12 +175,31 @@ pub(crate) async fn serve<C>(
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    let restores_screen = attachment.restores_screen();
     let (replay, mut events, input) = attachment.into_parts();
     let (mut reader, mut writer) = tokio::io::split(connection);
     let mut out = BytesMut::new();
+    // A client restoring the screen gets the repaint as its replay; output
+    // continues exactly after it.
+    let mut first = None;
+    let replay = if restores_screen {
+        match events.next().await {
+            Some(Event::Repaint(repaint)) => repaint,
+            other => {
+                first = other;
+                Bytes::new()
+            }
+        }
+    } else {
+        replay
+    };
     ServerFrame::Replay(replay).encode(&mut out);
     ServerFrame::ReplayEnd.encode(&mut out);
+    let early_end = first.and_then(|event| encode_event(event, &mut out));
     send(&mut writer, &mut out).await?;
+    if let Some(end) = early_end {
+        return Ok(end);
+    }
 
     let outgoing = async {
         loop {
@@ -232,7 +251,9 @@ where
 /// Encodes an event; returns how serving ends if it is the final one.
 fn encode_event(event: Event, out: &mut BytesMut) -> Option<ServeOutcome> {
     match event {
-        Event::Output(data) => {
+        // A repaint (a client that fell behind) draws over whatever the
+        // terminal shows: to the client it is output like any other.
+        Event::Output(data) | Event::Repaint(data) => {
             ServerFrame::Output(data).encode(out);
             None
         }

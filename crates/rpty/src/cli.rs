@@ -11,10 +11,10 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 
 use crate::autostart::NoServer;
-use crate::client::{self, AttachOptions};
+use crate::client::{self, AttachOptions, Redraw};
 use crate::keys::DetachKey;
 use crate::paths::RuntimeDir;
-use crate::protocol::{self, ClientHello, NewSession, Request, Response};
+use crate::protocol::{self, ClientHello, NewSession, Request, Response, Restore};
 use crate::server::{self, ServeConfig};
 use crate::transport::Target;
 use crate::{logging, secret, terminal};
@@ -121,10 +121,22 @@ struct AttachArgs {
     /// Detach every other client of the session
     #[arg(short, long)]
     detach_others: bool,
+    /// What to show on attaching: `screen` redraws the session's screen
+    /// (with its history in this terminal's scrollback, and the modes the
+    /// program set); `raw` replays the output kept, as it was written
+    #[arg(long, value_enum, default_value_t = RestoreArg::Screen)]
+    restore: RestoreArg,
     #[command(flatten)]
     key: KeyArgs,
     #[command(flatten)]
     connect: ConnectArgs,
+}
+
+/// `--restore`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RestoreArg {
+    Screen,
+    Raw,
 }
 
 #[derive(Debug, Args)]
@@ -406,8 +418,10 @@ async fn new(args: NewArgs, runtime: std::io::Result<RuntimeDir>) -> Result<Exit
         Response::Attached { name, .. } => {
             let options = AttachOptions {
                 detach_key: args.key.detach_key,
-                // `new -A` may have found a session with a past.
-                redraw: args.attach_existing,
+                // `new -A` may have found a session with a past, which
+                // the server then restores from its screen.
+                redraw: if args.attach_existing { Redraw::Nudge } else { Redraw::None },
+                restore: Restore::Screen,
                 read_only: false,
                 reattach_hint: command_hint(&args.connect, "attach", &name),
             };
@@ -443,11 +457,16 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
     {
         bail!("this terminal is session {name:?} itself: attaching it to itself would loop");
     }
+    let restore = match args.restore {
+        RestoreArg::Screen => Restore::Screen,
+        RestoreArg::Raw => Restore::Raw,
+    };
     // Inside a session, "the last one" means another one.
     let inside = std::env::var("RPTY_SESSION").ok().filter(|_| is_local(&target));
     let request = Request::Attach {
         name: args.name.clone(),
         size: terminal::window_size(),
+        restore,
         read_only: args.read_only,
         detach_others: args.detach_others,
         not: inside,
@@ -464,7 +483,11 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
         Response::Attached { name, .. } => {
             let options = AttachOptions {
                 detach_key: args.key.detach_key,
-                redraw: true,
+                redraw: match restore {
+                    Restore::Screen => Redraw::Nudge,
+                    Restore::Raw => Redraw::ClearAndNudge,
+                },
+                restore,
                 read_only: args.read_only,
                 reattach_hint: command_hint(&args.connect, "attach", &name),
             };

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::keys::DetachKey;
 use crate::paths::RuntimeDir;
-use crate::protocol::{self, ClientHello, Request, Response, SessionEntry, Size};
+use crate::protocol::{self, ClientHello, Request, Response, Restore, SessionEntry, Size};
 use crate::terminal::{self, ModeTracker, RawMode};
 use crate::transport::{self, Connection, Target};
 
@@ -163,14 +163,29 @@ pub(crate) fn format_age(secs: u64) -> String {
 pub(crate) struct AttachOptions {
     /// The key that detaches.
     pub(crate) detach_key: DetachKey,
-    /// Clear the screen before the replay and nudge the size afterwards
-    /// (re-attaching to a session that has a past).
-    pub(crate) redraw: bool,
+    /// What to do around the replay.
+    pub(crate) redraw: Redraw,
+    /// What the server is asked to show first when attaching again.
+    pub(crate) restore: Restore,
     /// Attached read-only (the server drops the input); kept when the
     /// client attaches again.
     pub(crate) read_only: bool,
     /// The command that comes back to the session, for messages.
     pub(crate) reattach_hint: String,
+}
+
+/// What the client does around the replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Redraw {
+    /// Nothing: a new session has no past.
+    None,
+    /// The replay is a repaint of the screen; afterwards the size is
+    /// nudged (to another size and back), a courtesy to programs that keep
+    /// more than the screen model shows.
+    Nudge,
+    /// The replay is raw output: the screen is cleared before it and the
+    /// size nudged afterwards, so that a full-screen program redraws.
+    ClearAndNudge,
 }
 
 /// How the output side ended.
@@ -254,6 +269,10 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
 
     let mut connection = connection;
     let mut redraw = options.redraw;
+    let redraw_again = match options.restore {
+        Restore::Screen => Redraw::Nudge,
+        Restore::Raw => Redraw::ClearAndNudge,
+    };
     let (stop, end, server_gone) = loop {
         let (stop, end, server_gone) = run_connection(connection, &mut local, options, redraw).await;
         if let (Stop::Output(_), Some(OutputEnd::Detached(DetachReason::Lagged { .. }))) = (&stop, &end) {
@@ -261,6 +280,7 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
             let again = Request::Attach {
                 name: Some(name.to_owned()),
                 size: local.size,
+                restore: options.restore,
                 read_only: options.read_only,
                 detach_others: false,
                 not: None,
@@ -269,7 +289,7 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
             match request(&target, hello).await {
                 Ok((next, Response::Attached { .. })) => {
                     connection = next;
-                    redraw = true;
+                    redraw = redraw_again;
                     continue;
                 }
                 Ok((next, _)) => next.finish().await,
@@ -343,7 +363,7 @@ async fn run_connection(
     connection: Connection,
     local: &mut Local,
     options: &AttachOptions,
-    redraw: bool,
+    redraw: Redraw,
 ) -> (Stop, Option<OutputEnd>, bool) {
     let (read, write, link, control, transports) = connection.split();
     let frames = ClientReader::new(read);
@@ -711,7 +731,7 @@ async fn pump_output<R: AsyncRead + Unpin>(
     mut link: watch::Receiver<bool>,
     nudge: mpsc::Sender<()>,
     screen: Arc<Mutex<Screen>>,
-    redraw: bool,
+    redraw: Redraw,
     status: LinkStatus,
 ) -> OutputEnd {
     let mut stdout = tokio::io::stdout();
@@ -733,7 +753,7 @@ async fn pump_output<R: AsyncRead + Unpin>(
                 match frame {
                     ServerFrame::Replay(data) | ServerFrame::Output(data) => {
                         let mut out = Vec::with_capacity(data.len() + 8);
-                        if starts && redraw && is_terminal {
+                        if starts && redraw == Redraw::ClearAndNudge && is_terminal {
                             out.extend_from_slice(terminal::CLEAR_SCREEN);
                         }
                         out.extend_from_slice(&data);
@@ -742,7 +762,7 @@ async fn pump_output<R: AsyncRead + Unpin>(
                             return OutputEnd::Stdout(err);
                         }
                     }
-                    ServerFrame::ReplayEnd if redraw => {
+                    ServerFrame::ReplayEnd if redraw != Redraw::None => {
                         let _ = nudge.try_send(());
                     }
                     ServerFrame::Exited(status) => return OutputEnd::Exited(status),

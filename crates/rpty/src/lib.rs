@@ -68,14 +68,21 @@
 //!
 //! # Caveats
 //!
-//! - **What a re-attach shows.** The scrollback is the last bytes of
-//!   output, not a screen: a shell looks as it did, a full-screen program
-//!   is nudged to redraw (a resize to another size and back).
+//! - **What a re-attach shows.** The session's screen, redrawn from its
+//!   screen model: the recent history lines land in this terminal's
+//!   scrollback, then the screen with its colours, the cursor, the
+//!   alternate screen of a full-screen program, the modes it set (cursor
+//!   keys, keypad, mouse reporting, bracketed paste, focus events) and the
+//!   title. Afterwards the size is nudged (to another size and back) as a
+//!   courtesy, so that a program redraws what it keeps beyond the screen.
+//!   `rpty attach --restore raw` replays the raw scrollback instead (the
+//!   screen cleared first), as earlier versions did.
 //! - **A terminal that cannot keep up.** A session never waits for a slow
 //!   client. When more than 4 MiB of output waits for one (a huge `cat` on
-//!   a slow terminal), the client skips ahead: it attaches again and shows
-//!   the scrollback. Output is byte-exact across broken connections, not
-//!   across such a skip.
+//!   a slow terminal), the output it missed is replaced by a repaint of the
+//!   screen as it is then (with `--restore raw`: it attaches again and
+//!   shows the scrollback). Output is byte-exact across broken connections,
+//!   not across such a skip.
 //! - **Terminal modes.** When the client leaves, it switches off the modes
 //!   the session turned on in the local terminal (alternate screen, mouse
 //!   reporting, bracketed paste, hidden cursor, application keys); other

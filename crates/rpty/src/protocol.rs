@@ -112,6 +112,18 @@ impl ClientHello {
     }
 }
 
+/// What a client that attaches is shown first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Restore {
+    /// The session's screen, redrawn from its screen model: history lines
+    /// into the terminal's scrollback, the screen, cursor, modes and title.
+    #[default]
+    Screen,
+    /// The raw output kept in the session's scrollback, as it was written.
+    Raw,
+}
+
 /// What a client asks the server for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -126,6 +138,9 @@ pub enum Request {
         name: Option<String>,
         /// The client's terminal size, if it has a terminal.
         size: Option<Size>,
+        /// What the client is shown first (absent: the screen).
+        #[serde(default)]
+        restore: Restore,
         /// Show the output but deliver no input (the client may still
         /// detach).
         #[serde(default)]
@@ -417,6 +432,20 @@ pub fn valid_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_raw_restore_is_named_on_the_wire() {
+        let raw = Request::Attach {
+            name: Some("x".into()),
+            size: None,
+            restore: Restore::Raw,
+            read_only: false,
+            detach_others: false,
+            not: None,
+        };
+        let raw = serde_json::to_string(&raw).unwrap();
+        assert!(raw.contains(r#""restore":"raw""#), "{raw}");
+    }
+
     #[tokio::test]
     async fn every_message_survives_a_round_trip() {
         let mut new = NewSession::new(vec!["sh".into(), "-c".into(), "echo 'é'".into()]);
@@ -428,6 +457,7 @@ mod tests {
             ClientHello::new(Request::Attach {
                 name: Some("x".into()),
                 size: None,
+                restore: Restore::Raw,
                 read_only: true,
                 detach_others: false,
                 not: None,
@@ -435,6 +465,7 @@ mod tests {
             ClientHello::new(Request::Attach {
                 name: None,
                 size: None,
+                restore: Restore::Screen,
                 read_only: false,
                 detach_others: true,
                 not: Some("y".into()),
@@ -481,9 +512,15 @@ mod tests {
     fn an_attach_from_an_older_client_still_reads() {
         let old = br#"{"version":1,"resume_window_ms":30000,"request":{"op":"attach","name":"x","size":null}}"#;
         let hello: ClientHello = serde_json::from_slice(old).unwrap();
-        let expected =
-            Request::Attach { name: Some("x".into()), size: None, read_only: false, detach_others: false, not: None };
-        assert_eq!(hello.request, expected);
+        let expected = Request::Attach {
+            name: Some("x".into()),
+            size: None,
+            restore: Restore::Screen,
+            read_only: false,
+            detach_others: false,
+            not: None,
+        };
+        assert_eq!(hello.request, expected, "no restore field: the screen");
     }
 
     #[tokio::test]

@@ -25,7 +25,8 @@ use crate::attached::{self, InputPolicy, Registry};
 use crate::cli::with_causes;
 use crate::paths::RuntimeDir;
 use crate::protocol::{
-    self, ClientHello, ErrorKind, Exit, NewSession, Request, Response, SessionEntry, SessionState, Size, VERSION,
+    self, ClientHello, ErrorKind, Exit, NewSession, Request, Response, Restore, SessionEntry, SessionState, Size,
+    VERSION,
 };
 use crate::secret;
 use crate::transport;
@@ -248,21 +249,25 @@ impl Server {
                 let existing =
                     new.name.as_deref().filter(|_| new.attach_existing).and_then(|name| shared.manager.get(name));
                 if let (Some(session), Some(size), Some(name)) = (existing, attach, new.name.clone()) {
-                    let how = Attach { size, input: InputPolicy::Deliver, detach_others: false };
+                    let how =
+                        Attach { size, restore: Restore::Screen, input: InputPolicy::Deliver, detach_others: false };
                     return self.attach_and_serve(name, session, how, conn, link, finish_timeout).await;
                 }
                 match (self.new_session(new), attach) {
+                    // A new session has no past to restore: its raw output
+                    // from the first byte is exact.
                     (Ok((name, session)), Some(size)) => {
-                        let how = Attach { size, input: InputPolicy::Deliver, detach_others: false };
+                        let how =
+                            Attach { size, restore: Restore::Raw, input: InputPolicy::Deliver, detach_others: false };
                         return self.attach_and_serve(name, session, how, conn, link, finish_timeout).await;
                     }
                     (Ok((name, _)), None) => Response::Created { name },
                     (Err(response), _) => response,
                 }
             }
-            Request::Attach { name, size, read_only, detach_others, not } => {
+            Request::Attach { name, size, restore, read_only, detach_others, not } => {
                 let input = if read_only { InputPolicy::Drop } else { InputPolicy::Deliver };
-                let how = Attach { size, input, detach_others };
+                let how = Attach { size, restore, input, detach_others };
                 match self.find(name.as_deref(), not.as_deref()) {
                     Ok((name, session)) => {
                         return self.attach_and_serve(name, session, how, conn, link, finish_timeout).await;
@@ -435,7 +440,12 @@ impl Server {
     ) where
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let attachment = match session.attach(how.size.map(Into::into)) {
+        let size = how.size.map(Into::into);
+        let attached = match how.restore {
+            Restore::Screen => session.attach_screen(size),
+            Restore::Raw => session.attach(size),
+        };
+        let attachment = match attached {
             Ok(attachment) => attachment,
             Err(ptysession::Error::Closed) => {
                 let response = error(ErrorKind::NotFound, format!("no session named {name:?}"));
@@ -556,6 +566,7 @@ impl Server {
 #[derive(Debug, Clone, Copy)]
 struct Attach {
     size: Option<Size>,
+    restore: Restore,
     input: InputPolicy,
     detach_others: bool,
 }

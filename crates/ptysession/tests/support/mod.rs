@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod coloured;
+pub mod reference;
 pub mod vt_model;
 
 use std::path::{Path, PathBuf};
