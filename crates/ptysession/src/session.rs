@@ -289,6 +289,52 @@ impl Session {
         self.attach_as(size, Restore::Screen)
     }
 
+    /// The session's screen as it is after the output so far: its lines
+    /// as text, each ended by a newline and without trailing blanks,
+    /// after up to [`CaptureOptions::history_lines`] lines of history;
+    /// with [`CaptureOptions::escapes`], the colours and attributes as
+    /// escape sequences. The alternate screen, when a program shows it, is
+    /// the screen (it has no history). Nothing attaches: the size policy
+    /// and the clients are left alone.
+    ///
+    /// The text is rendered by the screen model's thread once it has
+    /// applied all output read before the call, so it is consistent with
+    /// what an attaching client would be shown at that point.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), ptysession::Error> {
+    /// use ptysession::{CaptureOptions, Options, Session};
+    /// use std::process::Command;
+    ///
+    /// let session = Session::spawn(Command::new("top"), Options::new())?;
+    /// let screen = session.capture(CaptureOptions::new()).await?;
+    /// println!("{screen}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoScreenModel`] when the session was started without one
+    /// ([`Options::screen_model`]); [`Error::Closed`] once the session is
+    /// done.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future abandons the capture.
+    #[cfg(feature = "screen")]
+    pub async fn capture(&self, options: crate::CaptureOptions) -> Result<String, Error> {
+        let shared = &self.shared;
+        let Some(screen) = &shared.screen else { return Err(Error::NoScreenModel) };
+        let answer = {
+            // Under the session's lock, so that the capture enters the
+            // model's work queue after exactly the output read so far.
+            let _inner = lock(&shared.inner);
+            screen.push_capture(options.history_lines, options.escapes)
+        };
+        answer.ok_or(Error::Closed)?.await.map_err(|_| Error::Closed)
+    }
+
     fn attach_as(&self, size: Option<WindowSize>, restore: Restore) -> Result<Attachment, Error> {
         let shared = &self.shared;
         #[cfg(feature = "screen")]

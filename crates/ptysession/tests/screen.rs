@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ptysession::{Attachment, Event, Session, WindowSize};
+use ptysession::{Attachment, CaptureOptions, Event, Session, WindowSize};
 use support::reference::Reference;
 use support::{TempDir, WAIT, close, contains, read_until, sh};
 
@@ -262,5 +262,31 @@ async fn a_client_that_never_reads_is_resynchronised_to_the_final_screen() {
     assert!(stats.resyncs >= 1);
     assert_eq!(stats.clients_lagged, 0);
     assert_eq!(session.clients(), 2);
+    close(&session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_follows_the_output_read_so_far() {
+    let (session, mut raw, mut received) = started("seq 1 30; printf 'last \\033[7mline\\033[0m'; sleep 60").await;
+    read_until(&mut raw, &mut received, b"line").await;
+    let screen = tokio::time::timeout(WAIT, session.capture(CaptureOptions::new())).await.unwrap().unwrap();
+    let lines: Vec<&str> = screen.lines().collect();
+    assert_eq!(lines.len(), usize::from(SIZE.rows));
+    assert_eq!(lines[0], "8");
+    assert_eq!(lines[22], "30");
+    assert_eq!(lines[23], "last line");
+    let with_history =
+        session.capture(CaptureOptions::new().history_lines(5).escapes(true)).await.expect("a capture with escapes");
+    assert!(with_history.starts_with("3\n4\n5\n6\n7\n8\n"), "{with_history}");
+    assert!(with_history.ends_with("last \x1b[0;7mline\x1b[0m\n"), "{with_history:?}");
+    close(&session).await;
+    assert!(matches!(session.capture(CaptureOptions::new()).await, Err(ptysession::Error::Closed)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_a_screen_model_has_nothing_to_capture() {
+    let session = Session::spawn(sh("sleep 60"), support::options().screen_model(false)).unwrap();
+    let captured = session.capture(CaptureOptions::new()).await;
+    assert!(matches!(captured, Err(ptysession::Error::NoScreenModel)), "{captured:?}");
     close(&session).await;
 }
