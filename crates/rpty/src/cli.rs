@@ -56,6 +56,8 @@ enum Command {
     Rename(RenameArgs),
     /// Type into a session without attaching: TEXT as written, or standard input with -
     Send(SendArgs),
+    /// Print a session's screen as text without attaching
+    Capture(CaptureArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
     /// Print the manual page (roff), e.g. rpty man | man -l -
@@ -177,6 +179,20 @@ struct SendArgs {
     /// What to type, the words joined by spaces, no newline added (write $'ls\r' for Enter); - reads standard input
     #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
     text: Vec<String>,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+struct CaptureArgs {
+    /// The session's name
+    name: String,
+    /// Print up to N lines of history before the screen
+    #[arg(short = 'S', long, value_name = "N", default_value_t = 0)]
+    scrollback: usize,
+    /// Keep colours and attributes as escape sequences
+    #[arg(short = 'e', long)]
+    escapes: bool,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -308,6 +324,7 @@ async fn dispatch(command: Command, runtime: std::io::Result<RuntimeDir>) -> Res
         Command::Kill(args) => kill(args, runtime).await,
         Command::Rename(args) => rename(args, runtime).await,
         Command::Send(args) => send(args, runtime).await,
+        Command::Capture(args) => capture(args, runtime).await,
         Command::Completions(args) => {
             let mut out = std::io::stdout().lock();
             clap_complete::generate(args.shell, &mut Cli::command(), "rpty", &mut out);
@@ -597,6 +614,24 @@ async fn send(args: SendArgs, runtime: std::io::Result<RuntimeDir>) -> Result<Ex
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn capture(args: CaptureArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    let request = Request::Capture { name: args.name.clone(), history_lines: args.scrollback, escapes: args.escapes };
+    let absent = format!("there is no session named {:?}", args.name);
+    match ask(&args.connect, runtime, request, &absent).await? {
+        Response::Captured { text } => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+                // A reader that stopped early (`| head`) is no failure.
+                Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(err).context("cannot write to standard output")
+                }
+                _ => Ok(ExitCode::SUCCESS),
+            }
+        }
+        _ => bail!("the server gave an unexpected answer"),
+    }
 }
 
 #[cfg(test)]

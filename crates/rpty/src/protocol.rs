@@ -176,6 +176,17 @@ pub enum Request {
         /// The bytes, at most [`MAX_SEND_BYTES`].
         input: Vec<u8>,
     },
+    /// The session's screen as text, without attaching.
+    Capture {
+        /// The session's name.
+        name: String,
+        /// Up to this many lines of history before the screen.
+        #[serde(default)]
+        history_lines: usize,
+        /// Keep colours and attributes as escape sequences.
+        #[serde(default)]
+        escapes: bool,
+    },
 }
 
 /// The most input one [`Request::Send`] carries (its JSON stays under
@@ -255,6 +266,13 @@ pub enum Response {
     Sent {
         /// How many bytes.
         bytes: usize,
+    },
+    /// The session's screen, as [`Request::Capture`] asked; when its
+    /// message would be longer than [`MAX_MESSAGE_BYTES`], the oldest
+    /// lines are left out.
+    Captured {
+        /// The lines, each ended by a newline.
+        text: String,
     },
     /// The request failed.
     Error {
@@ -473,6 +491,7 @@ mod tests {
             ClientHello::new(Request::KillAll),
             ClientHello::new(Request::Rename { from: "x".into(), to: "y".into() }),
             ClientHello::new(Request::Send { name: "x".into(), input: b"\x00\xffhi".to_vec() }),
+            ClientHello::new(Request::Capture { name: "x".into(), history_lines: 10, escapes: true }),
             ClientHello::new(Request::List).with_resume_window(Duration::from_secs(3600)),
             ClientHello::new(Request::Kill { name: "x".into() }),
         ];
@@ -495,6 +514,7 @@ mod tests {
             Response::KilledAll { names: vec!["x".into(), "y".into()] },
             Response::Renamed { name: "y".into() },
             Response::Sent { bytes: 3 },
+            Response::Captured { text: "\x1b[0;1mbold\x1b[0m\n".into() },
             Response::Error { kind: ErrorKind::NotFound, message: "no session named \"x\"".into() },
         ];
         let (mut a, mut b) = tokio::io::duplex(1 << 16);

@@ -291,6 +291,7 @@ impl Server {
             }
             Request::Rename { from, to } => self.rename(&from, &to),
             Request::Send { name, input } => self.send_input(&name, input).await,
+            Request::Capture { name, history_lines, escapes } => self.capture(&name, history_lines, escapes).await,
         };
         if let Err(err) = protocol::write_message(&mut conn, &response).await {
             tracing::info!(error = %err, "answering a client failed");
@@ -426,6 +427,18 @@ impl Server {
             Ok(()) => Response::Sent { bytes },
             Err(ptysession::Error::Closed) => not_found(),
             Err(err) => error(ErrorKind::Other, format!("cannot write to {name:?}: {}", with_causes(&err))),
+        }
+    }
+
+    /// The session's screen as text, from its screen model.
+    async fn capture(&self, name: &str, history_lines: usize, escapes: bool) -> Response {
+        let not_found = || error(ErrorKind::NotFound, format!("no session named {name:?}"));
+        let Some(session) = self.shared.manager.get(name) else { return not_found() };
+        let options = ptysession::CaptureOptions::new().history_lines(history_lines).escapes(escapes);
+        match session.capture(options).await {
+            Ok(text) => Response::Captured { text: fit_message(text) },
+            Err(ptysession::Error::Closed) => not_found(),
+            Err(err) => error(ErrorKind::Other, format!("cannot capture {name:?}: {}", with_causes(&err))),
         }
     }
 
@@ -569,6 +582,27 @@ struct Attach {
     restore: Restore,
     input: InputPolicy,
     detach_others: bool,
+}
+
+/// `text` without as many of its first lines as it takes for its answer to
+/// fit in one message.
+fn fit_message(text: String) -> String {
+    // Room for the rest of the answer.
+    const LIMIT: usize = protocol::MAX_MESSAGE_BYTES - 256;
+    let encoded = |line: &str| serde_json::to_string(line).map_or(usize::MAX, |json| json.len() - 2);
+    let mut total: usize = encoded(&text);
+    if total <= LIMIT {
+        return text;
+    }
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        if total <= LIMIT {
+            break;
+        }
+        total = total.saturating_sub(encoded(line));
+        start += line.len();
+    }
+    text[start..].to_owned()
 }
 
 /// The command for a new session: its program (the server's `$SHELL`, else
@@ -835,4 +869,23 @@ fn write_pid_file(path: &Path) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(file, "{}", std::process::id()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_too_long_for_a_message_loses_its_oldest_lines() {
+        let short = "one\ntwo\n".to_owned();
+        assert_eq!(fit_message(short.clone()), short);
+        let line = format!("{}\n", "\x1b[0;7m#".repeat(20));
+        let long: String = (0..10_000).map(|n| format!("{n}{line}")).collect();
+        let fitted = fit_message(long.clone());
+        let answer = serde_json::to_vec(&Response::Captured { text: fitted.clone() }).unwrap();
+        assert!(answer.len() <= protocol::MAX_MESSAGE_BYTES, "{} bytes", answer.len());
+        assert!(long.ends_with(&fitted), "the newest lines");
+        assert!(fitted.starts_with(|c: char| c.is_ascii_digit()), "whole lines");
+        assert!(fitted.len() > protocol::MAX_MESSAGE_BYTES / 4, "no more is dropped than needed");
+    }
 }

@@ -1,6 +1,6 @@
 //! End to end, the habits of tmux users with the real binary under a
 //! pseudo-terminal: attach to the last session, attach-or-create,
-//! read-only and detach-others attach, rename, send, `ls --json`,
+//! read-only and detach-others attach, rename, send, capture, `ls --json`,
 //! `kill --all`, a detach key from the environment.
 
 mod common;
@@ -213,4 +213,43 @@ fn the_detach_key_can_come_from_the_environment() {
     assert!(term.wait_exit().success(), "{}", term.text());
     term.wait_for("detached from \"keyed\"");
     assert!(sandbox.run(&["kill", "keyed"]).status.success());
+}
+
+#[test]
+fn capture_prints_the_screen_its_history_and_on_request_its_colours() {
+    let sandbox = Sandbox::new("capture");
+    let script = "seq 1 40; printf 'last \\033[1mbold\\033[0m  '; sleep 60";
+    let output = sandbox.run(&["new", "-d", "shown", "--", "sh", "-c", script]);
+    assert!(output.status.success(), "{}", common::describe(&output));
+    let capture = |args: &[&str]| {
+        let output = sandbox.run(&[&["capture", "shown"], args].concat());
+        assert!(output.status.success(), "{}", common::describe(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    // The server reads the output in its own time.
+    let deadline = std::time::Instant::now() + common::STEP_TIMEOUT;
+    let screen = loop {
+        let screen = capture(&[]);
+        if screen.contains("bold") {
+            break screen;
+        }
+        assert!(std::time::Instant::now() < deadline, "never captured the last line: {screen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines: Vec<&str> = screen.lines().collect();
+    let last = lines.iter().rposition(|line| !line.is_empty()).unwrap();
+    assert_eq!(&lines[last - 1..=last], ["40", "last bold"], "{screen}");
+    assert!(lines.iter().all(|line| !line.ends_with(' ')), "trailing spaces are trimmed");
+    let first: usize = lines[0].parse().expect("a number on the top row");
+    let history = capture(&["-S", "3"]);
+    let expected = format!("{}\n{}\n{}\n{screen}", first - 3, first - 2, first - 1);
+    assert_eq!(history, expected, "three lines of history first");
+    assert_eq!(capture(&["--scrollback", "1000"]).lines().next(), Some("1"), "all the history there is");
+    let colored = capture(&["-e"]);
+    assert!(colored.contains("last \x1b[0;1mbold\x1b[0m\n"), "{colored:?}");
+    let missing = sandbox.run(&["capture", "nosuch"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&missing.stderr);
+    assert!(message.contains("no session named \"nosuch\"") && message.lines().count() == 1, "{message}");
+    assert!(sandbox.run(&["kill", "--all"]).status.success());
 }
