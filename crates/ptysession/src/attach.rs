@@ -182,6 +182,23 @@ impl Events {
         }
     }
 
+    /// Asks for a fresh [`Event::Repaint`](crate::Event::Repaint) of the
+    /// screen in place of the output this client has not taken yet: the
+    /// repaint shows the screen at this point of the output and the output
+    /// continues exactly after it. For a terminal that may no longer show
+    /// what it was sent (its connection was down, something drew over it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoScreenModel`] for a client not attached with
+    /// [`Session::attach_screen`](crate::Session::attach_screen) (or a
+    /// session without a screen model); [`Error::Detached`] once the
+    /// client is detached or has had its final event.
+    #[cfg(feature = "screen")]
+    pub fn request_repaint(&self) -> Result<(), Error> {
+        self.shared.request_repaint(self.id)
+    }
+
     /// This client's id.
     pub fn id(&self) -> ClientId {
         self.id
@@ -235,6 +252,23 @@ impl Input {
     /// As [`Attachment::resize`].
     pub fn resize(&self, size: WindowSize) -> Result<(), Error> {
         self.shared.resize_client(self.id, size)
+    }
+
+    /// Asks for a fresh [`Event::Repaint`](crate::Event::Repaint) of the
+    /// screen in place of the output this client has not taken yet: the
+    /// repaint shows the screen at this point of the output and the output
+    /// continues exactly after it. For a terminal that may no longer show
+    /// what it was sent (its connection was down, something drew over it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoScreenModel`] for a client not attached with
+    /// [`Session::attach_screen`](crate::Session::attach_screen) (or a
+    /// session without a screen model); [`Error::Detached`] once the
+    /// client is detached or has had its final event.
+    #[cfg(feature = "screen")]
+    pub fn request_repaint(&self) -> Result<(), Error> {
+        self.shared.request_repaint(self.id)
     }
 
     /// This client's id.

@@ -27,6 +27,7 @@
 //! | `0x11` | `Input`  | bytes for the terminal, written as one chunk |
 //! | `0x12` | `Resize` | rows (u16 BE), columns (u16 BE) |
 //! | `0x13` | `Detach` | empty: leave the session (it keeps running) |
+//! | `0x14` | `Repaint` | empty: replace the output not yet sent by a repaint of the screen |
 //!
 //! A server sends `Replay`* `ReplayEnd`, then `Output`* and finally at most
 //! one `Exited` or `Detached`. Output and input longer than
@@ -63,6 +64,7 @@ mod tag {
     pub(super) const INPUT: u8 = 0x11;
     pub(super) const RESIZE: u8 = 0x12;
     pub(super) const DETACH: u8 = 0x13;
+    pub(super) const REPAINT: u8 = 0x14;
 }
 
 const EXIT_CODE: u8 = 0x00;
@@ -97,6 +99,10 @@ pub enum ClientFrame {
     Resize(WindowSize),
     /// Leave the session; it keeps running.
     Detach,
+    /// Send a repaint of the screen in place of the output not yet sent
+    /// (see [`Input::request_repaint`](crate::Input::request_repaint));
+    /// ignored for a client that does not restore the screen.
+    Repaint,
 }
 
 fn put_header(dst: &mut BytesMut, tag: u8, len: usize) {
@@ -269,6 +275,7 @@ impl ClientFrame {
                 dst.put_u16(size.cols);
             }
             Self::Detach => put_header(dst, tag::DETACH, 0),
+            Self::Repaint => put_header(dst, tag::REPAINT, 0),
         }
     }
 
@@ -291,6 +298,10 @@ impl ClientFrame {
             tag::DETACH => {
                 expect_len(tag, &payload, 0)?;
                 Self::Detach
+            }
+            tag::REPAINT => {
+                expect_len(tag, &payload, 0)?;
+                Self::Repaint
             }
             tag => return Err(frame_error(format!("unknown client frame tag {tag:#04x}"))),
         };
@@ -452,6 +463,11 @@ where
                 // client is about to be told why.
                 Some(ClientFrame::Resize(size)) => {
                     let _ = input.resize(size);
+                }
+                // A raw client has no screen to repaint: nothing to do.
+                Some(ClientFrame::Repaint) => {
+                    #[cfg(feature = "screen")]
+                    let _ = input.request_repaint();
                 }
             }
         }
@@ -644,6 +660,7 @@ mod tests {
             ClientFrame::Input(Bytes::from_static(b"ls\r")),
             ClientFrame::Resize(WindowSize::new(u16::MAX, 1)),
             ClientFrame::Detach,
+            ClientFrame::Repaint,
         ];
         let mut wire = BytesMut::new();
         for frame in &client {

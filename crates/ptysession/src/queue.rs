@@ -145,6 +145,20 @@ impl ClientQueue {
         Self::await_in(&mut self.lock())
     }
 
+    /// Drops the output queued (a repaint will show it) and holds back
+    /// what follows until the repaint of the returned generation is
+    /// delivered; `None` once the queue has ended.
+    #[cfg(feature = "screen")]
+    pub(crate) fn restart_with_repaint(&self) -> Option<u64> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return None;
+        }
+        inner.chunks = VecDeque::new();
+        inner.queued_bytes = 0;
+        Some(Self::await_in(&mut inner))
+    }
+
     fn await_in(inner: &mut Inner) -> u64 {
         inner.generation += 1;
         inner.awaiting = Some(inner.generation);

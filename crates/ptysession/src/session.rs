@@ -504,6 +504,25 @@ impl Session {
 }
 
 impl Shared {
+    /// Replaces what client `id` has queued by a repaint of the screen at
+    /// this point of the output.
+    #[cfg(feature = "screen")]
+    pub(crate) fn request_repaint(&self, id: ClientId) -> Result<(), Error> {
+        let Some(screen) = &self.screen else { return Err(Error::NoScreenModel) };
+        // Under the session's lock: the request enters the model's work
+        // queue exactly where the client's queue now starts.
+        let inner = lock(&self.inner);
+        let Some(client) = inner.clients.iter().find(|client| client.id == id) else { return Err(Error::Detached) };
+        if client.on_lag != OnLag::Resync {
+            return Err(Error::NoScreenModel);
+        }
+        let generation = client.queue.restart_with_repaint().ok_or(Error::Detached)?;
+        screen.push_repaint(client.queue.clone(), generation, Kind::Resync);
+        drop(inner);
+        tracing::debug!(client = %id, "a client asked for a repaint");
+        Ok(())
+    }
+
     /// Records `size` as client `id`'s and applies the policy.
     pub(crate) fn resize_client(&self, id: ClientId, size: WindowSize) -> Result<(), Error> {
         let mut inner = lock(&self.inner);

@@ -290,3 +290,32 @@ async fn a_session_without_a_screen_model_has_nothing_to_capture() {
     assert!(matches!(captured, Err(ptysession::Error::NoScreenModel)), "{captured:?}");
     close(&session).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_repaint_replaces_the_output_not_yet_taken() {
+    let (session, mut raw, mut received) =
+        started("read go; seq 1 100; echo DONE; read more; echo AFTER; sleep 60").await;
+    let mut client = session.attach_screen(Some(SIZE)).unwrap();
+    let mut shown = Reference::new(SIZE);
+    shown.feed(&repaint(&mut client).await);
+    raw.write("go\n").await.unwrap();
+    read_until(&mut raw, &mut received, b"DONE\r\n").await;
+    // The client took none of that output: the repaint stands in for it.
+    client.input().request_repaint().unwrap();
+    shown.feed(&repaint(&mut client).await);
+    let rows = shown.rows();
+    assert_eq!(rows[21], "100", "{rows:#?}");
+    assert_eq!(rows[22], "DONE", "{rows:#?}");
+    // Output continues exactly after it.
+    raw.write("x\n").await.unwrap();
+    let mut rest = Vec::new();
+    settle(&mut client, &mut rest).await;
+    assert!(!contains(&rest, b"DONE"), "nothing the repaint showed comes again: {:?}", String::from_utf8_lossy(&rest));
+    shown.feed(&rest);
+    let rows = shown.rows();
+    let last = rows.iter().rposition(|row| !row.is_empty()).unwrap();
+    assert_eq!(rows[last - 2..=last], ["DONE", "x", "AFTER"], "{rows:#?}");
+    // A raw client has no screen to repaint.
+    assert!(matches!(raw.input().request_repaint(), Err(ptysession::Error::NoScreenModel)));
+    close(&session).await;
+}

@@ -238,6 +238,10 @@ where
                 Some(ClientFrame::Resize(size)) => {
                     let _ = input.resize(size);
                 }
+                // Refused for a raw client: it keeps the output as it is.
+                Some(ClientFrame::Repaint) => {
+                    let _ = input.request_repaint();
+                }
                 Some(_) => {}
             }
         }
