@@ -187,13 +187,16 @@ impl Events {
     /// repaint shows the screen at this point of the output and the output
     /// continues exactly after it. For a terminal that may no longer show
     /// what it was sent (its connection was down, something drew over it).
+    /// A client attached raw gets one too: its byte stream then continues
+    /// from the repaint (it is still detached, not resynchronised, when it
+    /// falls behind).
     ///
     /// # Errors
     ///
-    /// [`Error::NoScreenModel`] for a client not attached with
-    /// [`Session::attach_screen`](crate::Session::attach_screen) (or a
-    /// session without a screen model); [`Error::Detached`] once the
-    /// client is detached or has had its final event.
+    /// [`Error::NoScreenModel`] when the session keeps no screen model
+    /// ([`Options::screen_model`](crate::Options::screen_model));
+    /// [`Error::Detached`] once the client is detached or has had its
+    /// final event.
     #[cfg(feature = "screen")]
     pub fn request_repaint(&self) -> Result<(), Error> {
         self.shared.request_repaint(self.id)
@@ -259,13 +262,16 @@ impl Input {
     /// repaint shows the screen at this point of the output and the output
     /// continues exactly after it. For a terminal that may no longer show
     /// what it was sent (its connection was down, something drew over it).
+    /// A client attached raw gets one too: its byte stream then continues
+    /// from the repaint (it is still detached, not resynchronised, when it
+    /// falls behind).
     ///
     /// # Errors
     ///
-    /// [`Error::NoScreenModel`] for a client not attached with
-    /// [`Session::attach_screen`](crate::Session::attach_screen) (or a
-    /// session without a screen model); [`Error::Detached`] once the
-    /// client is detached or has had its final event.
+    /// [`Error::NoScreenModel`] when the session keeps no screen model
+    /// ([`Options::screen_model`](crate::Options::screen_model));
+    /// [`Error::Detached`] once the client is detached or has had its
+    /// final event.
     #[cfg(feature = "screen")]
     pub fn request_repaint(&self) -> Result<(), Error> {
         self.shared.request_repaint(self.id)

@@ -27,7 +27,7 @@
 //! | `0x11` | `Input`  | bytes for the terminal, written as one chunk |
 //! | `0x12` | `Resize` | rows (u16 BE), columns (u16 BE) |
 //! | `0x13` | `Detach` | empty: leave the session (it keeps running) |
-//! | `0x14` | `Repaint` | empty: replace the output not yet sent by a repaint of the screen |
+//! | `0x14` | `Repaint` | empty: replace the output not yet sent by a repaint of the screen (ignored without a screen model) |
 //!
 //! A server sends `Replay`* `ReplayEnd`, then `Output`* and finally at most
 //! one `Exited` or `Detached`. Output and input longer than
@@ -101,7 +101,7 @@ pub enum ClientFrame {
     Detach,
     /// Send a repaint of the screen in place of the output not yet sent
     /// (see [`Input::request_repaint`](crate::Input::request_repaint));
-    /// ignored for a client that does not restore the screen.
+    /// ignored by a session without a screen model.
     Repaint,
 }
 
@@ -464,7 +464,7 @@ where
                 Some(ClientFrame::Resize(size)) => {
                     let _ = input.resize(size);
                 }
-                // A raw client has no screen to repaint: nothing to do.
+                // Without a screen model there is nothing to repaint.
                 Some(ClientFrame::Repaint) => {
                     #[cfg(feature = "screen")]
                     let _ = input.request_repaint();

@@ -513,9 +513,6 @@ impl Shared {
         // queue exactly where the client's queue now starts.
         let inner = lock(&self.inner);
         let Some(client) = inner.clients.iter().find(|client| client.id == id) else { return Err(Error::Detached) };
-        if client.on_lag != OnLag::Resync {
-            return Err(Error::NoScreenModel);
-        }
         let generation = client.queue.restart_with_repaint().ok_or(Error::Detached)?;
         screen.push_repaint(client.queue.clone(), generation, Kind::Resync);
         drop(inner);

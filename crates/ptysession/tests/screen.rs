@@ -284,10 +284,12 @@ async fn a_capture_follows_the_output_read_so_far() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_without_a_screen_model_has_nothing_to_capture() {
+async fn a_session_without_a_screen_model_has_nothing_to_capture_or_repaint() {
     let session = Session::spawn(sh("sleep 60"), support::options().screen_model(false)).unwrap();
     let captured = session.capture(CaptureOptions::new()).await;
     assert!(matches!(captured, Err(ptysession::Error::NoScreenModel)), "{captured:?}");
+    let client = session.attach(None).unwrap();
+    assert!(matches!(client.input().request_repaint(), Err(ptysession::Error::NoScreenModel)));
     close(&session).await;
 }
 
@@ -315,7 +317,10 @@ async fn a_requested_repaint_replaces_the_output_not_yet_taken() {
     let rows = shown.rows();
     let last = rows.iter().rposition(|row| !row.is_empty()).unwrap();
     assert_eq!(rows[last - 2..=last], ["DONE", "x", "AFTER"], "{rows:#?}");
-    // A raw client has no screen to repaint.
-    assert!(matches!(raw.input().request_repaint(), Err(ptysession::Error::NoScreenModel)));
+    // A raw client may ask too: the repaint replaces what it has not read.
+    raw.input().request_repaint().unwrap();
+    let mut shown_raw = Reference::new(SIZE);
+    shown_raw.feed(&repaint(&mut raw).await);
+    assert_eq!(shown_raw.rows(), shown.rows());
     close(&session).await;
 }

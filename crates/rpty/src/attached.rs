@@ -238,7 +238,7 @@ where
                 Some(ClientFrame::Resize(size)) => {
                     let _ = input.resize(size);
                 }
-                // Refused for a raw client: it keeps the output as it is.
+                // rpty's sessions keep a screen model: never refused.
                 Some(ClientFrame::Repaint) => {
                     let _ = input.request_repaint();
                 }

@@ -378,7 +378,14 @@ async fn run_connection(
     asking.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let status =
         LinkStatus { transports: transports.clone(), control: control.clone(), detach_key: options.detach_key };
-    let mut output = tokio::spawn(pump_output(frames, link, nudge_tx, local.screen.clone(), redraw, status));
+    let restores_screen = options.restore == Restore::Screen;
+    let mut output = tokio::spawn(pump_output(
+        frames,
+        link,
+        nudge_tx,
+        local.screen.clone(),
+        OutputSettings { redraw, restores_screen, status },
+    ));
 
     let stop = loop {
         tokio::select! {
@@ -403,8 +410,10 @@ async fn run_connection(
                     let _ = to_server.send(ClientFrame::Resize(WindowSize::from(new)));
                 }
             }
-            Some(()) = nudge_rx.recv() => {
-                if let Some(size) = local.size {
+            Some(ask) = nudge_rx.recv() => {
+                if ask == Ask::Repaint {
+                    let _ = to_server.send(ClientFrame::Repaint);
+                } else if let Some(size) = local.size {
                     // A resize away and back: the kernel signals only a change.
                     let rows = if size.rows > 1 { size.rows - 1 } else { size.rows + 1 };
                     let _ = to_server.send(ClientFrame::Resize(WindowSize::new(rows, size.cols)));
@@ -723,17 +732,36 @@ fn status_text(lost: Duration, reason: Option<&str>, retry: &str, key: DetachKey
     }
 }
 
+/// What the output side asks of the input side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// A resize away and back, so that the program redraws.
+    Nudge,
+    /// A repaint of the screen from the server's model.
+    Repaint,
+}
+
+/// How [`pump_output`] treats the screen.
+struct OutputSettings {
+    /// What to do around the replay.
+    redraw: Redraw,
+    /// The server restores the screen (it can repaint it on request).
+    restores_screen: bool,
+    /// What the status line says.
+    status: LinkStatus,
+}
+
 /// Copies the session's output to standard output, follows the terminal
 /// modes it sets, and shows the status line while the connection is down
 /// (updated every second).
 async fn pump_output<R: AsyncRead + Unpin>(
     mut frames: ClientReader<R>,
     mut link: watch::Receiver<bool>,
-    nudge: mpsc::Sender<()>,
+    nudge: mpsc::Sender<Ask>,
     screen: Arc<Mutex<Screen>>,
-    redraw: Redraw,
-    status: LinkStatus,
+    settings: OutputSettings,
 ) -> OutputEnd {
+    let OutputSettings { redraw, restores_screen, status } = settings;
     let mut stdout = tokio::io::stdout();
     let is_terminal = io::stdout().is_terminal();
     let mut first_frame = true;
@@ -763,7 +791,7 @@ async fn pump_output<R: AsyncRead + Unpin>(
                         }
                     }
                     ServerFrame::ReplayEnd if redraw != Redraw::None => {
-                        let _ = nudge.try_send(());
+                        let _ = nudge.try_send(Ask::Nudge);
                     }
                     ServerFrame::Exited(status) => return OutputEnd::Exited(status),
                     ServerFrame::Detached(reason) => return OutputEnd::Detached(reason),
@@ -790,7 +818,10 @@ async fn pump_output<R: AsyncRead + Unpin>(
                         outage = None;
                         let shown = lock(&screen).status_line_rows.take();
                         shown.map(|_| {
-                            let _ = nudge.try_send(());
+                            // The server's screen model redraws the whole
+                            // screen as it is now; a raw client can only
+                            // have the program redraw.
+                            let _ = nudge.try_send(if restores_screen { Ask::Repaint } else { Ask::Nudge });
                             terminal::REMOVE_STATUS_LINE.to_vec()
                         })
                     }

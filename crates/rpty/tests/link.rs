@@ -142,11 +142,13 @@ fn the_status_line_says_why_and_for_how_long_and_goes_when_the_link_is_back() {
     let via = ssh.via();
     let mut term = Term::spawn_controlling(&sandbox, &["new", "--via", &via, "linked"]);
     term.wait_raw();
-    term.send("echo before-$((6*7))\r");
+    // A full screen: the bottom row holds the prompt.
+    term.send("seq 1 40; echo before-$((6*7))\r");
     let before = term.wait_for("before-42");
 
     // Wide enough for the whole line (narrower ones get it shortened).
     term.resize(common::ROWS, 120);
+    let resized = term.output().len();
     ssh.set("refuse", true);
     let _ = rustix::process::kill_process(ssh.bridge(1), Signal::KILL);
     let lost = term.wait_for_after("rpty: connection lost ", before);
@@ -158,8 +160,26 @@ fn the_status_line_says_why_and_for_how_long_and_goes_when_the_link_is_back() {
     ssh.set("refuse", false);
     let back = ssh.bridge(2);
     assert!(common::alive(back.as_raw_nonzero().get()));
-    // The screen moves back down: the bottom row shows what it did.
+    // The status line goes, and the server's screen model repaints the
+    // screen: it shows exactly what the session's screen holds, the
+    // prompt on the bottom row included.
     let cleared = term.wait_for_after("\x1b7\x1b[1;1H\x1bM\x1b8\x1b[B", lost);
+    term.wait_for_after("\x1b[H\x1b[J", cleared);
+    let sizes = [(0, common::ROWS, common::COLS), (resized, common::ROWS, 120)];
+    let captured = sandbox.run(&["capture", "linked"]);
+    assert!(captured.status.success(), "{}", common::describe(&captured));
+    let expected: Vec<String> = String::from_utf8(captured.stdout).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(expected.len(), usize::from(common::ROWS));
+    assert!(expected[22].ends_with("before-42") && !expected[23].is_empty(), "{expected:#?}");
+    let deadline = std::time::Instant::now() + common::STEP_TIMEOUT;
+    loop {
+        let shown = common::screen_rows(&term.output(), &sizes);
+        if shown == expected {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "shown {shown:#?}, the session's screen {expected:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     term.send("echo after-$((6*7))\r");
     term.wait_for_after("after-42", cleared);
     term.send("\x1c");

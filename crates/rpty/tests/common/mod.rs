@@ -456,3 +456,50 @@ pub fn wait_lines(path: &Path, lines: usize) -> String {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// What a terminal shows after `output`: its rows as text, trailing blanks
+/// trimmed. `sizes` lists where in the output the terminal took a size
+/// (the first at 0).
+pub fn screen_rows(output: &[u8], sizes: &[(usize, u16, u16)]) -> Vec<String> {
+    use alacritty_terminal::event::VoidListener;
+    use alacritty_terminal::grid::Dimensions;
+    use alacritty_terminal::index::{Column, Line};
+    use alacritty_terminal::term::cell::Flags;
+    use alacritty_terminal::term::{Config, Term};
+    use alacritty_terminal::vte::ansi::Processor;
+
+    struct Size(u16, u16);
+    impl Dimensions for Size {
+        fn total_lines(&self) -> usize {
+            usize::from(self.0)
+        }
+        fn screen_lines(&self) -> usize {
+            usize::from(self.0)
+        }
+        fn columns(&self) -> usize {
+            usize::from(self.1)
+        }
+    }
+
+    let (_, rows, cols) = sizes[0];
+    let mut term = Term::new(Config::default(), &Size(rows, cols), VoidListener);
+    let mut parser: Processor = Processor::new();
+    let mut fed = 0;
+    for &(at, rows, cols) in &sizes[1..] {
+        parser.advance(&mut term, &output[fed..at]);
+        term.resize(Size(rows, cols));
+        fed = at;
+    }
+    parser.advance(&mut term, &output[fed..]);
+    let grid = term.grid();
+    (0..grid.screen_lines() as i32)
+        .map(|line| {
+            let row = &grid[Line(line)];
+            let text: String = (0..grid.columns())
+                .filter(|&col| !row[Column(col)].flags.contains(Flags::WIDE_CHAR_SPACER))
+                .map(|col| row[Column(col)].c)
+                .collect();
+            text.trim_end().to_owned()
+        })
+        .collect()
+}
