@@ -183,9 +183,10 @@ impl Events {
     }
 
     /// Asks for a fresh [`Event::Repaint`](crate::Event::Repaint) of the
-    /// screen in place of the output this client has not taken yet: the
-    /// repaint shows the screen at this point of the output and the output
-    /// continues exactly after it. For a terminal that may no longer show
+    /// screen at this point of the output: it comes after the output this
+    /// client has not taken yet (none is dropped), and the output
+    /// continues exactly after it. While a repaint is awaited already
+    /// (just attached, or resynchronising), that one serves. For a terminal that may no longer show
     /// what it was sent (its connection was down, something drew over it).
     /// A client attached raw gets one too: its byte stream then continues
     /// from the repaint (it is still detached, not resynchronised, when it
@@ -258,9 +259,10 @@ impl Input {
     }
 
     /// Asks for a fresh [`Event::Repaint`](crate::Event::Repaint) of the
-    /// screen in place of the output this client has not taken yet: the
-    /// repaint shows the screen at this point of the output and the output
-    /// continues exactly after it. For a terminal that may no longer show
+    /// screen at this point of the output: it comes after the output this
+    /// client has not taken yet (none is dropped), and the output
+    /// continues exactly after it. While a repaint is awaited already
+    /// (just attached, or resynchronising), that one serves. For a terminal that may no longer show
     /// what it was sent (its connection was down, something drew over it).
     /// A client attached raw gets one too: its byte stream then continues
     /// from the repaint (it is still detached, not resynchronised, when it

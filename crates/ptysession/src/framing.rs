@@ -27,7 +27,7 @@
 //! | `0x11` | `Input`  | bytes for the terminal, written as one chunk |
 //! | `0x12` | `Resize` | rows (u16 BE), columns (u16 BE) |
 //! | `0x13` | `Detach` | empty: leave the session (it keeps running) |
-//! | `0x14` | `Repaint` | empty: replace the output not yet sent by a repaint of the screen (ignored without a screen model) |
+//! | `0x14` | `Repaint` | empty: a repaint of the screen after the output queued (ignored without a screen model) |
 //!
 //! A server sends `Replay`* `ReplayEnd`, then `Output`* and finally at most
 //! one `Exited` or `Detached`. Output and input longer than
@@ -99,7 +99,7 @@ pub enum ClientFrame {
     Resize(WindowSize),
     /// Leave the session; it keeps running.
     Detach,
-    /// Send a repaint of the screen in place of the output not yet sent
+    /// Send a repaint of the screen after the output queued
     /// (see [`Input::request_repaint`](crate::Input::request_repaint));
     /// ignored by a session without a screen model.
     Repaint,

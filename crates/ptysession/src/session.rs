@@ -504,8 +504,8 @@ impl Session {
 }
 
 impl Shared {
-    /// Replaces what client `id` has queued by a repaint of the screen at
-    /// this point of the output.
+    /// Queues a repaint of the screen at this point of the output for
+    /// client `id`, after the output it has queued.
     #[cfg(feature = "screen")]
     pub(crate) fn request_repaint(&self, id: ClientId) -> Result<(), Error> {
         let Some(screen) = &self.screen else { return Err(Error::NoScreenModel) };
@@ -513,8 +513,9 @@ impl Shared {
         // queue exactly where the client's queue now starts.
         let inner = lock(&self.inner);
         let Some(client) = inner.clients.iter().find(|client| client.id == id) else { return Err(Error::Detached) };
-        let generation = client.queue.restart_with_repaint().ok_or(Error::Detached)?;
-        screen.push_repaint(client.queue.clone(), generation, Kind::Resync);
+        if let Some(generation) = client.queue.repaint_after_queued().map_err(|()| Error::Detached)? {
+            screen.push_repaint(client.queue.clone(), generation, Kind::Resync);
+        }
         drop(inner);
         tracing::debug!(client = %id, "a client asked for a repaint");
         Ok(())
