@@ -56,9 +56,8 @@ pub enum Error {
         /// The maximum.
         limit: usize,
     },
-    /// The session keeps no screen model (see
-    /// [`Options::screen_model`](crate::Options::screen_model)), so it
-    /// has no screen to show.
+    /// The session keeps no screen model (turned off in its options, or
+    /// the feature `screen` is not enabled), so it has no screen to show.
     #[error("the session keeps no screen model")]
     NoScreenModel,
     /// Reading or writing a client connection failed.

@@ -99,9 +99,9 @@ pub enum ClientFrame {
     Resize(WindowSize),
     /// Leave the session; it keeps running.
     Detach,
-    /// Send a repaint of the screen after the output queued
-    /// (see [`Input::request_repaint`](crate::Input::request_repaint));
-    /// ignored by a session without a screen model.
+    /// Send a repaint of the screen after the output queued (see
+    /// `Input::request_repaint`, feature `screen`); ignored by a session
+    /// without a screen model.
     Repaint,
 }
 

@@ -291,8 +291,8 @@ impl Session {
 
     /// The session's screen as it is after the output so far: its lines
     /// as text, each ended by a newline and without trailing blanks,
-    /// after up to [`CaptureOptions::history_lines`] lines of history;
-    /// with [`CaptureOptions::escapes`], the colours and attributes as
+    /// after up to [`CaptureOptions::history_lines`](crate::CaptureOptions::history_lines) lines of history;
+    /// with [`CaptureOptions::escapes`](crate::CaptureOptions::escapes), the colours and attributes as
     /// escape sequences. The alternate screen, when a program shows it, is
     /// the screen (it has no history). Nothing attaches: the size policy
     /// and the clients are left alone.
