@@ -125,10 +125,32 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-/// `text` without the terminal's control sequences, and without what the
-/// client drew between saving and restoring the cursor (its status line
-/// while the connection is down; the session here never does that).
+/// `text` without the repaints of the screen the server sends when the
+/// connection is back (they redraw lines already shown): from their
+/// prelude to the cursor's visibility, their last setting (the session
+/// here sets no title). The first repaint, the one that restores the
+/// screen on attaching (its history included), is kept.
+fn without_repaints(text: &str) -> String {
+    const PRELUDE: &str = "\x1b[?1049l\x1b[r\x1b[?6l";
+    let first_end = text.find(PRELUDE).map_or(0, |at| at + PRELUDE.len());
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..first_end]);
+    let mut rest = &text[first_end..];
+    while let Some(at) = rest.find(PRELUDE) {
+        out.push_str(&rest[..at]);
+        let end = rest[at..].find(" q\x1b[?25").map_or(rest.len(), |end| at + end + " q\x1b[?25h".len());
+        rest = &rest[end.min(rest.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` without the terminal's control sequences, without the repaints
+/// after a reconnection, and without what the client drew between saving
+/// and restoring the cursor (its status line while the connection is down;
+/// the session here never does that).
 fn plain(text: &str) -> String {
+    let text = without_repaints(text);
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     let mut saved = false;
