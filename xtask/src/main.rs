@@ -10,6 +10,9 @@
 //!   pipe it descends from, alternating processes, medians.
 //! - `demo`: build rpty and run its demo (a session, a detach, a connection
 //!   cut, a resume, the output intact).
+//! - `echo-latency [--keys N]`: keystroke echo through a pseudo-terminal,
+//!   directly, in tmux (installed when missing) and in rpty, interleaved in
+//!   one run; medians.
 //!
 //! Dependencies are deliberately nil: this builds in a second on any machine
 //! that has the Rust toolchain, and installs the cargo tools it needs itself.
@@ -33,6 +36,7 @@ tasks:
   bench [CRATE]                run the criterion benches of one crate, or of the workspace
   model [--cases N]            run the proptest model tests with N cases (default 100000)
   demo                         rpty in a few seconds: a session, a detach, a connection cut, a resume
+  echo-latency [--keys N]      keystroke echo through a terminal: directly, in tmux, in rpty (default 200 keys)
   peer [--rounds N] [WORKLOAD...]
                                backedpipe beside the Go pipe it descends from (../shared/peer),
                                alternating processes: one-way both-ways cut reconnect
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("model") => model(&args[1..]),
         Some("demo") => demo(&args[1..]),
+        Some("echo-latency") => echo_latency(&args[1..]),
         Some("peer") => peer::peer(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -115,6 +120,26 @@ fn demo(args: &[String]) -> Result<(), String> {
     }
     run::status(&mut run::cargo(&["build", "--quiet", "--package", "rpty", "--bins", "--examples"]))?;
     run::status(&mut run::cargo(&["run", "--quiet", "--package", "rpty", "--example", "demo"]))
+}
+
+/// `echo-latency`: installs tmux when it is missing, builds rpty and the
+/// harness in release mode, and measures keystroke echo directly, in tmux
+/// and in rpty, in the same run.
+fn echo_latency(args: &[String]) -> Result<(), String> {
+    let (positional, keys) = parse_number_flag(args, "--keys", 200)?;
+    if !positional.is_empty() {
+        return Err(format!("echo-latency takes only --keys N\n\n{USAGE}"));
+    }
+    let has_tmux = std::process::Command::new("tmux").arg("-V").output().is_ok_and(|output| output.status.success());
+    if !has_tmux {
+        tools::ensure_debian_package("tmux")?;
+    }
+    let build = ["build", "--quiet", "--release", "--package", "rpty", "--bin", "rpty", "--example", "echo_latency"];
+    run::status(&mut run::cargo(&build))?;
+    let dir = run::workspace_root().join("target").join("release");
+    let mut harness = std::process::Command::new(dir.join("examples").join("echo_latency"));
+    harness.arg("--keys").arg(keys.to_string()).arg(dir.join("rpty"));
+    run::status(&mut harness)
 }
 
 /// Splits `args` into positional arguments and the value of `flag`.

@@ -182,6 +182,27 @@ impl Events {
         }
     }
 
+    /// Asks for a fresh [`Event::Repaint`](crate::Event::Repaint) of the
+    /// screen at this point of the output: it comes after the output this
+    /// client has not taken yet (none is dropped), and the output
+    /// continues exactly after it. While a repaint is awaited already
+    /// (just attached, or resynchronising), that one serves. For a terminal that may no longer show
+    /// what it was sent (its connection was down, something drew over it).
+    /// A client attached raw gets one too: its byte stream then continues
+    /// from the repaint (it is still detached, not resynchronised, when it
+    /// falls behind).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoScreenModel`] when the session keeps no screen model
+    /// ([`Options::screen_model`](crate::Options::screen_model));
+    /// [`Error::Detached`] once the client is detached or has had its
+    /// final event.
+    #[cfg(feature = "screen")]
+    pub fn request_repaint(&self) -> Result<(), Error> {
+        self.shared.request_repaint(self.id)
+    }
+
     /// This client's id.
     pub fn id(&self) -> ClientId {
         self.id
@@ -235,6 +256,27 @@ impl Input {
     /// As [`Attachment::resize`].
     pub fn resize(&self, size: WindowSize) -> Result<(), Error> {
         self.shared.resize_client(self.id, size)
+    }
+
+    /// Asks for a fresh [`Event::Repaint`](crate::Event::Repaint) of the
+    /// screen at this point of the output: it comes after the output this
+    /// client has not taken yet (none is dropped), and the output
+    /// continues exactly after it. While a repaint is awaited already
+    /// (just attached, or resynchronising), that one serves. For a terminal that may no longer show
+    /// what it was sent (its connection was down, something drew over it).
+    /// A client attached raw gets one too: its byte stream then continues
+    /// from the repaint (it is still detached, not resynchronised, when it
+    /// falls behind).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoScreenModel`] when the session keeps no screen model
+    /// ([`Options::screen_model`](crate::Options::screen_model));
+    /// [`Error::Detached`] once the client is detached or has had its
+    /// final event.
+    #[cfg(feature = "screen")]
+    pub fn request_repaint(&self) -> Result<(), Error> {
+        self.shared.request_repaint(self.id)
     }
 
     /// This client's id.

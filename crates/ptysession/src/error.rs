@@ -56,6 +56,10 @@ pub enum Error {
         /// The maximum.
         limit: usize,
     },
+    /// The session keeps no screen model (turned off in its options, or
+    /// the feature `screen` is not enabled), so it has no screen to show.
+    #[error("the session keeps no screen model")]
+    NoScreenModel,
     /// Reading or writing a client connection failed.
     #[error("reading or writing the client connection failed")]
     Connection(#[source] io::Error),
@@ -74,7 +78,7 @@ mod tests {
     use super::*;
 
     /// The number of variants, kept honest by the exhaustive match below.
-    const VARIANTS: usize = 10;
+    const VARIANTS: usize = 11;
 
     fn variant_index(error: &Error) -> usize {
         match error {
@@ -88,6 +92,7 @@ mod tests {
             Error::TooManySessions { .. } => 7,
             Error::Connection(_) => 8,
             Error::Frame { .. } => 9,
+            Error::NoScreenModel => 10,
         }
     }
 
@@ -115,6 +120,7 @@ mod tests {
             Error::TooManySessions { limit: 8 },
             Error::Connection(cause()),
             Error::Frame { reason: "unknown frame type 9".into() },
+            Error::NoScreenModel,
         ];
         let mut covered: Vec<usize> = every_variant.iter().map(variant_index).collect();
         covered.sort_unstable();

@@ -18,7 +18,7 @@
 //! | `0x02` | `Replay`    | scrollback bytes (zero or more frames, all before `ReplayEnd`) |
 //! | `0x03` | `ReplayEnd` | empty: the replay is complete, live output follows |
 //! | `0x04` | `Exited`    | `0x00` + exit code (i32 BE), or `0x01` + signal number (i32 BE); last frame |
-//! | `0x05` | `Detached`  | `0x01` + queue size (u64 BE): lagged; or `0x02`: session closed; last frame |
+//! | `0x05` | `Detached`  | `0x01` + queue size (u64 BE): lagged; `0x02`: session closed; or `0x03`: displaced by another client; last frame |
 //!
 //! Client to server ([`ClientFrame`]):
 //!
@@ -27,6 +27,7 @@
 //! | `0x11` | `Input`  | bytes for the terminal, written as one chunk |
 //! | `0x12` | `Resize` | rows (u16 BE), columns (u16 BE) |
 //! | `0x13` | `Detach` | empty: leave the session (it keeps running) |
+//! | `0x14` | `Repaint` | empty: a repaint of the screen after the output queued (ignored without a screen model) |
 //!
 //! A server sends `Replay`* `ReplayEnd`, then `Output`* and finally at most
 //! one `Exited` or `Detached`. Output and input longer than
@@ -63,12 +64,14 @@ mod tag {
     pub(super) const INPUT: u8 = 0x11;
     pub(super) const RESIZE: u8 = 0x12;
     pub(super) const DETACH: u8 = 0x13;
+    pub(super) const REPAINT: u8 = 0x14;
 }
 
 const EXIT_CODE: u8 = 0x00;
 const EXIT_SIGNAL: u8 = 0x01;
 const DETACHED_LAGGED: u8 = 0x01;
 const DETACHED_CLOSED: u8 = 0x02;
+const DETACHED_DISPLACED: u8 = 0x03;
 
 /// A frame from the server to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +99,10 @@ pub enum ClientFrame {
     Resize(WindowSize),
     /// Leave the session; it keeps running.
     Detach,
+    /// Send a repaint of the screen after the output queued (see
+    /// `Input::request_repaint`, feature `screen`); ignored by a session
+    /// without a screen model.
+    Repaint,
 }
 
 fn put_header(dst: &mut BytesMut, tag: u8, len: usize) {
@@ -188,6 +195,10 @@ impl ServerFrame {
                 put_header(dst, tag::DETACHED, 1);
                 dst.put_u8(DETACHED_CLOSED);
             }
+            Self::Detached(DetachReason::Displaced) => {
+                put_header(dst, tag::DETACHED, 1);
+                dst.put_u8(DETACHED_DISPLACED);
+            }
         }
     }
 
@@ -228,6 +239,10 @@ impl ServerFrame {
                     expect_len(tag, &payload, 1)?;
                     Self::Detached(DetachReason::Closed)
                 }
+                Some(&DETACHED_DISPLACED) => {
+                    expect_len(tag, &payload, 1)?;
+                    Self::Detached(DetachReason::Displaced)
+                }
                 _ => return Err(frame_error("unknown detach reason")),
             },
             tag => return Err(frame_error(format!("unknown server frame tag {tag:#04x}"))),
@@ -260,6 +275,7 @@ impl ClientFrame {
                 dst.put_u16(size.cols);
             }
             Self::Detach => put_header(dst, tag::DETACH, 0),
+            Self::Repaint => put_header(dst, tag::REPAINT, 0),
         }
     }
 
@@ -282,6 +298,10 @@ impl ClientFrame {
             tag::DETACH => {
                 expect_len(tag, &payload, 0)?;
                 Self::Detach
+            }
+            tag::REPAINT => {
+                expect_len(tag, &payload, 0)?;
+                Self::Repaint
             }
             tag => return Err(frame_error(format!("unknown client frame tag {tag:#04x}"))),
         };
@@ -484,6 +504,11 @@ where
                 Some(ClientFrame::Resize(size)) => {
                     let _ = input.resize(size);
                 }
+                // Without a screen model there is nothing to repaint.
+                Some(ClientFrame::Repaint) => {
+                    #[cfg(feature = "screen")]
+                    let _ = input.request_repaint();
+                }
             }
         }
     };
@@ -653,6 +678,7 @@ mod tests {
             ServerFrame::Exited(ExitStatus::Signal(9)),
             ServerFrame::Detached(DetachReason::Lagged { queue_bytes: 1 << 40 }),
             ServerFrame::Detached(DetachReason::Closed),
+            ServerFrame::Detached(DetachReason::Displaced),
         ];
         let mut wire = BytesMut::new();
         for frame in &server {
@@ -672,6 +698,7 @@ mod tests {
             ClientFrame::Input(Bytes::from_static(b"ls\r")),
             ClientFrame::Resize(WindowSize::new(u16::MAX, 1)),
             ClientFrame::Detach,
+            ClientFrame::Repaint,
         ];
         let mut wire = BytesMut::new();
         for frame in &client {

@@ -205,6 +205,8 @@ pub use manager::SessionManager;
 pub use options::{Options, ResizePolicy};
 pub use pty::WindowSize;
 pub use queue::Event;
+#[cfg(feature = "screen")]
+pub use screen::CaptureOptions;
 pub use session::{Session, SessionInfo};
 pub use stats::Stats;
 pub use status::{CloseReason, DetachReason, ExitStatus, State};

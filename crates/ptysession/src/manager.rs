@@ -85,10 +85,10 @@ impl SessionManager {
             return Err(Error::TooManySessions { limit: self.shared.max_sessions });
         }
         let session = Session::spawn_named(command, options, Some(&id))?;
-        sessions.insert(id.clone(), session.clone());
+        sessions.insert(id, session.clone());
         drop(sessions);
         let span = session.span();
-        tokio::spawn(remove_when_done(Arc::downgrade(&self.shared), id, session.clone()).instrument(span));
+        tokio::spawn(remove_when_done(Arc::downgrade(&self.shared), session.clone()).instrument(span));
         Ok(session)
     }
 
@@ -167,24 +167,65 @@ impl SessionManager {
         }
     }
 
+    /// Gives session `from` the id `to`; the session, its clients and its
+    /// process are untouched.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ptysession::Error> {
+    /// use std::process::Command;
+    /// use ptysession::{Options, SessionManager};
+    ///
+    /// let manager = SessionManager::new(8);
+    /// manager.spawn("build", Command::new("sh"), Options::new())?;
+    /// manager.rename("build", "release")?;
+    /// assert!(manager.get("build").is_none());
+    /// manager.close("release").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no session `from` (or it is done),
+    /// [`Error::AlreadyExists`] if a session `to` is not done yet.
+    pub fn rename(&self, from: &str, to: impl Into<String>) -> Result<(), Error> {
+        let to = to.into();
+        let mut sessions = self.shared.lock();
+        sessions.retain(|_, session| session.state() != State::Done);
+        if !sessions.contains_key(from) {
+            return Err(Error::NotFound { id: from.to_owned() });
+        }
+        if from == to {
+            return Ok(());
+        }
+        if sessions.contains_key(&to) {
+            return Err(Error::AlreadyExists { id: to });
+        }
+        if let Some(session) = sessions.remove(from) {
+            sessions.insert(to, session);
+        }
+        Ok(())
+    }
+
     fn remove(&self, id: &str, session: &Session) {
         let mut sessions = self.shared.lock();
         if sessions.get(id).is_some_and(|held| held.same(session)) {
             sessions.remove(id);
+        } else {
+            // Renamed meanwhile.
+            sessions.retain(|_, held| !held.same(session));
         }
     }
 }
 
 /// Drops a session from its manager once it is done (if the manager and the
-/// entry still exist).
-async fn remove_when_done(manager: Weak<ManagerShared>, id: String, session: Session) {
+/// entry still exist), under whatever id it has by then.
+async fn remove_when_done(manager: Weak<ManagerShared>, session: Session) {
     let mut state = session.watch_state();
     let _ = state.wait_for(|state| *state == State::Done).await;
     if let Some(manager) = manager.upgrade() {
-        let mut sessions = manager.lock();
-        if sessions.get(&id).is_some_and(|held| held.same(&session)) {
-            sessions.remove(&id);
-        }
+        manager.lock().retain(|_, held| !held.same(&session));
     }
 }
 

@@ -62,8 +62,12 @@ struct Inner {
     awaiting: Option<u64>,
     /// The last generation handed out.
     generation: u64,
-    /// A delivered repaint, taken before any output.
+    /// A delivered repaint, taken before any output but the chunks
+    /// queued before it was asked for.
     repaint: Option<Bytes>,
+    /// How many chunks at the front precede the awaited repaint (they are
+    /// delivered while it is awaited).
+    before_repaint: usize,
 }
 
 /// What a client that overflows its queue gets.
@@ -145,10 +149,30 @@ impl ClientQueue {
         Self::await_in(&mut self.lock())
     }
 
+    /// Asks for a repaint after the output queued so far: that output is
+    /// still delivered, what follows is held back until the repaint of
+    /// the returned generation is delivered. `Ok(None)` when a repaint is
+    /// awaited already (it comes, and output continues exactly after it);
+    /// `Err(())` once the queue has ended.
+    #[cfg(feature = "screen")]
+    pub(crate) fn repaint_after_queued(&self) -> Result<Option<u64>, ()> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(());
+        }
+        if inner.awaiting.is_some() {
+            return Ok(None);
+        }
+        let generation = Self::await_in(&mut inner);
+        inner.before_repaint = inner.chunks.len();
+        Ok(Some(generation))
+    }
+
     fn await_in(inner: &mut Inner) -> u64 {
         inner.generation += 1;
         inner.awaiting = Some(inner.generation);
         inner.repaint = None;
+        inner.before_repaint = 0;
         inner.generation
     }
 
@@ -194,11 +218,19 @@ impl ClientQueue {
         inner.queued_bytes = 0;
         inner.awaiting = None;
         inner.repaint = None;
+        inner.before_repaint = 0;
     }
 
     /// Takes the next event without waiting.
     pub(crate) fn try_pop(&self) -> Pop {
         let mut inner = self.lock();
+        if inner.before_repaint > 0
+            && let Some(chunk) = inner.chunks.pop_front()
+        {
+            inner.before_repaint -= 1;
+            inner.queued_bytes -= chunk.len();
+            return Pop::Event(Event::Output(chunk));
+        }
         if let Some(repaint) = inner.repaint.take() {
             return Pop::Event(Event::Repaint(repaint));
         }
@@ -278,6 +310,26 @@ mod tests {
         assert!(matches!(queue.try_pop(), Pop::Event(Event::Output(bytes)) if bytes == "f"));
         assert!(matches!(queue.try_pop(), Pop::Event(Event::Exited(_))));
         assert!(matches!(queue.try_pop(), Pop::Finished));
+    }
+
+    #[cfg(feature = "screen")]
+    #[test]
+    fn a_repaint_asked_for_comes_after_the_output_queued_before() {
+        let queue = ClientQueue::default();
+        assert_eq!(queue.push(Bytes::from_static(b"a"), 64, OnLag::Resync), Pushed::Queued);
+        assert_eq!(queue.push(Bytes::from_static(b"b"), 64, OnLag::Resync), Pushed::Queued);
+        let Ok(Some(generation)) = queue.repaint_after_queued() else { panic!() };
+        assert_eq!(queue.repaint_after_queued(), Ok(None), "one repaint awaited at a time");
+        assert_eq!(queue.push(Bytes::from_static(b"c"), 64, OnLag::Resync), Pushed::Queued);
+        assert!(matches!(queue.try_pop(), Pop::Event(Event::Output(bytes)) if bytes == "a"));
+        assert!(matches!(queue.try_pop(), Pop::Event(Event::Output(bytes)) if bytes == "b"));
+        assert!(matches!(queue.try_pop(), Pop::Empty), "what follows waits for the repaint");
+        queue.deliver_repaint(generation, Bytes::from_static(b"screen"));
+        assert!(matches!(queue.try_pop(), Pop::Event(Event::Repaint(bytes)) if bytes == "screen"));
+        assert!(matches!(queue.try_pop(), Pop::Event(Event::Output(bytes)) if bytes == "c"));
+        queue.close(End::Exited(ExitStatus::Code(0)));
+        assert!(matches!(queue.try_pop(), Pop::Event(Event::Exited(_))));
+        assert_eq!(queue.repaint_after_queued(), Err(()));
     }
 
     #[tokio::test]

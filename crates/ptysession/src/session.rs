@@ -289,6 +289,52 @@ impl Session {
         self.attach_as(size, Restore::Screen)
     }
 
+    /// The session's screen as it is after the output so far: its lines
+    /// as text, each ended by a newline and without trailing blanks,
+    /// after up to [`CaptureOptions::history_lines`](crate::CaptureOptions::history_lines) lines of history;
+    /// with [`CaptureOptions::escapes`](crate::CaptureOptions::escapes), the colours and attributes as
+    /// escape sequences. The alternate screen, when a program shows it, is
+    /// the screen (it has no history). Nothing attaches: the size policy
+    /// and the clients are left alone.
+    ///
+    /// The text is rendered by the screen model's thread once it has
+    /// applied all output read before the call, so it is consistent with
+    /// what an attaching client would be shown at that point.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), ptysession::Error> {
+    /// use ptysession::{CaptureOptions, Options, Session};
+    /// use std::process::Command;
+    ///
+    /// let session = Session::spawn(Command::new("top"), Options::new())?;
+    /// let screen = session.capture(CaptureOptions::new()).await?;
+    /// println!("{screen}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoScreenModel`] when the session was started without one
+    /// ([`Options::screen_model`]); [`Error::Closed`] once the session is
+    /// done.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future abandons the capture.
+    #[cfg(feature = "screen")]
+    pub async fn capture(&self, options: crate::CaptureOptions) -> Result<String, Error> {
+        let shared = &self.shared;
+        let Some(screen) = &shared.screen else { return Err(Error::NoScreenModel) };
+        let answer = {
+            // Under the session's lock, so that the capture enters the
+            // model's work queue after exactly the output read so far.
+            let _inner = lock(&shared.inner);
+            screen.push_capture(options.history_lines, options.escapes)
+        };
+        answer.ok_or(Error::Closed)?.await.map_err(|_| Error::Closed)
+    }
+
     fn attach_as(&self, size: Option<WindowSize>, restore: Restore) -> Result<Attachment, Error> {
         let shared = &self.shared;
         #[cfg(feature = "screen")]
@@ -458,6 +504,23 @@ impl Session {
 }
 
 impl Shared {
+    /// Queues a repaint of the screen at this point of the output for
+    /// client `id`, after the output it has queued.
+    #[cfg(feature = "screen")]
+    pub(crate) fn request_repaint(&self, id: ClientId) -> Result<(), Error> {
+        let Some(screen) = &self.screen else { return Err(Error::NoScreenModel) };
+        // Under the session's lock: the request enters the model's work
+        // queue exactly where the client's queue now starts.
+        let inner = lock(&self.inner);
+        let Some(client) = inner.clients.iter().find(|client| client.id == id) else { return Err(Error::Detached) };
+        if let Some(generation) = client.queue.repaint_after_queued().map_err(|()| Error::Detached)? {
+            screen.push_repaint(client.queue.clone(), generation, Kind::Resync);
+        }
+        drop(inner);
+        tracing::debug!(client = %id, "a client asked for a repaint");
+        Ok(())
+    }
+
     /// Records `size` as client `id`'s and applies the policy.
     pub(crate) fn resize_client(&self, id: ClientId, size: WindowSize) -> Result<(), Error> {
         let mut inner = lock(&self.inner);

@@ -148,6 +148,10 @@ pub enum DetachReason {
     },
     /// The session closed without an exit status to report.
     Closed,
+    /// Another client asked to be the only one attached; the session goes
+    /// on. Sent by servers that offer that (ptysession itself never
+    /// detaches a client for this reason).
+    Displaced,
 }
 
 impl fmt::Display for DetachReason {
@@ -157,6 +161,7 @@ impl fmt::Display for DetachReason {
                 write!(f, "detached: the client fell behind the output by more than {queue_bytes} bytes")
             }
             Self::Closed => f.write_str("detached: the session closed"),
+            Self::Displaced => f.write_str("detached by another client"),
         }
     }
 }

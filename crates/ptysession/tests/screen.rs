@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ptysession::{Attachment, Event, Session, WindowSize};
+use ptysession::{Attachment, CaptureOptions, Event, Session, WindowSize};
 use support::reference::Reference;
 use support::{TempDir, WAIT, close, contains, read_until, sh};
 
@@ -262,5 +262,72 @@ async fn a_client_that_never_reads_is_resynchronised_to_the_final_screen() {
     assert!(stats.resyncs >= 1);
     assert_eq!(stats.clients_lagged, 0);
     assert_eq!(session.clients(), 2);
+    close(&session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_follows_the_output_read_so_far() {
+    let (session, mut raw, mut received) = started("seq 1 30; printf 'last \\033[7mline\\033[0m'; sleep 60").await;
+    read_until(&mut raw, &mut received, b"line").await;
+    let screen = tokio::time::timeout(WAIT, session.capture(CaptureOptions::new())).await.unwrap().unwrap();
+    let lines: Vec<&str> = screen.lines().collect();
+    assert_eq!(lines.len(), usize::from(SIZE.rows));
+    assert_eq!(lines[0], "8");
+    assert_eq!(lines[22], "30");
+    assert_eq!(lines[23], "last line");
+    let with_history =
+        session.capture(CaptureOptions::new().history_lines(5).escapes(true)).await.expect("a capture with escapes");
+    assert!(with_history.starts_with("3\n4\n5\n6\n7\n8\n"), "{with_history}");
+    assert!(with_history.ends_with("last \x1b[0;7mline\x1b[0m\n"), "{with_history:?}");
+    close(&session).await;
+    assert!(matches!(session.capture(CaptureOptions::new()).await, Err(ptysession::Error::Closed)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_a_screen_model_has_nothing_to_capture_or_repaint() {
+    let session = Session::spawn(sh("sleep 60"), support::options().screen_model(false)).unwrap();
+    let captured = session.capture(CaptureOptions::new()).await;
+    assert!(matches!(captured, Err(ptysession::Error::NoScreenModel)), "{captured:?}");
+    let client = session.attach(None).unwrap();
+    assert!(matches!(client.input().request_repaint(), Err(ptysession::Error::NoScreenModel)));
+    close(&session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_repaint_comes_after_the_output_not_yet_taken() {
+    let (session, mut raw, mut received) =
+        started("read go; seq 1 100; echo DONE; read more; echo AFTER; sleep 60").await;
+    let mut client = session.attach_screen(Some(SIZE)).unwrap();
+    let mut shown = Reference::new(SIZE);
+    shown.feed(&repaint(&mut client).await);
+    raw.write("go\n").await.unwrap();
+    read_until(&mut raw, &mut received, b"DONE\r\n").await;
+    // The client took none of that output: it still gets all of it, then
+    // the repaint.
+    client.input().request_repaint().unwrap();
+    let mut output = Vec::new();
+    let painted = loop {
+        match tokio::time::timeout(WAIT, client.next()).await.expect("an event within the wait bound") {
+            Some(Event::Output(data)) => output.extend_from_slice(&data),
+            Some(Event::Repaint(data)) => break data,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let text = String::from_utf8_lossy(&output);
+    assert!(text.contains("\r\n1\r\n2\r\n") && text.ends_with("100\r\nDONE\r\n"), "{text:?}");
+    shown.feed(&output);
+    let before = shown.rows();
+    shown.feed(&painted);
+    assert_eq!(shown.rows(), before, "the repaint draws what the output drew");
+    assert_eq!(shown.rows()[22], "DONE");
+    // Output continues exactly after it.
+    raw.write("x\n").await.unwrap();
+    let mut rest = Vec::new();
+    settle(&mut client, &mut rest).await;
+    assert!(!contains(&rest, b"DONE"), "nothing comes again: {:?}", String::from_utf8_lossy(&rest));
+    shown.feed(&rest);
+    let rows = shown.rows();
+    let last = rows.iter().rposition(|row| !row.is_empty()).unwrap();
+    assert_eq!(rows[last - 2..=last], ["DONE", "x", "AFTER"], "{rows:#?}");
     close(&session).await;
 }

@@ -1,4 +1,5 @@
-//! The whole rpty story in a few seconds, without a terminal: a session
+//! The whole rpty story in a few seconds, on pseudo-terminals of its own
+//! (a client attaches only from a terminal): a session
 //! counts lines; a client attached through a transport process sees the
 //! transport killed and resumes; it detaches; the session goes on; a second
 //! client attaches and sees everything; every line arrived exactly once.
@@ -11,7 +12,7 @@ use std::error::Error;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,31 +45,42 @@ fn locate_rpty() -> Result<PathBuf> {
     }
 }
 
-/// A client whose output is collected by a thread.
+/// A client on a pseudo-terminal of its own, whose output is collected by
+/// a thread.
 struct Client {
     child: Child,
-    stdin: ChildStdin,
+    stdin: std::fs::File,
     output: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Client {
     fn spawn(command: &mut Command) -> Result<Client> {
-        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-        let stdin = child.stdin.take().ok_or("no stdin")?;
+        use rustix::fs::{Mode, OFlags};
+        use rustix::pty::OpenptFlags;
+
+        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+        rustix::pty::grantpt(&master)?;
+        rustix::pty::unlockpt(&master)?;
+        let name = rustix::pty::ptsname(&master, Vec::new())?;
+        let slave = rustix::fs::open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
+        let size = rustix::termios::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+        rustix::termios::tcsetwinsize(&master, size)?;
+        let child = command
+            .stdin(Stdio::from(slave.try_clone()?))
+            .stdout(Stdio::from(slave.try_clone()?))
+            .stderr(Stdio::from(slave))
+            .spawn()?;
         let output = Arc::new(Mutex::new(Vec::new()));
-        for mut stream in [
-            Box::new(child.stdout.take().ok_or("no stdout")?) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().ok_or("no stderr")?),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(count @ 1..) = stream.read(&mut buf) {
-                    output.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&buf[..count]);
-                }
-            });
-        }
-        Ok(Client { child, stdin, output })
+        let mut reader = std::fs::File::from(master.try_clone()?);
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            // EIO once every copy of the terminal is closed.
+            while let Ok(count @ 1..) = reader.read(&mut buf) {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&buf[..count]);
+            }
+        });
+        Ok(Client { child, stdin: std::fs::File::from(master), output })
     }
 
     fn text(&self) -> String {
@@ -113,14 +125,69 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-/// The numbers of the `line N` lines in `text`, in order.
-fn numbers(text: &str) -> Vec<usize> {
-    text.split(['\r', '\n']).filter_map(|line| line.strip_prefix("line ")?.parse().ok()).collect()
+/// `text` without the repaints of the screen the server sends when the
+/// connection is back (they redraw lines already shown): from their
+/// prelude to the cursor's visibility, their last setting (the session
+/// here sets no title). The first repaint, the one that restores the
+/// screen on attaching (its history included), is kept.
+fn without_repaints(text: &str) -> String {
+    const PRELUDE: &str = "\x1b[?1049l\x1b[r\x1b[?6l";
+    let first_end = text.find(PRELUDE).map_or(0, |at| at + PRELUDE.len());
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..first_end]);
+    let mut rest = &text[first_end..];
+    while let Some(at) = rest.find(PRELUDE) {
+        out.push_str(&rest[..at]);
+        let end = rest[at..].find(" q\x1b[?25").map_or(rest.len(), |end| at + end + " q\x1b[?25h".len());
+        rest = &rest[end.min(rest.len())..];
+    }
+    out.push_str(rest);
+    out
 }
 
-/// The client's closing message.
-fn message_of(text: &str) -> &str {
-    text.find("rpty: ").map(|at| text[at..].lines().next().unwrap_or_default()).unwrap_or("(no message)")
+/// `text` without the terminal's control sequences, without the repaints
+/// after a reconnection, and without what the client drew between saving
+/// and restoring the cursor (its status line while the connection is down;
+/// the session here never does that).
+fn plain(text: &str) -> String {
+    let text = without_repaints(text);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut saved = false;
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            if !saved {
+                out.push(c);
+            }
+            continue;
+        }
+        match chars.next() {
+            Some('7') => saved = true,
+            Some('8') => saved = false,
+            // Parameters and intermediates, then the final byte.
+            Some('[') => {
+                while chars.next_if(|c| !('@'..='~').contains(c)).is_some() {}
+                chars.next();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The numbers of the `line N` lines in `text`, in order.
+fn numbers(text: &str) -> Vec<usize> {
+    plain(text).split(['\r', '\n']).filter_map(|line| line.strip_prefix("line ")?.parse().ok()).collect()
+}
+
+/// The client's closing message: its last line that starts with `rpty: `.
+fn message_of(text: &str) -> String {
+    let plain = plain(text);
+    plain
+        .lines()
+        .rev()
+        .find_map(|line| line.trim().strip_prefix("rpty: ").map(|rest| format!("rpty: {rest}")))
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 fn last_line_number(text: &str) -> usize {

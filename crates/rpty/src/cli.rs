@@ -2,12 +2,13 @@
 //! [`run`], which carries one out and turns every failure into a one-line
 //! message and an exit code.
 
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 
 use crate::autostart::NoServer;
 use crate::client::{self, AttachOptions, Redraw};
@@ -25,7 +26,16 @@ use crate::{logging, secret, terminal};
 /// The server starts on demand and ends with its last session. A broken
 /// connection resumes by itself, with nothing lost or repeated.
 #[derive(Debug, Parser)]
-#[command(name = "rpty", version, propagate_version = true)]
+#[command(
+    name = "rpty",
+    version,
+    propagate_version = true,
+    after_help = "Environment:\n  \
+        RPTY_DETACH_KEY    the default detach key (ctrl-\\)\n  \
+        RPTY_LINK_TIMEOUT  how soon a dead link is seen, e.g. 3s (the default) or 10s\n  \
+        RPTY_RUNTIME_DIR   where the server's socket, lock and logs are\n  \
+        RPTY_LOG           what the logs in the runtime directory keep, e.g. debug"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +52,16 @@ enum Command {
     Ls(LsArgs),
     /// End a session: its processes get SIGHUP, then SIGKILL
     Kill(KillArgs),
+    /// Give a session another name
+    Rename(RenameArgs),
+    /// Type into a session without attaching: TEXT as written, or standard input with -
+    Send(SendArgs),
+    /// Print a session's screen as text without attaching
+    Capture(CaptureArgs),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. rpty man | man -l -
+    Man,
     /// Run the server in the foreground, until interrupted
     ///
     /// The server also starts by itself when a client needs it, and then ends
@@ -70,7 +90,7 @@ struct ConnectArgs {
 #[derive(Debug, Clone, Args)]
 struct KeyArgs {
     /// The key that detaches: ctrl-X, ^X or none
-    #[arg(long, value_name = "KEY", default_value = "ctrl-\\")]
+    #[arg(long, value_name = "KEY", env = "RPTY_DETACH_KEY", default_value = "ctrl-\\")]
     detach_key: DetachKey,
 }
 
@@ -84,6 +104,9 @@ struct NewArgs {
     /// Start the session without attaching to it
     #[arg(short, long)]
     detached: bool,
+    /// Attach to the session NAME if it exists already, else start it
+    #[arg(short = 'A', long, requires = "name", conflicts_with = "detached")]
+    attach_existing: bool,
     #[command(flatten)]
     key: KeyArgs,
     #[command(flatten)]
@@ -92,8 +115,14 @@ struct NewArgs {
 
 #[derive(Debug, Args)]
 struct AttachArgs {
-    /// The session's name (see rpty ls)
-    name: String,
+    /// The session's name (see rpty ls; default: the one created, attached to or detached from last)
+    name: Option<String>,
+    /// Show the session, but do not send it what is typed (the detach key still works)
+    #[arg(short, long)]
+    read_only: bool,
+    /// Detach every other client of the session
+    #[arg(short, long)]
+    detach_others: bool,
     /// What to show on attaching: `screen` redraws the session's screen
     /// (with its history in this terminal's scrollback, and the modes the
     /// program set); `raw` replays the output kept, as it was written
@@ -114,16 +143,64 @@ enum RestoreArg {
 
 #[derive(Debug, Args)]
 struct LsArgs {
+    /// Print a JSON array: name, command, clients (connected, disconnected), created, state, exit_status
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     connect: ConnectArgs,
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["name", "all"])))]
 struct KillArgs {
     /// The session's name
-    name: String,
+    name: Option<String>,
+    /// End every session
+    #[arg(long)]
+    all: bool,
     #[command(flatten)]
     connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+struct RenameArgs {
+    /// The session's name now
+    old: String,
+    /// Its new name
+    new: String,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// The session's name
+    name: String,
+    /// What to type, the words joined by spaces, no newline added (write $'ls\r' for Enter); - reads standard input
+    #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+    text: Vec<String>,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+struct CaptureArgs {
+    /// The session's name
+    name: String,
+    /// Print up to N lines of history before the screen
+    #[arg(short = 'S', long, value_name = "N", default_value_t = 0)]
+    scrollback: usize,
+    /// Keep colours and attributes as escape sequences
+    #[arg(short = 'e', long)]
+    escapes: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// The shell
+    shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -134,9 +211,31 @@ struct ServeArgs {
     /// The secret for TCP clients (generated, mode 0600, when missing; default: in the runtime directory)
     #[arg(long, value_name = "FILE", requires = "listen")]
     secret_file: Option<PathBuf>,
+    /// How long a client whose connection is down stays attached, e.g. 90s, 10m, 1h
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    client_expiry: Duration,
     /// Exit when no session is left and no client is connected
     #[arg(long, hide = true)]
     exit_when_idle: bool,
+}
+
+/// A duration as a person writes it: `90`, `90s`, `500ms`, `10m`, `1h`.
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let error = || format!("{text:?} is not a duration: write e.g. 30s, 10m or 1h");
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| error())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "" | "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3600)),
+        _ => return Err(error()),
+    };
+    if duration.is_zero() || duration > crate::transport::MAX_RESUME_WINDOW {
+        return Err(format!("{text:?} is out of range: from 1ms to 24h"));
+    }
+    Ok(duration)
 }
 
 /// Runs the `rpty` command line and returns the process's exit code:
@@ -223,9 +322,29 @@ async fn dispatch(command: Command, runtime: std::io::Result<RuntimeDir>) -> Res
         Command::Attach(args) => attach(args, runtime).await,
         Command::Ls(args) => ls(args, runtime).await,
         Command::Kill(args) => kill(args, runtime).await,
+        Command::Rename(args) => rename(args, runtime).await,
+        Command::Send(args) => send(args, runtime).await,
+        Command::Capture(args) => capture(args, runtime).await,
+        Command::Completions(args) => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(args.shell, &mut Cli::command(), "rpty", &mut out);
+            out.flush().context("cannot write the completion script")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page).context("cannot render the manual page")?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&page).and_then(|()| out.flush()).context("cannot write the manual page")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(args) => {
-            let config =
-                ServeConfig { listen: args.listen, secret_file: args.secret_file, exit_when_idle: args.exit_when_idle };
+            let config = ServeConfig {
+                listen: args.listen,
+                secret_file: args.secret_file,
+                exit_when_idle: args.exit_when_idle,
+                client_expiry: args.client_expiry,
+            };
             server::run(runtime?, config).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -295,6 +414,9 @@ async fn new(args: NewArgs, runtime: std::io::Result<RuntimeDir>) -> Result<Exit
     {
         bail!("{name:?} cannot name a session: use 1 to 64 letters, digits, '-', '_' or '.'");
     }
+    if !args.detached {
+        require_terminal("new")?;
+    }
     let target = target(&args.connect, runtime, true)?;
     let size = terminal::window_size();
     let mut new = NewSession::new(args.command.clone());
@@ -306,14 +428,18 @@ async fn new(args: NewArgs, runtime: std::io::Result<RuntimeDir>) -> Result<Exit
     new.term = std::env::var("TERM").ok();
     new.size = size;
     new.attach = !args.detached;
+    new.attach_existing = args.attach_existing;
     let hello = ClientHello::new(Request::New(new)).with_resume_window(target.resume_window());
     let (connection, response) = client::request(&target, hello).await?;
     match client::expect_ok(response)? {
         Response::Attached { name, .. } => {
             let options = AttachOptions {
                 detach_key: args.key.detach_key,
-                redraw: Redraw::None,
+                // `new -A` may have found a session with a past, which
+                // the server then restores from its screen.
+                redraw: if args.attach_existing { Redraw::Nudge } else { Redraw::None },
                 restore: Restore::Screen,
+                read_only: false,
                 reattach_hint: command_hint(&args.connect, "attach", &name),
             };
             client::attach(connection, &name, &options).await
@@ -327,19 +453,47 @@ async fn new(args: NewArgs, runtime: std::io::Result<RuntimeDir>) -> Result<Exit
     }
 }
 
+/// Refuses to attach without a terminal: raw mode, the window size and the
+/// detach key all need one.
+fn require_terminal(subcommand: &str) -> Result<()> {
+    if std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    let hint = if subcommand == "new" { "; start it detached with rpty new -d" } else { "" };
+    bail!(
+        "standard input is not a terminal: rpty {subcommand} needs one to attach (type into a session with rpty send{hint})"
+    )
+}
+
 async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    require_terminal("attach")?;
     let target = target(&args.connect, runtime, false)?;
-    if is_local(&target) && std::env::var("RPTY_SESSION").is_ok_and(|inside| inside == args.name) {
-        bail!("this terminal is session {:?} itself: attaching it to itself would loop", args.name);
+    if let Some(name) = &args.name
+        && is_local(&target)
+        && std::env::var("RPTY_SESSION").is_ok_and(|inside| inside == *name)
+    {
+        bail!("this terminal is session {name:?} itself: attaching it to itself would loop");
     }
     let restore = match args.restore {
         RestoreArg::Screen => Restore::Screen,
         RestoreArg::Raw => Restore::Raw,
     };
-    let hello = ClientHello::new(Request::Attach { name: args.name.clone(), size: terminal::window_size(), restore })
-        .with_resume_window(target.resume_window());
+    // Inside a session, "the last one" means another one.
+    let inside = std::env::var("RPTY_SESSION").ok().filter(|_| is_local(&target));
+    let request = Request::Attach {
+        name: args.name.clone(),
+        size: terminal::window_size(),
+        restore,
+        read_only: args.read_only,
+        detach_others: args.detach_others,
+        not: inside,
+    };
+    let hello = ClientHello::new(request).with_resume_window(target.resume_window());
     let (connection, response) = match client::request(&target, hello).await {
-        Err(err) if err.is::<NoServer>() => bail!("no server is running, so there is no session named {:?}", args.name),
+        Err(err) if err.is::<NoServer>() => match &args.name {
+            Some(name) => bail!("no server is running, so there is no session named {name:?}"),
+            None => bail!("no server is running, so there is no session to attach to (start one with: rpty new)"),
+        },
         other => other?,
     };
     match client::expect_ok(response)? {
@@ -351,6 +505,7 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
                     Restore::Raw => Redraw::ClearAndNudge,
                 },
                 restore,
+                read_only: args.read_only,
                 reattach_hint: command_hint(&args.connect, "attach", &name),
             };
             client::attach(connection, &name, &options).await
@@ -360,11 +515,14 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
 }
 
 async fn ls(args: LsArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    let print = |sessions: &[protocol::SessionEntry]| {
+        if args.json { client::print_sessions_json(sessions) } else { client::print_sessions(sessions) }
+    };
     let target = target(&args.connect, runtime, false)?;
     let hello = ClientHello::new(Request::List).with_resume_window(target.resume_window());
     let (connection, response) = match client::request(&target, hello).await {
         Err(err) if err.is::<NoServer>() => {
-            client::print_sessions(&[])?;
+            print(&[])?;
             return Ok(ExitCode::SUCCESS);
         }
         other => other?,
@@ -372,23 +530,106 @@ async fn ls(args: LsArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCo
     connection.finish().await;
     match client::expect_ok(response)? {
         Response::Sessions { sessions } => {
-            client::print_sessions(&sessions)?;
+            print(&sessions)?;
             Ok(ExitCode::SUCCESS)
         }
         _ => bail!("the server gave an unexpected answer"),
     }
 }
 
-async fn kill(args: KillArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
-    let target = target(&args.connect, runtime, false)?;
-    let hello = ClientHello::new(Request::Kill { name: args.name.clone() }).with_resume_window(target.resume_window());
+/// Sends one request that needs a running server and gets a short answer.
+async fn ask(
+    connect: &ConnectArgs,
+    runtime: std::io::Result<RuntimeDir>,
+    request: Request,
+    absent: &str,
+) -> Result<Response> {
+    let target = target(connect, runtime, false)?;
+    let hello = ClientHello::new(request).with_resume_window(target.resume_window());
     let (connection, response) = match client::request(&target, hello).await {
-        Err(err) if err.is::<NoServer>() => bail!("no server is running, so there is no session named {:?}", args.name),
+        Err(err) if err.is::<NoServer>() => bail!("no server is running, so {absent}"),
+        other => other?,
+    };
+    connection.finish().await;
+    client::expect_ok(response)
+}
+
+async fn kill(args: KillArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    let (request, absent) = match &args.name {
+        Some(name) if !args.all => {
+            (Request::Kill { name: name.clone() }, format!("there is no session named {name:?}"))
+        }
+        _ => (Request::KillAll, String::new()),
+    };
+    let target = target(&args.connect, runtime, false)?;
+    let hello = ClientHello::new(request).with_resume_window(target.resume_window());
+    let (connection, response) = match client::request(&target, hello).await {
+        // No server, no session: `kill --all` has nothing to do.
+        Err(err) if err.is::<NoServer>() && absent.is_empty() => return Ok(ExitCode::SUCCESS),
+        Err(err) if err.is::<NoServer>() => bail!("no server is running, so {absent}"),
         other => other?,
     };
     connection.finish().await;
     match client::expect_ok(response)? {
-        Response::Killed { .. } => Ok(ExitCode::SUCCESS),
+        Response::Killed { .. } | Response::KilledAll { .. } => Ok(ExitCode::SUCCESS),
+        _ => bail!("the server gave an unexpected answer"),
+    }
+}
+
+async fn rename(args: RenameArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    if !protocol::valid_name(&args.new) {
+        bail!("{:?} cannot name a session: use 1 to 64 letters, digits, '-', '_' or '.'", args.new);
+    }
+    let request = Request::Rename { from: args.old.clone(), to: args.new.clone() };
+    let absent = format!("there is no session named {:?}", args.old);
+    match ask(&args.connect, runtime, request, &absent).await? {
+        Response::Renamed { .. } => Ok(ExitCode::SUCCESS),
+        _ => bail!("the server gave an unexpected answer"),
+    }
+}
+
+async fn send(args: SendArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    let input = if args.text == ["-"] {
+        let mut input = Vec::new();
+        std::io::stdin().lock().read_to_end(&mut input).context("cannot read standard input")?;
+        input
+    } else {
+        args.text.join(" ").into_bytes()
+    };
+    let absent = format!("there is no session named {:?}", args.name);
+    let target = target(&args.connect, runtime, false)?;
+    // One connection per chunk: each answer says the chunk is written
+    // before the next one goes.
+    for chunk in input.chunks(protocol::MAX_SEND_BYTES) {
+        let request = Request::Send { name: args.name.clone(), input: chunk.to_vec() };
+        let hello = ClientHello::new(request).with_resume_window(target.resume_window());
+        let (connection, response) = match client::request(&target, hello).await {
+            Err(err) if err.is::<NoServer>() => bail!("no server is running, so {absent}"),
+            other => other?,
+        };
+        connection.finish().await;
+        match client::expect_ok(response)? {
+            Response::Sent { .. } => {}
+            _ => bail!("the server gave an unexpected answer"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn capture(args: CaptureArgs, runtime: std::io::Result<RuntimeDir>) -> Result<ExitCode> {
+    let request = Request::Capture { name: args.name.clone(), history_lines: args.scrollback, escapes: args.escapes };
+    let absent = format!("there is no session named {:?}", args.name);
+    match ask(&args.connect, runtime, request, &absent).await? {
+        Response::Captured { text } => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+                // A reader that stopped early (`| head`) is no failure.
+                Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(err).context("cannot write to standard output")
+                }
+                _ => Ok(ExitCode::SUCCESS),
+            }
+        }
         _ => bail!("the server gave an unexpected answer"),
     }
 }
@@ -418,6 +659,29 @@ mod tests {
         assert!(Cli::try_parse_from(["rpty", "ls", "--secret-file", "x"]).is_err());
         assert!(Cli::try_parse_from(["rpty", "ls", "--via", "x", "--connect", "h:1"]).is_err());
         assert!(Cli::try_parse_from(["rpty", "attach", "x", "--detach-key", "ctrl-1"]).is_err());
+        assert!(Cli::try_parse_from(["rpty", "kill"]).is_err(), "kill needs a name or --all");
+        assert!(Cli::try_parse_from(["rpty", "new", "-A"]).is_err(), "-A needs a name");
+        assert!(Cli::try_parse_from(["rpty", "new", "-A", "-d", "x"]).is_err());
+        assert!(Cli::try_parse_from(["rpty", "send", "x"]).is_err(), "send needs text");
+    }
+
+    #[test]
+    fn send_takes_its_words_literally() {
+        let cli = Cli::try_parse_from(["rpty", "send", "x", "-n", "--help", "a"]).unwrap();
+        let Command::Send(args) = cli.command else { panic!("not send") };
+        assert_eq!(args.text, ["-n", "--help", "a"]);
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "1d", "-1s", "0s", "25h", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

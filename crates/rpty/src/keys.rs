@@ -10,6 +10,11 @@ use std::str::FromStr;
 /// letter or one of `@ [ \ ] ^ _ ?`, case-insensitive), or `none` to
 /// disable detaching by key. The default is Ctrl-\ (byte `0x1c`).
 ///
+/// Keys that a terminal also sends as, or at the start of, other keys are
+/// refused, since pressing those would detach: Ctrl-[ (Escape, which starts
+/// the arrow and function keys), Ctrl-I (Tab), Ctrl-J and Ctrl-M (Enter),
+/// Ctrl-H and Ctrl-? (Backspace).
+///
 /// ```
 /// use rpty::DetachKey;
 ///
@@ -19,6 +24,7 @@ use std::str::FromStr;
 /// assert_eq!("none".parse::<DetachKey>()?.byte(), None);
 /// assert_eq!(DetachKey::default().to_string(), "Ctrl-\\");
 /// assert!("ctrl-1".parse::<DetachKey>().is_err());
+/// assert!("ctrl-[".parse::<DetachKey>().unwrap_err().to_string().contains("Escape"));
 /// # Ok::<(), rpty::ParseKeyError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,18 +69,43 @@ impl fmt::Display for DetachKey {
     }
 }
 
-/// A detach key that is not `ctrl-X`, `C-X`, `^X` or `none`.
+/// Why a detach key was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?} is not a key: write ctrl-X, C-X or ^X (X a letter or one of @[\\]^_?), or none")]
-pub struct ParseKeyError {
-    input: String,
+#[non_exhaustive]
+pub enum ParseKeyError {
+    /// Not `ctrl-X`, `C-X`, `^X` or `none`.
+    #[error("{input:?} is not a key: write ctrl-X, C-X or ^X (X a letter or one of @[\\]^_?), or none")]
+    NotAKey {
+        /// What was written.
+        input: String,
+    },
+    /// A key the terminal also sends for other keys.
+    #[error("{input:?} cannot detach: {why}; choose another, e.g. ctrl-\\ or ctrl-]")]
+    Refused {
+        /// What was written.
+        input: String,
+        /// What else sends it.
+        why: &'static str,
+    },
+}
+
+/// What else a terminal sends a control byte for, when that makes the
+/// byte unusable as the detach key.
+fn conflict(byte: u8) -> Option<&'static str> {
+    match byte {
+        0x1b => Some("it is Escape, which also starts the arrow, function and Alt keys"),
+        0x09 => Some("it is the Tab key"),
+        0x0a | 0x0d => Some("it is the Enter key"),
+        0x08 | 0x7f => Some("it is the Backspace key"),
+        _ => None,
+    }
 }
 
 impl FromStr for DetachKey {
     type Err = ParseKeyError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let error = || ParseKeyError { input: input.to_owned() };
+        let error = || ParseKeyError::NotAKey { input: input.to_owned() };
         if input.eq_ignore_ascii_case("none") {
             return Ok(DetachKey(None));
         }
@@ -83,10 +114,14 @@ impl FromStr for DetachKey {
             ["ctrl-", "ctrl+", "c-", "^"].iter().find_map(|prefix| lower.strip_prefix(prefix)).ok_or_else(error)?;
         let mut chars = rest.chars();
         let (Some(key), None) = (chars.next(), chars.next()) else { return Err(error()) };
-        match key.to_ascii_uppercase() {
-            '?' => Ok(DetachKey(Some(0x7f))),
-            key @ ('@'..='_') => Ok(DetachKey(Some(key as u8 ^ 0x40))),
-            _ => Err(error()),
+        let byte = match key.to_ascii_uppercase() {
+            '?' => 0x7f,
+            key @ ('@'..='_') => key as u8 ^ 0x40,
+            _ => return Err(error()),
+        };
+        match conflict(byte) {
+            Some(why) => Err(ParseKeyError::Refused { input: input.to_owned(), why }),
+            None => Ok(DetachKey(Some(byte))),
         }
     }
 }
@@ -103,7 +138,24 @@ mod tests {
         assert_eq!("ctrl-@".parse::<DetachKey>().unwrap().byte(), Some(0x00));
         assert_eq!("ctrl-]".parse::<DetachKey>().unwrap().byte(), Some(0x1d));
         assert_eq!("ctrl-_".parse::<DetachKey>().unwrap().byte(), Some(0x1f));
-        assert_eq!("ctrl-?".parse::<DetachKey>().unwrap().byte(), Some(0x7f));
+    }
+
+    #[test]
+    fn keys_that_other_keys_send_are_refused_with_the_reason() {
+        for (spelling, what) in [
+            ("ctrl-[", "Escape"),
+            ("^[", "Escape"),
+            ("C-i", "Tab"),
+            ("ctrl-m", "Enter"),
+            ("ctrl-j", "Enter"),
+            ("ctrl-h", "Backspace"),
+            ("ctrl-?", "Backspace"),
+        ] {
+            let err = spelling.parse::<DetachKey>().unwrap_err();
+            assert!(matches!(err, ParseKeyError::Refused { .. }), "{spelling}: {err:?}");
+            let text = err.to_string();
+            assert!(text.contains(what) && !text.contains('\n'), "{spelling}: {text}");
+        }
     }
 
     #[test]
@@ -116,7 +168,7 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for byte in (0x00..=0x1f).chain([0x7f]) {
+        for byte in (0x00..=0x1f).filter(|&byte| conflict(byte).is_none()) {
             let key = DetachKey(Some(byte));
             assert_eq!(key.to_string().parse::<DetachKey>().unwrap(), key);
         }

@@ -100,9 +100,11 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("rpty supports Linux only (PTYs, SO_PEERCRED, pidfd)");
 
+mod attached;
 mod autostart;
 mod cli;
 mod client;
+mod foreground;
 mod keys;
 mod logging;
 mod paths;

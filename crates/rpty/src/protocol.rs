@@ -133,13 +133,25 @@ pub enum Request {
     New(NewSession),
     /// Attach to a session.
     Attach {
-        /// The session's name.
-        name: String,
+        /// The session's name; `None` for the most recently used session
+        /// (the one created, attached to or detached from last).
+        name: Option<String>,
         /// The client's terminal size, if it has a terminal.
         size: Option<Size>,
         /// What the client is shown first (absent: the screen).
         #[serde(default)]
         restore: Restore,
+        /// Show the output but deliver no input (the client may still
+        /// detach).
+        #[serde(default)]
+        read_only: bool,
+        /// Detach every other client of the session first.
+        #[serde(default)]
+        detach_others: bool,
+        /// With no name, a session never to take: the one the client runs
+        /// inside.
+        #[serde(default)]
+        not: Option<String>,
     },
     /// List the sessions.
     List,
@@ -148,7 +160,38 @@ pub enum Request {
         /// The session's name.
         name: String,
     },
+    /// End every session.
+    KillAll,
+    /// Give a session another name.
+    Rename {
+        /// Its name now.
+        from: String,
+        /// Its new name.
+        to: String,
+    },
+    /// Write bytes to a session's input, as if typed.
+    Send {
+        /// The session's name.
+        name: String,
+        /// The bytes, at most [`MAX_SEND_BYTES`].
+        input: Vec<u8>,
+    },
+    /// The session's screen as text, without attaching.
+    Capture {
+        /// The session's name.
+        name: String,
+        /// Up to this many lines of history before the screen.
+        #[serde(default)]
+        history_lines: usize,
+        /// Keep colours and attributes as escape sequences.
+        #[serde(default)]
+        escapes: bool,
+    },
 }
+
+/// The most input one [`Request::Send`] carries (its JSON stays under
+/// [`MAX_MESSAGE_BYTES`]); more is sent as several requests.
+pub const MAX_SEND_BYTES: usize = 128 * 1024;
 
 /// How to start a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,13 +211,17 @@ pub struct NewSession {
     pub size: Option<Size>,
     /// Attach to the new session on this connection.
     pub attach: bool,
+    /// When a session of that name exists, attach to it instead of
+    /// failing (`rpty new -A`).
+    #[serde(default)]
+    pub attach_existing: bool,
 }
 
 impl NewSession {
     /// A detached session running `command` (empty: the shell), with no
     /// name, directory, `TERM` or size given.
     pub fn new(command: Vec<String>) -> NewSession {
-        NewSession { name: None, command, cwd: None, term: None, size: None, attach: false }
+        NewSession { name: None, command, cwd: None, term: None, size: None, attach: false, attach_existing: false }
     }
 }
 
@@ -204,6 +251,28 @@ pub enum Response {
     Killed {
         /// Its name.
         name: String,
+    },
+    /// Every session was ended.
+    KilledAll {
+        /// Their names.
+        names: Vec<String>,
+    },
+    /// The session was renamed.
+    Renamed {
+        /// Its new name.
+        name: String,
+    },
+    /// The input was written to the session.
+    Sent {
+        /// How many bytes.
+        bytes: usize,
+    },
+    /// The session's screen, as [`Request::Capture`] asked; when its
+    /// message would be longer than [`MAX_MESSAGE_BYTES`], the oldest
+    /// lines are left out.
+    Captured {
+        /// The lines, each ended by a newline.
+        text: String,
     },
     /// The request failed.
     Error {
@@ -243,8 +312,15 @@ pub struct SessionEntry {
     pub name: String,
     /// Its command line.
     pub command: String,
-    /// Clients attached now.
+    /// Clients attached now, connected or not.
     pub clients: usize,
+    /// Of those, the ones whose connection is down: they come back when it
+    /// resumes, or are dropped after the server's client expiry.
+    #[serde(default)]
+    pub clients_disconnected: usize,
+    /// When it started, in seconds since the Unix epoch.
+    #[serde(default)]
+    pub created_unix_secs: u64,
     /// Seconds since it started.
     pub age_secs: u64,
     /// Where it is in its life.
@@ -375,11 +451,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_attach_that_names_no_restore_restores_the_screen() {
-        let request: Request = serde_json::from_str(r#"{"op":"attach","name":"x","size":null}"#).unwrap();
-        assert_eq!(request, Request::Attach { name: "x".into(), size: None, restore: Restore::Screen });
-        let raw =
-            serde_json::to_string(&Request::Attach { name: "x".into(), size: None, restore: Restore::Raw }).unwrap();
+    fn a_raw_restore_is_named_on_the_wire() {
+        let raw = Request::Attach {
+            name: Some("x".into()),
+            size: None,
+            restore: Restore::Raw,
+            read_only: false,
+            detach_others: false,
+            not: None,
+        };
+        let raw = serde_json::to_string(&raw).unwrap();
         assert!(raw.contains(r#""restore":"raw""#), "{raw}");
     }
 
@@ -391,7 +472,26 @@ mod tests {
         new.attach = true;
         let hellos = [
             ClientHello::new(Request::New(new)),
-            ClientHello::new(Request::Attach { name: "x".into(), size: None, restore: Restore::Raw }),
+            ClientHello::new(Request::Attach {
+                name: Some("x".into()),
+                size: None,
+                restore: Restore::Raw,
+                read_only: true,
+                detach_others: false,
+                not: None,
+            }),
+            ClientHello::new(Request::Attach {
+                name: None,
+                size: None,
+                restore: Restore::Screen,
+                read_only: false,
+                detach_others: true,
+                not: Some("y".into()),
+            }),
+            ClientHello::new(Request::KillAll),
+            ClientHello::new(Request::Rename { from: "x".into(), to: "y".into() }),
+            ClientHello::new(Request::Send { name: "x".into(), input: b"\x00\xffhi".to_vec() }),
+            ClientHello::new(Request::Capture { name: "x".into(), history_lines: 10, escapes: true }),
             ClientHello::new(Request::List).with_resume_window(Duration::from_secs(3600)),
             ClientHello::new(Request::Kill { name: "x".into() }),
         ];
@@ -403,12 +503,18 @@ mod tests {
                     name: "x".into(),
                     command: "sh".into(),
                     clients: 2,
+                    clients_disconnected: 1,
+                    created_unix_secs: 1_700_000_000,
                     age_secs: 61,
                     state: SessionState::Exited,
                     exit: Some(Exit::Signal(9)),
                 }],
             },
             Response::Killed { name: "x".into() },
+            Response::KilledAll { names: vec!["x".into(), "y".into()] },
+            Response::Renamed { name: "y".into() },
+            Response::Sent { bytes: 3 },
+            Response::Captured { text: "\x1b[0;1mbold\x1b[0m\n".into() },
             Response::Error { kind: ErrorKind::NotFound, message: "no session named \"x\"".into() },
         ];
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
@@ -420,6 +526,21 @@ mod tests {
             write_message(&mut b, response).await.unwrap();
             assert_eq!(&read_message::<_, Response>(&mut a).await.unwrap(), response);
         }
+    }
+
+    #[test]
+    fn an_attach_from_an_older_client_still_reads() {
+        let old = br#"{"version":1,"resume_window_ms":30000,"request":{"op":"attach","name":"x","size":null}}"#;
+        let hello: ClientHello = serde_json::from_slice(old).unwrap();
+        let expected = Request::Attach {
+            name: Some("x".into()),
+            size: None,
+            restore: Restore::Screen,
+            read_only: false,
+            detach_others: false,
+            not: None,
+        };
+        assert_eq!(hello.request, expected, "no restore field: the screen");
     }
 
     #[tokio::test]

@@ -15,13 +15,14 @@ use anyhow::{Context, Result, bail};
 use backedpipe::server::Listener;
 use backedpipe::{BackedPipe, PipeControl, PipeState};
 use bytes::Bytes;
-use ptysession::framing::{self, FrameSink, ServeOutcome};
-use ptysession::{Attachment, Session, SessionManager, State};
+use ptysession::framing::{FrameSink, ServeOutcome, WriteSink};
+use ptysession::{Attachment, DetachReason, Session, SessionManager, State};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
+use crate::attached::{self, InputPolicy, Registry};
 use crate::cli::with_causes;
 use crate::paths::RuntimeDir;
 use crate::protocol::{
@@ -138,6 +139,8 @@ struct Shared {
     had_session: AtomicBool,
     /// Woken when a connection ends or a session is done.
     changed: Notify,
+    /// The attached clients, and which session was used last.
+    registry: Arc<Registry>,
 }
 
 /// Counts a connection while it is served.
@@ -171,6 +174,7 @@ impl Server {
                 connections: AtomicUsize::new(0),
                 had_session: AtomicBool::new(false),
                 changed: Notify::new(),
+                registry: Arc::new(Registry::default()),
             }),
         }
     }
@@ -198,16 +202,22 @@ impl Server {
     where
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        self.serve_with::<_, _, AnyStream>(connection, Some(FINISH_TIMEOUT), |_| {}).await;
+        self.serve_with::<_, _, AnyStream>(connection, None, Some(FINISH_TIMEOUT), |_| {}).await;
     }
 
-    /// As [`serve_connection`](Self::serve_connection); `on_hello` sees the
-    /// hello first (for the resume window), and the end of the stream is
-    /// waited for up to `finish_timeout` (`None`: until the client has it,
-    /// for connections that something else closes when the client stays
-    /// away).
-    pub(crate) async fn serve_with<C, F, M>(self, mut conn: C, finish_timeout: Option<Duration>, on_hello: F)
-    where
+    /// As [`serve_connection`](Self::serve_connection); `link` is the pipe
+    /// under `conn` (to list its client as disconnected while it is down),
+    /// `on_hello` sees the hello first (for the resume window), and the end
+    /// of the stream is waited for up to `finish_timeout` (`None`: until the
+    /// client has it, for connections that something else closes when the
+    /// client stays away).
+    pub(crate) async fn serve_with<C, F, M>(
+        self,
+        mut conn: C,
+        link: Option<PipeControl>,
+        finish_timeout: Option<Duration>,
+        on_hello: F,
+    ) where
         C: AsyncRead + AsyncWrite + Unpin + Send,
         F: FnOnce(&ClientHello) + Send,
         M: Framing<C>,
@@ -238,24 +248,35 @@ impl Server {
         let response = match hello.request {
             Request::New(new) => {
                 let attach = new.attach.then_some(new.size);
+                let existing =
+                    new.name.as_deref().filter(|_| new.attach_existing).and_then(|name| shared.manager.get(name));
+                if let (Some(session), Some(size), Some(name)) = (existing, attach, new.name.clone()) {
+                    let how =
+                        Attach { size, restore: Restore::Screen, input: InputPolicy::Deliver, detach_others: false };
+                    return self.attach_and_serve::<C, M>(name, session, how, conn, link, finish_timeout).await;
+                }
                 match (self.new_session(new), attach) {
                     // A new session has no past to restore: its raw output
                     // from the first byte is exact.
                     (Ok((name, session)), Some(size)) => {
-                        return self
-                            .attach_and_serve::<C, M>(name, session, size, Restore::Raw, conn, finish_timeout)
-                            .await;
+                        let how =
+                            Attach { size, restore: Restore::Raw, input: InputPolicy::Deliver, detach_others: false };
+                        return self.attach_and_serve::<C, M>(name, session, how, conn, link, finish_timeout).await;
                     }
                     (Ok((name, _)), None) => Response::Created { name },
                     (Err(response), _) => response,
                 }
             }
-            Request::Attach { name, size, restore } => match shared.manager.get(&name) {
-                Some(session) => {
-                    return self.attach_and_serve::<C, M>(name, session, size, restore, conn, finish_timeout).await;
+            Request::Attach { name, size, restore, read_only, detach_others, not } => {
+                let input = if read_only { InputPolicy::Drop } else { InputPolicy::Deliver };
+                let how = Attach { size, restore, input, detach_others };
+                match self.find(name.as_deref(), not.as_deref()) {
+                    Ok((name, session)) => {
+                        return self.attach_and_serve::<C, M>(name, session, how, conn, link, finish_timeout).await;
+                    }
+                    Err(response) => response,
                 }
-                None => error(ErrorKind::NotFound, format!("no session named {name:?}")),
-            },
+            }
             Request::List => Response::Sessions { sessions: self.list() },
             Request::Kill { name } => match shared.manager.close(&name).await {
                 Ok(()) => {
@@ -264,6 +285,15 @@ impl Server {
                 }
                 Err(_) => error(ErrorKind::NotFound, format!("no session named {name:?}")),
             },
+            Request::KillAll => {
+                let names: Vec<String> = shared.manager.list().into_iter().map(|(name, _)| name).collect();
+                shared.manager.close_all().await;
+                tracing::info!(?names, "every session killed");
+                Response::KilledAll { names }
+            }
+            Request::Rename { from, to } => self.rename(&from, &to),
+            Request::Send { name, input } => self.send_input(&name, input).await,
+            Request::Capture { name, history_lines, escapes } => self.capture(&name, history_lines, escapes).await,
         };
         if let Err(err) = protocol::write_message(&mut conn, &response).await {
             tracing::info!(error = %err, "answering a client failed");
@@ -299,6 +329,7 @@ impl Server {
                 Ok(session) => {
                     tracing::info!(name, command = %session.info().command, pid = session.pid(), "session started");
                     shared.had_session.store(true, Ordering::SeqCst);
+                    self.shared.registry.touch(session.pid());
                     self.watch_session(session.clone());
                     return Ok((name, session));
                 }
@@ -334,24 +365,99 @@ impl Server {
         tokio::spawn(async move {
             let mut state = session.watch_state();
             let _ = state.wait_for(|state| *state == State::Done).await;
+            shared.registry.forget(session.pid());
             shared.changed.notify_waiters();
         });
+    }
+
+    /// The session named `name`, or the most recently used one that is not
+    /// named `not`.
+    fn find(&self, name: Option<&str>, not: Option<&str>) -> Result<(String, Session), Response> {
+        let manager = &self.shared.manager;
+        match name {
+            Some(name) => match manager.get(name) {
+                Some(session) => Ok((name.to_owned(), session)),
+                None => Err(error(ErrorKind::NotFound, format!("no session named {name:?}"))),
+            },
+            None => {
+                let mut sessions = manager.list();
+                sessions.retain(|(name, _)| Some(name.as_str()) != not);
+                let recent = self.shared.registry.most_recent(sessions.iter().map(|(_, info)| info.pid));
+                recent
+                    .and_then(|pid| sessions.into_iter().find(|(_, info)| info.pid == pid))
+                    .and_then(|(name, _)| manager.get(&name).map(|session| (name, session)))
+                    .ok_or_else(|| {
+                        error(ErrorKind::NotFound, "there is no session to attach to (start one with: rpty new)")
+                    })
+            }
+        }
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Response {
+        if !protocol::valid_name(to) {
+            return error(
+                ErrorKind::InvalidName,
+                format!("{to:?} cannot name a session: use 1 to 64 letters, digits, '-', '_' or '.'"),
+            );
+        }
+        match self.shared.manager.rename(from, to) {
+            Ok(()) => {
+                tracing::info!(from, to, "session renamed");
+                Response::Renamed { name: to.to_owned() }
+            }
+            Err(ptysession::Error::AlreadyExists { id }) => {
+                error(ErrorKind::AlreadyExists, format!("a session named {id:?} already exists"))
+            }
+            Err(_) => error(ErrorKind::NotFound, format!("no session named {from:?}")),
+        }
+    }
+
+    /// Writes `input` to the session as a short-lived client that shows
+    /// nothing.
+    async fn send_input(&self, name: &str, input: Vec<u8>) -> Response {
+        let not_found = || error(ErrorKind::NotFound, format!("no session named {name:?}"));
+        let Some(session) = self.shared.manager.get(name) else { return not_found() };
+        if session.exit_status().is_some() {
+            return error(ErrorKind::Other, format!("session {name:?} has exited: it takes no more input"));
+        }
+        let bytes = input.len();
+        let written = match session.attach(None) {
+            Ok(attachment) => attachment.write(input).await,
+            Err(err) => Err(err),
+        };
+        match written {
+            Ok(()) => Response::Sent { bytes },
+            Err(ptysession::Error::Closed) => not_found(),
+            Err(err) => error(ErrorKind::Other, format!("cannot write to {name:?}: {}", with_causes(&err))),
+        }
+    }
+
+    /// The session's screen as text, from its screen model.
+    async fn capture(&self, name: &str, history_lines: usize, escapes: bool) -> Response {
+        let not_found = || error(ErrorKind::NotFound, format!("no session named {name:?}"));
+        let Some(session) = self.shared.manager.get(name) else { return not_found() };
+        let options = ptysession::CaptureOptions::new().history_lines(history_lines).escapes(escapes);
+        match session.capture(options).await {
+            Ok(text) => Response::Captured { text: fit_message(text) },
+            Err(ptysession::Error::Closed) => not_found(),
+            Err(err) => error(ErrorKind::Other, format!("cannot capture {name:?}: {}", with_causes(&err))),
+        }
     }
 
     async fn attach_and_serve<C, M>(
         &self,
         name: String,
         session: Session,
-        size: Option<Size>,
-        restore: Restore,
+        how: Attach,
         mut conn: C,
+        link: Option<PipeControl>,
         finish_timeout: Option<Duration>,
     ) where
         C: AsyncRead + AsyncWrite + Unpin + Send,
         M: Framing<C>,
     {
-        let size = size.map(Into::into);
-        let attached = match restore {
+        let size = how.size.map(Into::into);
+        let attached = match how.restore {
             Restore::Screen => session.attach_screen(size),
             Restore::Raw => session.attach(size),
         };
@@ -369,17 +475,29 @@ impl Server {
             }
         };
         let client = attachment.id();
+        let registration = self.shared.registry.register(session.pid(), link);
         let response = Response::Attached { name: name.clone(), command: session.info().command };
         if let Err(err) = protocol::write_message(&mut conn, &response).await {
             tracing::info!(name, error = %err, "answering a client failed");
             return;
         }
-        tracing::info!(name, %client, "client attached");
-        let last_words = match M::serve(attachment, &mut conn).await {
+        let read_only = how.input == InputPolicy::Drop;
+        tracing::info!(name, %client, read_only, "client attached");
+        if how.detach_others {
+            let others = self.shared.registry.displace_others(&registration);
+            tracing::info!(name, %client, others, "detaching the other clients");
+        }
+        let served = M::serve(attachment, &mut conn, how.input, &registration.displaced).await;
+        drop(registration);
+        let last_words = match served {
             Ok(ServeOutcome::Exited(status)) => {
                 tracing::info!(name, %client, %status, "the command exited; the session ends");
                 // The exit status reached a client: nothing is left to see.
                 tokio::spawn(async move { session.close().await });
+                true
+            }
+            Ok(outcome @ ServeOutcome::Detached(DetachReason::Displaced)) => {
+                tracing::info!(name, %client, ?outcome, "client detached by another client");
                 true
             }
             Ok(outcome @ ServeOutcome::Detached(_)) => {
@@ -411,10 +529,14 @@ impl Server {
                     (_, Some(_)) => SessionState::Exited,
                     (_, None) => SessionState::Running,
                 };
+                let created_unix_secs =
+                    info.started_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
                 SessionEntry {
                     name,
                     command: info.command,
                     clients: info.clients,
+                    clients_disconnected: self.shared.registry.count(info.pid).disconnected,
+                    created_unix_secs,
                     age_secs: info.age.as_secs(),
                     state,
                     exit: info.exit_status.map(Exit::from),
@@ -454,6 +576,36 @@ impl Server {
             }
         }
     }
+}
+
+/// How a client attaches.
+#[derive(Debug, Clone, Copy)]
+struct Attach {
+    size: Option<Size>,
+    restore: Restore,
+    input: InputPolicy,
+    detach_others: bool,
+}
+
+/// `text` without as many of its first lines as it takes for its answer to
+/// fit in one message.
+fn fit_message(text: String) -> String {
+    // Room for the rest of the answer.
+    const LIMIT: usize = protocol::MAX_MESSAGE_BYTES - 256;
+    let encoded = |line: &str| serde_json::to_string(line).map_or(usize::MAX, |json| json.len() - 2);
+    let mut total: usize = encoded(&text);
+    if total <= LIMIT {
+        return text;
+    }
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        if total <= LIMIT {
+            break;
+        }
+        total = total.saturating_sub(encoded(line));
+        start += line.len();
+    }
+    text[start..].to_owned()
 }
 
 /// The command for a new session: its program (the server's `$SHELL`, else
@@ -556,6 +708,9 @@ pub(crate) struct ServeConfig {
     /// Exit when no session is left and no client connected (the server
     /// started on demand).
     pub(crate) exit_when_idle: bool,
+    /// The longest a client whose connection is down stays attached (and
+    /// its connection kept for it to resume), whatever it asks for.
+    pub(crate) client_expiry: Duration,
 }
 
 /// Runs the server until it is told to stop (or, started on demand, until
@@ -630,11 +785,11 @@ pub(crate) async fn run(runtime: RuntimeDir, config: ServeConfig) -> Result<()> 
         tokio::select! {
             accepted = local.accept() => {
                 let Some(pipe) = accepted else { break };
-                tokio::spawn(serve_pipe(server.clone(), pipe));
+                tokio::spawn(serve_pipe(server.clone(), pipe, config.client_expiry));
             }
             accepted = accept_from(remote.as_ref()) => {
                 let Some(pipe) = accepted else { break };
-                tokio::spawn(serve_pipe(server.clone(), pipe));
+                tokio::spawn(serve_pipe(server.clone(), pipe, config.client_expiry));
             }
             () = &mut idle, if config.exit_when_idle => {
                 tracing::info!("no session left; exiting");
@@ -682,15 +837,15 @@ fn cut_all(local: &Listener, remote: Option<&Listener>) {
 }
 
 /// Serves one accepted pipe, closing it when the client stays away longer
-/// than its resume window.
-async fn serve_pipe(server: Server, pipe: BackedPipe) {
+/// than its resume window or the server's `client_expiry`.
+async fn serve_pipe(server: Server, pipe: BackedPipe, client_expiry: Duration) {
     let control = pipe.control();
     tracing::info!(session = %control.session_id(), stats = ?control.stats(), "client connected");
     let expiry = control.clone();
     let mut watcher = None;
     server
-        .serve_with::<_, _, PipeChunks>(pipe, None, |hello| {
-            let window = Duration::from_millis(hello.resume_window_ms).min(transport::MAX_RESUME_WINDOW);
+        .serve_with::<_, _, PipeChunks>(pipe, Some(control.clone()), None, |hello| {
+            let window = Duration::from_millis(hello.resume_window_ms).min(client_expiry);
             watcher = Some(tokio::spawn(expire_when_away(expiry, window)));
         })
         .await;
@@ -698,44 +853,6 @@ async fn serve_pipe(server: Server, pipe: BackedPipe) {
         watcher.abort();
     }
     control.close();
-}
-
-/// How an attached client's frames reach its connection.
-pub(crate) trait Framing<C> {
-    /// Serves the attached client over `conn` (see
-    /// [`framing::serve_client`]).
-    async fn serve(attachment: Attachment, conn: &mut C) -> Result<ServeOutcome, ptysession::Error>;
-}
-
-/// Any byte stream: the frames are written (copied) into it.
-pub(crate) struct AnyStream;
-
-impl<C: AsyncRead + AsyncWrite + Unpin + Send> Framing<C> for AnyStream {
-    async fn serve(attachment: Attachment, conn: &mut C) -> Result<ServeOutcome, ptysession::Error> {
-        framing::serve_client(attachment, conn).await
-    }
-}
-
-/// A pipe: each batch of output frames goes into its send buffer as it
-/// is, without a copy ([`backedpipe::WriteHalf::write_chunk`]), and its
-/// halves work without a lock between them.
-pub(crate) struct PipeChunks;
-
-impl Framing<BackedPipe> for PipeChunks {
-    async fn serve(attachment: Attachment, pipe: &mut BackedPipe) -> Result<ServeOutcome, ptysession::Error> {
-        let (reader, writer) = pipe.split();
-        framing::serve_client_with(attachment, reader, ChunkSink(writer)).await
-    }
-}
-
-/// The writing half of a pipe as a frame sink.
-struct ChunkSink<'a>(backedpipe::WriteHalf<'a>);
-
-impl FrameSink for ChunkSink<'_> {
-    async fn send(&mut self, frames: Bytes) -> std::io::Result<()> {
-        self.0.write_chunk(frames).await?;
-        self.0.flush().await
-    }
 }
 
 /// One line for the person who ran `rpty serve` (not a log line).
@@ -755,4 +872,76 @@ fn write_pid_file(path: &Path) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(file, "{}", std::process::id()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// How an attached client's frames reach its connection.
+pub(crate) trait Framing<C> {
+    /// Serves the attached client over `conn` (see [`attached::serve`]).
+    async fn serve(
+        attachment: Attachment,
+        conn: &mut C,
+        input: InputPolicy,
+        displaced: &Notify,
+    ) -> Result<ServeOutcome, ptysession::Error>;
+}
+
+/// Any byte stream: the frames are written (copied) into it.
+pub(crate) struct AnyStream;
+
+impl<C: AsyncRead + AsyncWrite + Unpin + Send> Framing<C> for AnyStream {
+    async fn serve(
+        attachment: Attachment,
+        conn: &mut C,
+        input: InputPolicy,
+        displaced: &Notify,
+    ) -> Result<ServeOutcome, ptysession::Error> {
+        let (reader, writer) = tokio::io::split(conn);
+        attached::serve(attachment, reader, WriteSink(writer), input, displaced).await
+    }
+}
+
+/// A pipe: each batch of output frames goes into its send buffer as it
+/// is, without a copy ([`backedpipe::WriteHalf::write_chunk`]), and its
+/// halves work without a lock between them.
+pub(crate) struct PipeChunks;
+
+impl Framing<BackedPipe> for PipeChunks {
+    async fn serve(
+        attachment: Attachment,
+        pipe: &mut BackedPipe,
+        input: InputPolicy,
+        displaced: &Notify,
+    ) -> Result<ServeOutcome, ptysession::Error> {
+        let (reader, writer) = pipe.split();
+        attached::serve(attachment, reader, ChunkSink(writer), input, displaced).await
+    }
+}
+
+/// The writing half of a pipe as a frame sink.
+struct ChunkSink<'a>(backedpipe::WriteHalf<'a>);
+
+impl FrameSink for ChunkSink<'_> {
+    async fn send(&mut self, frames: Bytes) -> std::io::Result<()> {
+        self.0.write_chunk(frames).await?;
+        self.0.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_too_long_for_a_message_loses_its_oldest_lines() {
+        let short = "one\ntwo\n".to_owned();
+        assert_eq!(fit_message(short.clone()), short);
+        let line = format!("{}\n", "\x1b[0;7m#".repeat(20));
+        let long: String = (0..10_000).map(|n| format!("{n}{line}")).collect();
+        let fitted = fit_message(long.clone());
+        let answer = serde_json::to_vec(&Response::Captured { text: fitted.clone() }).unwrap();
+        assert!(answer.len() <= protocol::MAX_MESSAGE_BYTES, "{} bytes", answer.len());
+        assert!(long.ends_with(&fitted), "the newest lines");
+        assert!(fitted.starts_with(|c: char| c.is_ascii_digit()), "whole lines");
+        assert!(fitted.len() > protocol::MAX_MESSAGE_BYTES / 4, "no more is dropped than needed");
+    }
 }

@@ -39,6 +39,21 @@ impl RawMode {
     }
 }
 
+impl RawMode {
+    /// Puts the original settings back for a while (the terminal is lent
+    /// to another program).
+    pub(crate) fn suspend(&self) {
+        let _ = termios::tcsetattr(self.stdin.as_fd(), OptionalActions::Now, &self.original);
+    }
+
+    /// Raw mode again after [`suspend`](Self::suspend).
+    pub(crate) fn resume(&self) {
+        let mut raw = self.original.clone();
+        raw.make_raw();
+        let _ = termios::tcsetattr(self.stdin.as_fd(), OptionalActions::Now, &raw);
+    }
+}
+
 impl Drop for RawMode {
     fn drop(&mut self) {
         // Nothing else to do if the terminal is gone (a hang-up).
@@ -67,16 +82,28 @@ pub(crate) fn window_size() -> Option<Size> {
 }
 
 /// The status line shown on the bottom row while reconnecting: saves the
-/// cursor, writes in reverse video, restores the cursor.
-pub(crate) fn status_line(rows: u16, text: &str) -> Vec<u8> {
-    format!("\x1b7\x1b[{rows};1H\x1b[0;7m {text} \x1b[0m\x1b[K\x1b8").into_bytes()
+/// cursor, writes `text` (cut to the width) in reverse video, restores the
+/// cursor.
+pub(crate) fn status_line(size: Size, text: &str) -> Vec<u8> {
+    let width = usize::from(size.cols).saturating_sub(2);
+    let text: String = text.chars().take(width).collect();
+    format!("\x1b7\x1b[{};1H\x1b[0;7m {text} \x1b[0m\x1b[K\x1b8", size.rows).into_bytes()
 }
 
-/// Erases the status line on the bottom row, keeping the cursor where it
-/// is.
-pub(crate) fn clear_status_line(rows: u16) -> Vec<u8> {
-    format!("\x1b7\x1b[{rows};1H\x1b[2K\x1b8").into_bytes()
+/// Moves the screen up one row, the cursor with it, so that the bottom row
+/// is free for the status line and nothing on the screen is lost: a line
+/// feed on the bottom row, then the cursor back one row above where it
+/// was.
+pub(crate) fn make_room_for_status_line(rows: u16) -> Vec<u8> {
+    format!("\x1b7\x1b[{rows};1H\n\x1b8\x1b[A").into_bytes()
 }
+
+/// Takes the status line away by moving the screen back down the row
+/// that [`make_room_for_status_line`] moved it up: the status line goes
+/// off the bottom, the bottom row shows what it showed before, the cursor
+/// is where it was, and the top row is left empty (the line that was there
+/// is in the terminal's history).
+pub(crate) const REMOVE_STATUS_LINE: &[u8] = b"\x1b7\x1b[1;1H\x1bM\x1b8\x1b[B";
 
 /// Clears the screen and homes the cursor.
 pub(crate) const CLEAR_SCREEN: &[u8] = b"\x1b[H\x1b[2J";
@@ -264,8 +291,11 @@ mod tests {
 
     #[test]
     fn status_line_keeps_the_cursor() {
-        let line = String::from_utf8(status_line(24, "reconnecting…")).unwrap();
+        let line = String::from_utf8(status_line(Size { rows: 24, cols: 80 }, "reconnecting…")).unwrap();
         assert!(line.starts_with("\x1b7\x1b[24;1H") && line.ends_with("\x1b8") && line.contains("reconnecting…"));
-        assert_eq!(clear_status_line(5), b"\x1b7\x1b[5;1H\x1b[2K\x1b8".to_vec());
+        let cut = String::from_utf8(status_line(Size { rows: 5, cols: 12 }, "0123456789abcdef")).unwrap();
+        assert!(cut.contains(" 0123456789 ") && !cut.contains('a'), "cut to the width: {cut:?}");
+        assert_eq!(make_room_for_status_line(5), b"\x1b7\x1b[5;1H\n\x1b8\x1b[A".to_vec());
+        assert_eq!(REMOVE_STATUS_LINE, b"\x1b7\x1b[1;1H\x1bM\x1b8\x1b[B");
     }
 }

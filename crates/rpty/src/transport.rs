@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::autostart;
 use crate::cli::with_causes;
+use crate::foreground::{self, Lent};
 use crate::paths::RuntimeDir;
 
 /// A transport connection, whatever it is: a Unix socket, a TCP
@@ -32,6 +33,10 @@ type Conn = Box<dyn Transport>;
 
 /// How long the first connection (dial and handshake) may take.
 const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long the first connection through a `--via` process may take,
+/// questions to the user included.
+const VIA_FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long a client keeps trying to resume a local connection.
 const LOCAL_RESUME_WINDOW: Duration = Duration::from_secs(30);
@@ -91,19 +96,68 @@ impl Target {
     }
 }
 
-/// The pipe settings both sides use; `secret` authenticates every
-/// handshake.
-pub(crate) fn pipe_config(secret: Option<Secret>, give_up_after: Option<Duration>) -> Options {
-    let backoff = Backoff::new()
+/// The environment variable that sets how soon a client sees that its
+/// link is dead (`RPTY_LINK_TIMEOUT=5s`; default [`LINK_TIMEOUT`]).
+pub(crate) const LINK_TIMEOUT_ENV: &str = "RPTY_LINK_TIMEOUT";
+
+/// How long a client hears nothing before it declares the link dead and
+/// reconnects (it pings three times as often).
+pub(crate) const LINK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the client waits after its `failures`-th consecutive failed
+/// attempt, at most (the pipe's backoff removes up to a quarter at random).
+pub(crate) fn retry_delay(failures: u32) -> Duration {
+    backoff(None).delay(failures, 0.0)
+}
+
+fn backoff(give_up_after: Option<Duration>) -> Backoff {
+    Backoff::new()
         .initial_delay(Duration::from_millis(20))
         .max_delay(Duration::from_secs(2))
-        .give_up_after(give_up_after);
+        .jitter(0.25)
+        .give_up_after(give_up_after)
+}
+
+/// The link timeout a client uses: `$RPTY_LINK_TIMEOUT`, else
+/// [`LINK_TIMEOUT`].
+pub(crate) fn link_timeout() -> Result<Duration> {
+    match std::env::var(LINK_TIMEOUT_ENV) {
+        Ok(text) if !text.trim().is_empty() => {
+            crate::cli::parse_duration(text.trim()).map_err(|err| anyhow!("{LINK_TIMEOUT_ENV}: {err}"))
+        }
+        _ => Ok(LINK_TIMEOUT),
+    }
+}
+
+/// The pipe settings of the server's side; `secret` authenticates every
+/// handshake.
+pub(crate) fn pipe_config(secret: Option<Secret>) -> Options {
     Options::new()
         .secret(secret)
         .send_buffer_bytes(SEND_BUFFER_BYTES)
         .keepalive_interval(Duration::from_secs(5))
         .idle_timeout(Duration::from_secs(15))
-        .backoff(backoff)
+        .backoff(backoff(None))
+}
+
+/// The pipe settings of a client: a dead link is seen within
+/// `link_timeout` (a ping goes out after a third of it without traffic),
+/// and the client gives up after `give_up_after`. A `--via` handshake may
+/// wait for a person to answer the transport (a password), so it may take
+/// as long as `handshake_timeout`.
+fn client_pipe_config(
+    secret: Option<Secret>,
+    give_up_after: Duration,
+    link_timeout: Duration,
+    handshake_timeout: Duration,
+) -> Options {
+    Options::new()
+        .secret(secret)
+        .send_buffer_bytes(SEND_BUFFER_BYTES)
+        .keepalive_interval((link_timeout / 3).max(Duration::from_millis(10)))
+        .idle_timeout(link_timeout)
+        .handshake_timeout(handshake_timeout)
+        .backoff(backoff(Some(give_up_after)))
 }
 
 /// The settings of a server's listener: on the Unix socket (`secret` is
@@ -112,7 +166,7 @@ pub(crate) fn pipe_config(secret: Option<Secret>, give_up_after: Option<Duration
 /// stays away longer than the window it asked for (see the server).
 pub(crate) fn server_config(secret: Option<Secret>) -> ServerOptions {
     ServerOptions::new()
-        .pipe(pipe_config(secret, None))
+        .pipe(pipe_config(secret))
         .peer_uid(PeerUid::SameAsServer)
         .max_sessions(MAX_PIPES)
         .session_expiry(MAX_RESUME_WINDOW)
@@ -130,6 +184,43 @@ struct DialNotes {
     server_gone: bool,
     /// The pipe, to close it when there is nothing to resume.
     control: Option<PipeControl>,
+    /// Lend the terminal to the next `--via` process (the first one: the
+    /// terminal is still in its ordinary mode then).
+    lend_terminal: bool,
+    /// The terminal, while a `--via` process has it.
+    lent: Option<Lent>,
+    /// The program a `--via` command runs, for messages (`ssh`).
+    via_program: Option<String>,
+    /// How the last `--via` process that ended did, once it is forgotten.
+    last_via_end: Option<String>,
+}
+
+impl DialNotes {
+    /// How the newest `--via` process that has ended ended:
+    /// `ssh exited 255: Connection refused`.
+    fn via_ended(&self) -> Option<String> {
+        let program = self.via_program.as_deref().unwrap_or("the --via command");
+        let (via, status) =
+            self.via.iter().rev().find_map(|via| via.try_status().ok().flatten().map(|status| (via, status)))?;
+        let stderr = String::from_utf8_lossy(&via.stderr()).into_owned();
+        // `ssh: connect to host h port 22: Connection refused` says it
+        // last.
+        let said = stderr
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|line| !line.is_empty())
+            .map(|line| line.rsplit(": ").next().unwrap_or(line).trim().to_owned());
+        let ended = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("{program} exited {code}"),
+            (None, Some(signal)) => format!("{program} was killed by signal {signal}"),
+            (None, None) => format!("{program} ended"),
+        };
+        Some(match said {
+            Some(line) => format!("{ended}: {line}"),
+            None => ended,
+        })
+    }
 }
 
 /// Ends every `--via` process still running, and waits until each is
@@ -182,8 +273,15 @@ impl Dialer {
                 match transport_stream::Stream::spawn(process, options) {
                     Ok(stream) => {
                         let mut notes = lock(notes);
+                        if let Some(ended) = notes.via_ended() {
+                            notes.last_via_end = Some(ended);
+                        }
                         notes.via.retain(|handle| matches!(handle.try_status(), Ok(None)));
                         notes.via.push(stream.handle());
+                        if std::mem::take(&mut notes.lend_terminal) {
+                            // The process leads a group of its own.
+                            notes.lent = stream.handle().pid().and_then(foreground::lend);
+                        }
                         Ok(Box::new(stream))
                     }
                     Err(err) => Err(io::Error::other(err)),
@@ -247,6 +345,32 @@ impl Transports {
     pub(crate) fn server_gone(&self) -> bool {
         lock(&self.0).server_gone
     }
+
+    /// The process group of a running `--via` process that is stopped
+    /// because it tried to read the terminal from the background (a
+    /// reconnecting ssh that asks for a password).
+    pub(crate) fn asking_group(&self) -> Option<u32> {
+        let groups: Vec<u32> = lock(&self.0)
+            .via
+            .iter()
+            .filter(|via| matches!(via.try_status(), Ok(None)))
+            .filter_map(transport_stream::Handle::pid)
+            .collect();
+        groups.into_iter().find(|&group| group_is_stopped(group))
+    }
+
+    /// Whether the `--via` process leading `group` still runs.
+    pub(crate) fn is_running(&self, group: u32) -> bool {
+        lock(&self.0).via.iter().any(|via| via.pid() == Some(group) && matches!(via.try_status(), Ok(None)))
+    }
+
+    /// What is known of why the link is down: how the last `--via`
+    /// process ended (`ssh exited 255: Connection refused`), else the
+    /// last error opening a transport.
+    pub(crate) fn down_reason(&self) -> Option<String> {
+        let notes = lock(&self.0);
+        notes.via_ended().or_else(|| notes.last_via_end.clone()).or_else(|| notes.error.clone())
+    }
 }
 
 /// Opens a connection to the server at `target` and waits for its first
@@ -275,11 +399,29 @@ pub(crate) async fn connect(target: &Target) -> Result<Connection> {
         Target::Tcp { secret, .. } => secret.clone(),
         _ => None,
     };
-    let notes = Arc::new(Mutex::new(DialNotes::default()));
+    let via_program = match target {
+        // The program's name when the command is one plain command
+        // (`ssh host rpty bridge`), else nothing to name.
+        Target::Via { command } if !command.contains([';', '&', '|', '$', '`', '(', '<', '>', '\n']) => {
+            command.split_whitespace().next().map(|program| program.rsplit('/').next().unwrap_or(program).to_owned())
+        }
+        _ => None,
+    };
+    let notes = Arc::new(Mutex::new(DialNotes { lend_terminal: true, via_program, ..DialNotes::default() }));
     let dialer = Dialer { first: Mutex::new(first), how, notes: notes.clone() };
-    let pipe = BackedPipe::connect(dialer, pipe_config(secret, Some(target.resume_window())));
+    let handshake_timeout =
+        if matches!(target, Target::Via { .. }) { VIA_FIRST_CONNECT_TIMEOUT } else { Duration::from_secs(10) };
+    let config = client_pipe_config(secret, target.resume_window(), link_timeout()?, handshake_timeout);
+    let pipe = BackedPipe::connect(dialer, config);
     lock(&notes).control = Some(pipe.control());
-    match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, first_handshake(&pipe)).await {
+    // A person may have to answer the transport first (a password).
+    let first_timeout =
+        if matches!(target, Target::Via { .. }) { VIA_FIRST_CONNECT_TIMEOUT } else { FIRST_CONNECT_TIMEOUT };
+    let first = tokio::time::timeout(first_timeout, first_handshake(&pipe)).await;
+    if let Some(lent) = lock(&notes).lent.take() {
+        lent.take_back();
+    }
+    match first {
         Ok(Ok(())) => {
             // The counters say, among others, how the transport split
             // (every kind splits into independent halves).
@@ -295,7 +437,7 @@ pub(crate) async fn connect(target: &Target) -> Result<Connection> {
         Err(_) => {
             pipe.close();
             close_transports(&notes).await;
-            Err(anyhow!("the server did not answer within {}s", FIRST_CONNECT_TIMEOUT.as_secs()))
+            Err(anyhow!("the server did not answer within {}s", first_timeout.as_secs()))
         }
     }
 }
@@ -337,6 +479,30 @@ fn explain_first_failure(target: &Target, failure: Option<backedpipe::Error>, no
             Some(error) => format!("cannot reach the server: {error}"),
             None => "the server closed the connection during the handshake".to_owned(),
         },
+    }
+}
+
+/// Whether a process of `group` is stopped by a job-control signal.
+fn group_is_stopped(group: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries.filter_map(Result::ok).any(|entry| {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
+        // After the command's `(name)`: state, ppid, pgrp.
+        let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace()).into_iter().flatten();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|pgrp| pgrp.parse::<u32>().ok());
+        pgrp == Some(group) && state == Some("T")
+    })
+}
+
+/// Continues every process of `group` (after it was stopped).
+pub(crate) fn continue_group(group: u32) {
+    if let Some(pid) = i32::try_from(group).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::CONT);
     }
 }
 

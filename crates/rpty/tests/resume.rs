@@ -27,25 +27,58 @@ fn via(dir: &Path) -> String {
     format!("echo $$ >> {}/via.pids; exec {BIN} bridge", dir.display())
 }
 
-/// The status line's bytes, as the client draws and clears them.
-fn status_line_bytes() -> (Vec<u8>, Vec<u8>) {
-    let shown = format!("\x1b7\x1b[{ROWS};1H\x1b[0;7m rpty: reconnecting… \x1b[0m\x1b[K\x1b8").into_bytes();
-    let cleared = format!("\x1b7\x1b[{ROWS};1H\x1b[2K\x1b8").into_bytes();
-    (shown, cleared)
+/// The start of the status line, as the client draws it on the bottom row.
+fn status_line_shown() -> String {
+    format!("\x1b7\x1b[{ROWS};1H\x1b[0;7m rpty: connection lost ")
 }
 
-fn remove_all(mut data: Vec<u8>, pattern: &[u8]) -> Vec<u8> {
-    while let Some(at) = common::find(&data, pattern) {
-        data.drain(at..at + pattern.len());
+/// The status line's removal: the screen moves back down the row it was
+/// moved up to make room.
+fn status_line_cleared() -> String {
+    "\x1b7\x1b[1;1H\x1bM\x1b8\x1b[B".to_owned()
+}
+
+/// `data` without what the client drew between saving and restoring the
+/// cursor (the status line, the room made for it, its removal) and the
+/// cursor moves that follow making room and taking it back; the sessions here never save the
+/// cursor themselves.
+fn without_status_line(data: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut rest = &data[..];
+    while let Some(at) = common::find(rest, b"\x1b7") {
+        out.extend_from_slice(&rest[..at]);
+        let end = common::find(&rest[at..], b"\x1b8").map_or(rest.len(), |end| at + end + 2);
+        rest = &rest[end..];
+        if let Some(after) = rest.strip_prefix(b"\x1b[A").or_else(|| rest.strip_prefix(b"\x1b[B")) {
+            rest = after;
+        }
     }
-    data
+    out.extend_from_slice(rest);
+    out
+}
+
+/// `data` without the repaints the server sends when the link is back
+/// (they redraw the screen, which holds lines already shown): from their
+/// prelude to the cursor's visibility, their last mode (these sessions set
+/// no title).
+fn without_repaints(data: Vec<u8>) -> Vec<u8> {
+    const PRELUDE: &[u8] = b"\x1b[?1049l\x1b[r\x1b[?6l";
+    let mut out = Vec::with_capacity(data.len());
+    let mut rest = &data[..];
+    while let Some(at) = common::find(rest, PRELUDE) {
+        out.extend_from_slice(&rest[..at]);
+        let end = common::find(&rest[at..], b" q\x1b[?25").map_or(rest.len(), |end| at + end + 8);
+        rest = &rest[end.min(rest.len())..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// Checks that the output holds `line 0` .. `line {LINES-1}` once each, in
-/// order, with nothing else on those lines.
+/// order, with nothing else on those lines (apart from the client's status
+/// line and the repaints when the link is back).
 fn assert_every_line_once(output: Vec<u8>) {
-    let (shown, cleared) = status_line_bytes();
-    let output = remove_all(remove_all(output, &shown), &cleared);
+    let output = without_repaints(without_status_line(output));
     let text = String::from_utf8_lossy(&output);
     let numbers: Vec<usize> = text
         .split("\r\n")
@@ -119,10 +152,12 @@ fn the_status_line_shows_while_reconnecting_and_goes_when_resumed() {
     // Break the transport and keep it broken for a while.
     std::fs::write(&block, b"").unwrap();
     kill(common::wait_lines(&pids, 1).parse().unwrap());
-    let (shown, cleared) = status_line_bytes();
-    let shown_at = client.wait_for(std::str::from_utf8(&shown).unwrap());
+    let shown_at = client.wait_for(&status_line_shown());
+    // It says what happened and how to leave, and counts the seconds.
+    client.wait_for_after("(the --via command exited 1); ", shown_at);
+    client.wait_for_after("rpty: connection lost 1s ago", shown_at);
     std::fs::remove_file(&block).unwrap();
-    let cleared_at = client.wait_for_after(std::str::from_utf8(&cleared).unwrap(), shown_at);
+    let cleared_at = client.wait_for_after(&status_line_cleared(), shown_at);
 
     // The session works as before.
     client.send("echo back'_'again\r");
@@ -191,8 +226,7 @@ fn a_command_that_exits_while_the_connection_is_down_still_reaches_the_client() 
     // The connection goes down and stays down while the command finishes.
     std::fs::write(&block, b"").unwrap();
     kill(common::wait_lines(&pids, 1).parse().unwrap());
-    let (shown, _) = status_line_bytes();
-    client.wait_for(std::str::from_utf8(&shown).unwrap());
+    client.wait_for(&status_line_shown());
     std::fs::write(&go, b"").unwrap();
     sandbox.wait_ls("the exit", |listing| listing.contains("exited"));
     // The server holds the rest for the client's resume window, not for a
@@ -215,14 +249,14 @@ fn the_detach_key_and_signals_work_while_reconnecting() {
     let block = sandbox.dir.join("block");
     let pids = sandbox.dir.join("via.pids");
     let via = format!("test -e {} && exit 1; {}", block.display(), via(&sandbox.dir));
-    let (shown, _) = status_line_bytes();
+    let shown = status_line_shown();
     for (round, leave) in [(1, None), (2, Some(rustix::process::Signal::TERM))] {
         let mut client = Term::spawn(&sandbox, &["attach", "--via", &via, "stuck"]);
         client.wait_raw();
         client.wait_for("$ ");
         std::fs::write(&block, b"").unwrap();
         kill(common::wait_lines(&pids, round).parse().unwrap());
-        client.wait_for(std::str::from_utf8(&shown).unwrap());
+        client.wait_for(&shown);
         // Typing while the connection is down must not hold anything up.
         client.send("echo typed-while-away");
         let asked = std::time::Instant::now();

@@ -25,6 +25,45 @@ use crate::WindowSize;
 use handler::{Extra, Tracked};
 pub(crate) use render::Kind;
 
+/// What [`Session::capture`](crate::Session::capture) includes.
+///
+/// ```
+/// use ptysession::CaptureOptions;
+///
+/// // The screen and up to 100 lines of history above it, with colours.
+/// let options = CaptureOptions::new().history_lines(100).escapes(true);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureOptions {
+    pub(crate) history_lines: usize,
+    pub(crate) escapes: bool,
+}
+
+impl CaptureOptions {
+    /// The screen only, as plain text (the default).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Prepends up to `lines` lines of the screen's history (as many as it
+    /// keeps, see [`Options::history_lines`](crate::Options::history_lines)).
+    #[must_use]
+    pub fn history_lines(mut self, lines: usize) -> Self {
+        self.history_lines = lines;
+        self
+    }
+
+    /// Keeps colours and attributes as SGR escape sequences (each line
+    /// ends with the default attributes).
+    #[must_use]
+    pub fn escapes(mut self, escapes: bool) -> Self {
+        self.escapes = escapes;
+        self
+    }
+}
+
 /// The default number of history lines kept above the screen.
 pub(crate) const DEFAULT_HISTORY_LINES: usize = 1000;
 
@@ -147,6 +186,12 @@ impl Screen {
         }
         let title = self.title.lock().unwrap_or_else(PoisonError::into_inner).clone();
         render::repaint(&self.term, self.extra.primary.as_ref(), self.extra.scroll_region, title.as_deref(), kind)
+    }
+
+    /// The screen as text lines, after up to `history` lines of history:
+    /// see [`render::capture`].
+    pub(crate) fn capture(&self, history: usize, escapes: bool) -> String {
+        render::capture(self.term.grid(), history, escapes)
     }
 
     /// The emulator, for comparisons in tests.

@@ -383,3 +383,46 @@ pub(super) fn repaint(
     }
     out.into_bytes()
 }
+
+/// The lines of `grid` as text for [`Session::capture`](crate::Session::capture):
+/// up to `history` lines of history, then every line of the screen, each
+/// ended by a newline, without trailing blanks; with `escapes`, each
+/// line's colours and attributes as SGR sequences, reset at its end.
+pub(super) fn capture(grid: &Grid<Cell>, history: usize, escapes: bool) -> String {
+    let history = history.min(grid.history_size());
+    let rows = grid.screen_lines();
+    let cols = grid.columns();
+    let mut out = String::new();
+    for line in -(history as i32)..rows as i32 {
+        let row = &grid[Line(line)];
+        let used = (0..cols).rev().find(|&col| !blank(&row[Column(col)])).map_or(0, |col| col + 1);
+        let mut pen = Pen::DEFAULT;
+        let start = out.len();
+        for col in 0..used {
+            let cell = &row[Column(col)];
+            // The second half of a wide character, and a wide character
+            // that did not fit at the end of the line, show nothing.
+            if cell.flags.intersects(Flags::WIDE_CHAR_SPACER | Flags::LEADING_WIDE_CHAR_SPACER) {
+                continue;
+            }
+            if escapes {
+                let cell_pen = Pen::of(cell);
+                if cell_pen != pen {
+                    cell_pen.write(&mut out);
+                    pen = cell_pen;
+                }
+            }
+            write_char(&mut out, cell);
+        }
+        if pen != Pen::DEFAULT {
+            out.push_str("\x1b[0m");
+        } else {
+            // Blanks drawn with the default pen are trailing spaces all
+            // the same.
+            let kept = out[start..].trim_end_matches(' ').len();
+            out.truncate(start + kept);
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -108,3 +108,30 @@ fn insert_mode_is_restored() {
     assert_eq!(text(&fresh), text(&screen));
     assert!(text(&fresh)[0].starts_with("Xabc"));
 }
+
+#[test]
+fn a_capture_is_the_text_of_the_screen_and_its_history() {
+    let mut screen = Screen::new(WindowSize::new(3, 10), 100);
+    screen.feed(b"one\r\ntwo  \r\n\x1b[1;31mred\x1b[0m x\r\n\xe6\xbc\xa2\xe5\xad\x97!");
+    // The screen scrolled "one" into the history.
+    assert_eq!(screen.capture(0, false), "two\nred x\n漢字!\n");
+    assert_eq!(screen.capture(1, false), "one\ntwo\nred x\n漢字!\n");
+    assert_eq!(screen.capture(50, false), screen.capture(1, false), "only the history there is");
+    let colored = screen.capture(0, true);
+    assert_eq!(colored, "two\n\x1b[0;1;31mred\x1b[0m x\n漢字!\n");
+    // Scrolled into view on a terminal, the escapes draw the same screen.
+    let mut shown = Screen::new(WindowSize::new(3, 10), 0);
+    shown.feed(colored.trim_end().replace('\n', "\r\n").as_bytes());
+    screen.feed(b"\x1b[H");
+    shown.feed(b"\x1b[H");
+    assert_eq!(text(&shown), text(&screen));
+}
+
+#[test]
+fn a_capture_shows_the_alternate_screen_while_it_is_up() {
+    let mut screen = Screen::new(WindowSize::new(2, 10), 100);
+    screen.feed(b"shell\r\n$ \x1b[?1049h\x1b[Hfull");
+    assert_eq!(screen.capture(10, false), "full\n\n");
+    screen.feed(b"\x1b[?1049l");
+    assert_eq!(screen.capture(0, false), "shell\n$\n");
+}

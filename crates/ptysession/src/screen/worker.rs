@@ -24,7 +24,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use super::{Kind, Screen};
 use crate::WindowSize;
@@ -36,6 +36,7 @@ enum Work {
     Output(Bytes),
     Resize(WindowSize),
     Repaint { queue: Arc<ClientQueue>, generation: u64, kind: Kind },
+    Capture { history: usize, escapes: bool, reply: oneshot::Sender<String> },
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +110,21 @@ impl Feed {
         self.push(Work::Repaint { queue, generation, kind });
     }
 
+    /// Asks for the screen as text at this point of the output (under the
+    /// session's lock); `None` once the model is closed (no answer would
+    /// come).
+    pub(crate) fn push_capture(&self, history: usize, escapes: bool) -> Option<oneshot::Receiver<String>> {
+        let mut work = lock(&self.work);
+        if work.closed {
+            return None;
+        }
+        let (reply, answer) = oneshot::channel();
+        work.items.push_back(Work::Capture { history, escapes, reply });
+        drop(work);
+        self.ready.notify_one();
+        Some(answer)
+    }
+
     fn push(&self, item: Work) {
         lock(&self.work).items.push_back(item);
         self.ready.notify_one();
@@ -133,8 +149,8 @@ impl Feed {
 
     /// Lets the worker stop: the session is done. Output still queued is
     /// not parsed (it would only take a core from other sessions); a
-    /// repaint still asked for is rendered from the screen as it is, so
-    /// that no client waits for it for ever.
+    /// repaint or capture still asked for is rendered from the screen as
+    /// it is, so that no one waits for it for ever.
     pub(crate) fn close(&self) {
         lock(&self.work).closed = true;
         self.ready.notify_one();
@@ -179,6 +195,13 @@ impl Feed {
                     let mut repaint = Vec::new();
                     self.guarded(|screen| repaint = screen.repaint(kind));
                     queue.deliver_repaint(generation, Bytes::from(repaint));
+                }
+            }
+            Work::Capture { history, escapes, reply } => {
+                if !reply.is_closed() {
+                    let mut text = String::new();
+                    self.guarded(|screen| text = screen.capture(history, escapes));
+                    let _ = reply.send(text);
                 }
             }
         }

@@ -187,6 +187,22 @@ pub fn serve(sandbox: &Sandbox) -> (Served, String) {
     (served, addr)
 }
 
+/// Starts `rpty serve ARGS` in `sandbox` and waits until it listens on
+/// its socket.
+pub fn serve_local(sandbox: &Sandbox, args: &[&str]) -> Served {
+    let mut all = vec!["serve"];
+    all.extend_from_slice(args);
+    let mut command = sandbox.command(&all);
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let served = Served { child: command.spawn().unwrap() };
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while sandbox.server_pid().is_none() || !sandbox.dir.join("server.sock").exists() {
+        assert!(Instant::now() < deadline, "rpty serve never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    served
+}
+
 /// Whether process `pid` exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -220,6 +236,10 @@ pub struct Term {
 impl Term {
     /// Runs `rpty ARGS` on a new 24×80 terminal.
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(sandbox: &Sandbox, args: &[S]) -> Term {
+        Term::spawn_command(sandbox.command(args), &[])
+    }
+
+    fn spawn_command(mut command: Command, env: &[(&str, &str)]) -> Term {
         let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
         rustix::pty::grantpt(&master).unwrap();
         rustix::pty::unlockpt(&master).unwrap();
@@ -229,7 +249,7 @@ impl Term {
         termios::tcsetwinsize(&master, Winsize { ws_row: ROWS, ws_col: COLS, ws_xpixel: 0, ws_ypixel: 0 }).unwrap();
         let original = termios::tcgetattr(&slave).unwrap();
         assert!(original.local_modes.contains(LocalModes::ICANON), "a new terminal starts in canonical mode");
-        let mut command = sandbox.command(args);
+        command.envs(env.iter().copied());
         command
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
@@ -247,6 +267,38 @@ impl Term {
             std::thread::spawn(move || read_terminal(&master, &screen, &stop, &paused))
         };
         Term { master, child, screen, stop, paused, reader: Some(reader), original }
+    }
+
+    /// Runs `rpty ARGS` on a terminal to its end; returns its status and
+    /// everything it showed.
+    pub fn run<S: AsRef<std::ffi::OsStr>>(sandbox: &Sandbox, args: &[S]) -> (ExitStatus, String) {
+        let mut term = Term::spawn(sandbox, args);
+        let status = term.wait_exit();
+        (status, term.text())
+    }
+
+    /// As [`Term::spawn`], with `name=value` added to the environment.
+    pub fn spawn_with_env<S: AsRef<std::ffi::OsStr>>(sandbox: &Sandbox, args: &[S], env: &[(&str, &str)]) -> Term {
+        Term::spawn_command(sandbox.command(args), env)
+    }
+
+    /// As [`Term::spawn`], with the terminal as rpty's controlling
+    /// terminal (rpty leads a new session), as in a person's terminal
+    /// window: `/dev/tty` is the terminal then, for programs that ask.
+    pub fn spawn_controlling<S: AsRef<std::ffi::OsStr>>(sandbox: &Sandbox, args: &[S]) -> Term {
+        use std::os::unix::process::CommandExt;
+        let mut command = sandbox.command(args);
+        // SAFETY: the hook runs in the child between fork and exec and
+        // only makes two system calls (no allocation, no lock), which is
+        // async-signal-safe; standard input is the terminal by then.
+        unsafe {
+            command.pre_exec(|| {
+                rustix::process::setsid()?;
+                rustix::process::ioctl_tiocsctty(std::io::stdin())?;
+                Ok(())
+            });
+        }
+        Term::spawn_command(command, &[])
     }
 
     pub fn pid(&self) -> i32 {
@@ -403,4 +455,51 @@ pub fn wait_lines(path: &Path, lines: usize) -> String {
         assert!(Instant::now() < deadline, "{} never had {lines} lines", path.display());
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// What a terminal shows after `output`: its rows as text, trailing blanks
+/// trimmed. `sizes` lists where in the output the terminal took a size
+/// (the first at 0).
+pub fn screen_rows(output: &[u8], sizes: &[(usize, u16, u16)]) -> Vec<String> {
+    use alacritty_terminal::event::VoidListener;
+    use alacritty_terminal::grid::Dimensions;
+    use alacritty_terminal::index::{Column, Line};
+    use alacritty_terminal::term::cell::Flags;
+    use alacritty_terminal::term::{Config, Term};
+    use alacritty_terminal::vte::ansi::Processor;
+
+    struct Size(u16, u16);
+    impl Dimensions for Size {
+        fn total_lines(&self) -> usize {
+            usize::from(self.0)
+        }
+        fn screen_lines(&self) -> usize {
+            usize::from(self.0)
+        }
+        fn columns(&self) -> usize {
+            usize::from(self.1)
+        }
+    }
+
+    let (_, rows, cols) = sizes[0];
+    let mut term = Term::new(Config::default(), &Size(rows, cols), VoidListener);
+    let mut parser: Processor = Processor::new();
+    let mut fed = 0;
+    for &(at, rows, cols) in &sizes[1..] {
+        parser.advance(&mut term, &output[fed..at]);
+        term.resize(Size(rows, cols));
+        fed = at;
+    }
+    parser.advance(&mut term, &output[fed..]);
+    let grid = term.grid();
+    (0..grid.screen_lines() as i32)
+        .map(|line| {
+            let row = &grid[Line(line)];
+            let text: String = (0..grid.columns())
+                .filter(|&col| !row[Column(col)].flags.contains(Flags::WIDE_CHAR_SPACER))
+                .map(|col| row[Column(col)].c)
+                .collect();
+            text.trim_end().to_owned()
+        })
+        .collect()
 }
