@@ -410,7 +410,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let (reader, writer) = tokio::io::split(connection);
-    serve_client_with(attachment, reader, WriteSink(writer)).await
+    serve_client_with(attachment, reader, WriteSink(writer), ServeOptions::new(), std::future::pending()).await
 }
 
 /// Where [`serve_client_with`] sends the frames it encodes.
@@ -434,9 +434,34 @@ impl<W: AsyncWrite + Unpin> FrameSink for WriteSink<W> {
     }
 }
 
+/// How [`serve_client_with`] serves a client.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    read_only: bool,
+}
+
+impl ServeOptions {
+    /// Input is delivered to the session.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads the client's input frames and drops them: the client sees the
+    /// session and may resize it, detach, or ask for a repaint, but types
+    /// nothing into it.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+}
+
 /// As [`serve_client`], over a connection already split into `reader`
 /// and `sink`: each batch of encoded frames goes to the sink as one
-/// [`Bytes`].
+/// [`Bytes`]. `options` can make the client read-only; when `detach`
+/// completes (e.g. another client displaced this one), the client is sent
+/// `Detached` with its reason after the output already encoded, and
+/// serving ends with [`ServeOutcome::Detached`].
 ///
 /// # Errors
 ///
@@ -445,10 +470,17 @@ impl<W: AsyncWrite + Unpin> FrameSink for WriteSink<W> {
 /// # Cancel safety
 ///
 /// As [`serve_client`].
-pub async fn serve_client_with<R, S>(attachment: Attachment, mut reader: R, mut sink: S) -> Result<ServeOutcome, Error>
+pub async fn serve_client_with<R, S, D>(
+    attachment: Attachment,
+    mut reader: R,
+    mut sink: S,
+    options: ServeOptions,
+    detach: D,
+) -> Result<ServeOutcome, Error>
 where
     R: AsyncRead + Unpin,
     S: FrameSink,
+    D: Future<Output = DetachReason>,
 {
     let restores_screen = attachment.restores_screen();
     let (replay, mut events, input) = attachment.into_parts();
@@ -474,8 +506,13 @@ where
     }
 
     let outgoing = async {
+        let mut detach = std::pin::pin!(detach);
         loop {
-            let Some(event) = events.next().await else { return Ok(ServeOutcome::Detached(DetachReason::Closed)) };
+            let event = tokio::select! {
+                event = events.next() => event,
+                reason = &mut detach => Some(Event::Detached(reason)),
+            };
+            let Some(event) = event else { return Ok(ServeOutcome::Detached(DetachReason::Closed)) };
             let mut end = encode_event(event, &mut out);
             while end.is_none() && out.len() < WRITE_BATCH_BYTES {
                 match events.try_next() {
@@ -497,7 +534,9 @@ where
                 Some(ClientFrame::Detach) => return Ok(ServeOutcome::ClientDetached),
                 // A closed session ends the outgoing side with its status.
                 Some(ClientFrame::Input(data)) => {
-                    let _ = input.write(data).await;
+                    if !options.read_only {
+                        let _ = input.write(data).await;
+                    }
                 }
                 // Refusals are counted in the session's stats; a detached
                 // client is about to be told why.

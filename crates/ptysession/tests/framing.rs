@@ -152,7 +152,13 @@ async fn a_frame_sink_gets_whole_frames_in_batches() {
     let (reader, _writer) = server_side.into_split();
     let outcome = tokio::time::timeout(
         WAIT,
-        framing::serve_client_with(session.attach(None).unwrap(), reader, Batches(batches.clone())),
+        framing::serve_client_with(
+            session.attach(None).unwrap(),
+            reader,
+            Batches(batches.clone()),
+            framing::ServeOptions::new(),
+            std::future::pending(),
+        ),
     )
     .await
     .unwrap()

@@ -13,14 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use backedpipe::{PipeControl, PipeState};
-use bytes::{Bytes, BytesMut};
-use ptysession::framing::{ClientFrame, FrameSink, ServeOutcome, ServerFrame};
-use ptysession::{Attachment, DetachReason, Event};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use ptysession::framing::{self, FrameSink, ServeOptions, ServeOutcome};
+use ptysession::{Attachment, DetachReason};
+use tokio::io::AsyncRead;
 use tokio::sync::Notify;
-
-/// Output gathered into one write while more is ready at once.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// The attached clients of every session, and when each session was last
 /// used. Sessions are known by their command's pid, which names them for
@@ -152,25 +148,19 @@ pub(crate) enum InputPolicy {
     Drop,
 }
 
-/// Serves one attached client, reading its frames from `reader` and
-/// sending frames to `sink` (each batch as one chunk): the replay (for a client
-/// that restores the screen, the repaint) and `ReplayEnd`, then output as it comes, and finally the exit status or
-/// the reason for detaching (also [`DetachReason::Displaced`] when
-/// `displaced` is notified); meanwhile the client's input (unless
-/// dropped) and resizes go to the session.
+/// Serves one attached client with ptysession's framing
+/// ([`framing::serve_client_with`]), reading its frames from `reader` and
+/// sending frames to `sink`: input is dropped under [`InputPolicy::Drop`],
+/// and the client is detached with [`DetachReason::Displaced`] when
+/// `displaced` is notified.
 ///
 /// # Errors
 ///
-/// [`ptysession::Error::Connection`] when the connection fails,
-/// [`ptysession::Error::Frame`] when the client breaks the framing.
-///
-/// # Cancel safety
-///
-/// Dropping the future detaches the client; a frame may be cut off midway.
+/// As [`framing::serve_client_with`].
 pub(crate) async fn serve<R, S>(
     attachment: Attachment,
-    mut reader: R,
-    mut sink: S,
+    reader: R,
+    sink: S,
     input_policy: InputPolicy,
     displaced: &Notify,
 ) -> Result<ServeOutcome, ptysession::Error>
@@ -178,127 +168,12 @@ where
     R: AsyncRead + Unpin,
     S: FrameSink,
 {
-    let restores_screen = attachment.restores_screen();
-    let (replay, mut events, input) = attachment.into_parts();
-    let mut out = BytesMut::new();
-    // A client restoring the screen gets the repaint as its replay; output
-    // continues exactly after it.
-    let mut first = None;
-    let replay = if restores_screen {
-        match events.next().await {
-            Some(Event::Repaint(repaint)) => repaint,
-            other => {
-                first = other;
-                Bytes::new()
-            }
-        }
-    } else {
-        replay
+    let options = ServeOptions::new().read_only(input_policy == InputPolicy::Drop);
+    let displacement = async {
+        displaced.notified().await;
+        DetachReason::Displaced
     };
-    ServerFrame::Replay(replay).encode(&mut out);
-    ServerFrame::ReplayEnd.encode(&mut out);
-    let early_end = first.and_then(|event| encode_event(event, &mut out));
-    send(&mut sink, &mut out).await?;
-    if let Some(end) = early_end {
-        return Ok(end);
-    }
-
-    let outgoing = async {
-        loop {
-            let event = tokio::select! {
-                event = events.next() => event,
-                () = displaced.notified() => Some(Event::Detached(DetachReason::Displaced)),
-            };
-            let Some(event) = event else { return Ok(ServeOutcome::Detached(DetachReason::Closed)) };
-            let mut end = encode_event(event, &mut out);
-            while end.is_none() && out.len() < WRITE_BATCH_BYTES {
-                match events.try_next() {
-                    Some(event) => end = encode_event(event, &mut out),
-                    None => break,
-                }
-            }
-            send(&mut sink, &mut out).await?;
-            if let Some(end) = end {
-                return Ok(end);
-            }
-        }
-    };
-    let incoming = async {
-        let mut buf = BytesMut::new();
-        loop {
-            match read_frame(&mut reader, &mut buf).await? {
-                None => return Ok(ServeOutcome::ClientDisconnected),
-                Some(ClientFrame::Detach) => return Ok(ServeOutcome::ClientDetached),
-                // A closed session ends the outgoing side with its status.
-                Some(ClientFrame::Input(data)) => {
-                    if input_policy == InputPolicy::Deliver {
-                        let _ = input.write(data).await;
-                    }
-                }
-                // Refusals are counted in the session's stats; a detached
-                // client is about to be told why.
-                Some(ClientFrame::Resize(size)) => {
-                    let _ = input.resize(size);
-                }
-                // rpty's sessions keep a screen model: never refused.
-                Some(ClientFrame::Repaint) => {
-                    let _ = input.request_repaint();
-                }
-                Some(_) => {}
-            }
-        }
-    };
-    tokio::select! {
-        outcome = outgoing => outcome,
-        outcome = incoming => outcome,
-    }
-}
-
-/// Encodes an event; returns how serving ends if it is the final one.
-fn encode_event(event: Event, out: &mut BytesMut) -> Option<ServeOutcome> {
-    match event {
-        // A repaint (a client that fell behind) draws over whatever the
-        // terminal shows: to the client it is output like any other.
-        Event::Output(data) | Event::Repaint(data) => {
-            ServerFrame::Output(data).encode(out);
-            None
-        }
-        Event::Exited(status) => {
-            ServerFrame::Exited(status).encode(out);
-            Some(ServeOutcome::Exited(status))
-        }
-        Event::Detached(reason) => {
-            ServerFrame::Detached(reason).encode(out);
-            Some(ServeOutcome::Detached(reason))
-        }
-        _ => None,
-    }
-}
-
-/// Hands the encoded frames in `out` to the sink as one chunk (no copy).
-async fn send<S: FrameSink>(sink: &mut S, out: &mut BytesMut) -> Result<(), ptysession::Error> {
-    sink.send(out.split().freeze()).await.map_err(ptysession::Error::Connection)
-}
-
-/// Reads until a whole client frame is in `buf`; `Ok(None)` at a clean end
-/// of stream (between frames). Cancel safe: bytes read stay in `buf`.
-async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut BytesMut,
-) -> Result<Option<ClientFrame>, ptysession::Error> {
-    loop {
-        if let Some(frame) = ClientFrame::decode(buf)? {
-            return Ok(Some(frame));
-        }
-        buf.reserve(8 * 1024);
-        if reader.read_buf(buf).await.map_err(ptysession::Error::Connection)? == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(ptysession::Error::Connection(std::io::ErrorKind::UnexpectedEof.into()))
-            };
-        }
-    }
+    framing::serve_client_with(attachment, reader, sink, options, displacement).await
 }
 
 #[cfg(test)]
