@@ -241,8 +241,9 @@ impl<'a> Transmit<'a> {
     }
 
     /// For DATA: the stream sequence number of the first payload byte
-    /// (`parts()[1]`, then `parts()[2]`, follow `parts()[0]`, the rest of
-    /// the frame header). `None` for control frames.
+    /// (`parts()[1]`, then `parts()[2]`, follow `parts()[0]`: the rest of
+    /// the frame header, after the control frames that go in the same
+    /// write, if any). `None` for control frames alone.
     pub fn payload_seq(&self) -> Option<u64> {
         self.payload_seq
     }
@@ -348,6 +349,11 @@ struct TxFrame {
 enum Last {
     Ctrl,
     Frame,
+    /// Control frames (`ctrl` bytes of them) and then the start of a DATA
+    /// frame, in one write (see [`Conn::head`]).
+    Both {
+        ctrl: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -359,6 +365,9 @@ struct Conn {
     body_buf: [u8; MAX_HANDSHAKE_LEN],
     ctrl: Vec<u8>,
     ctrl_sent: usize,
+    /// The pending control frames followed by the next DATA header, so
+    /// that both go in one write (one wake-up of the peer, not two).
+    head: Vec<u8>,
     frame: Option<TxFrame>,
     last: Option<Last>,
     /// Next payload byte to transmit.
@@ -403,6 +412,7 @@ impl Conn {
             body_buf: [0; MAX_HANDSHAKE_LEN],
             ctrl: Vec::new(),
             ctrl_sent: 0,
+            head: Vec::new(),
             frame: None,
             last: None,
             tx_seq: 0,
@@ -1714,13 +1724,20 @@ impl Core {
             return None;
         }
         let frame_started = conn.frame.as_ref().is_some_and(|frame| frame.started);
+        let data_waits = conn.frame.is_some() || conn.tx_seq < written;
         if !frame_started && !conn.ctrl_pending() && conn.phase == Phase::Connected {
+            if data_waits && conn.ack_deadline.is_some() {
+                // The acknowledgement that waits for its delay rides with
+                // the data instead: an exchange of keystrokes and echoes
+                // then needs no acknowledgement of its own.
+                conn.ack_now = true;
+            }
             // Materialise the wanted control frames now, with fresh values.
             conn.ctrl.clear();
             conn.ctrl_sent = 0;
             queue_controls(conn, recv_seq, eos_flag);
         }
-        if !frame_started && conn.ctrl_pending() {
+        if !frame_started && conn.ctrl_pending() && !(data_waits && conn.phase == Phase::Connected) {
             conn.last = Some(Last::Ctrl);
             return Some(Transmit {
                 parts: [&conn.ctrl[conn.ctrl_sent..], &[], &[]],
@@ -1755,12 +1772,21 @@ impl Core {
         let a = &a[..want.min(a.len())];
         want -= a.len();
         let b = &b[..want.min(b.len())];
-        conn.last = Some(Last::Frame);
-        Some(Transmit {
-            parts: [&frame.header[frame.header_sent..], a, b],
-            owners: slices.owners,
-            payload_seq: Some(conn.tx_seq),
-        })
+        let header = &frame.header[frame.header_sent..];
+        let head: &[u8] = if conn.ctrl_pending() {
+            // Only before a frame starts (see above): the control frames
+            // go first, in the same write.
+            let ctrl = &conn.ctrl[conn.ctrl_sent..];
+            conn.head.clear();
+            conn.head.extend_from_slice(ctrl);
+            conn.head.extend_from_slice(header);
+            conn.last = Some(Last::Both { ctrl: ctrl.len() });
+            &conn.head
+        } else {
+            conn.last = Some(Last::Frame);
+            header
+        };
+        Some(Transmit { parts: [head, a, b], owners: slices.owners, payload_seq: Some(conn.tx_seq) })
     }
 
     fn materialize_controls(&self, conn: &mut Conn) {
@@ -1803,6 +1829,18 @@ impl Core {
             return;
         };
         conn.lent = false;
+        let mut count = count;
+        if let Some(Last::Both { ctrl }) = conn.last {
+            let written = count.min(ctrl);
+            conn.ctrl_sent = (conn.ctrl_sent + written).min(conn.ctrl.len());
+            if conn.ctrl_sent == conn.ctrl.len() {
+                conn.ctrl.clear();
+                conn.ctrl_sent = 0;
+            }
+            count -= written;
+            // The frame starts once its control frames are out.
+            conn.last = if written == ctrl { Some(Last::Frame) } else { None };
+        }
         match conn.last {
             Some(Last::Ctrl) => {
                 conn.ctrl_sent = (conn.ctrl_sent + count).min(conn.ctrl.len());
@@ -1837,7 +1875,7 @@ impl Core {
                     self.trim_acked();
                 }
             }
-            None => {}
+            Some(Last::Both { .. }) | None => {}
         }
     }
 

@@ -87,6 +87,38 @@ fn handshake_then_data_both_ways() {
 }
 
 #[test]
+fn an_acknowledgement_rides_with_data_in_one_write() {
+    let (now, mut client, cg, mut server, sg) = connected_pair(options());
+    // A keystroke, then its echo: each side has received bytes it has not
+    // acknowledged yet when it next sends.
+    client.write(b"k").unwrap();
+    pump(now, &mut client, cg, &mut server, sg);
+    assert_eq!(read_all(&mut server), b"k");
+    assert!(server.poll_timeout().is_some_and(|at| at <= now + options().ack_delay));
+    server.write(b"k").unwrap();
+    let transmit = server.poll_transmit(sg).unwrap();
+    let head = transmit.parts()[0].to_vec();
+    let sent: Vec<u8> = transmit.parts().concat();
+    assert_eq!(head[0], FrameKind::Ack.to_byte(), "the pending ACK goes first");
+    assert_eq!(head[HEADER_LEN..HEADER_LEN + 8], 1u64.to_be_bytes());
+    assert_eq!(head[HEADER_LEN + 9], FrameKind::Data.to_byte(), "the DATA header follows in the same write");
+    assert_eq!(head.len(), HEADER_LEN + 9 + HEADER_LEN);
+    // A short write that ends inside the ACK: the rest of it and the whole
+    // DATA frame come next, and nothing is sent twice.
+    server.transmitted(now, sg, 3);
+    client.handle_read(now, cg, &sent[..3]);
+    let rest: Vec<u8> = server.poll_transmit(sg).unwrap().parts().concat();
+    assert_eq!(rest, sent[3..]);
+    server.transmitted(now, sg, rest.len());
+    client.handle_read(now, cg, &rest);
+    assert!(server.poll_transmit(sg).is_none_or(|transmit| transmit.is_empty()));
+    assert_eq!(read_all(&mut client), b"k");
+    // The ACK went: no timer waits for it any more.
+    assert_eq!(server.poll_timeout(), Some(now + options().keepalive_interval));
+    assert_eq!(client.acked_seq(), 1);
+}
+
+#[test]
 fn write_before_connect_is_delivered_after_connect() {
     let now = Instant::now();
     let mut client = Core::active(options());
@@ -384,7 +416,7 @@ fn the_server_confirms_a_verified_proof_before_anything_else() {
         pump(now, &mut client, cg, &mut server, sg); // PROOF
         let sent: Vec<u8> = server.poll_transmit(sg).unwrap().parts().concat();
         assert_eq!(sent[0], FrameKind::Ack.to_byte(), "the confirmation comes first");
-        assert_eq!(sent.len(), HEADER_LEN + 9, "and alone, before DATA");
+        assert_eq!(sent[HEADER_LEN + 9], FrameKind::Data.to_byte(), "then the DATA, in the same write");
         assert_eq!(sent[HEADER_LEN..HEADER_LEN + 8], 0u64.to_be_bytes());
         server.transmitted(now, sg, sent.len());
         client.handle_read(now, cg, &sent[..HEADER_LEN - 1]);

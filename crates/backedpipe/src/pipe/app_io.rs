@@ -22,8 +22,11 @@ use super::now;
 use super::state::{Inner, Party, Shared, StateGuard, lock_half, try_half};
 use crate::core::{ConnectionState, Generation, ReadOutcome};
 use crate::error::Error;
-use crate::proto;
 use crate::send_queue::MIN_SHARED_CHUNK;
+
+/// Room on the stack for a DATA frame's header and the control frames
+/// (an ACK, a PING, a PONG) that go before it in the same write.
+const HEAD_ON_STACK: usize = 96;
 
 impl Shared {
     /// After input on `generation`: events, then whatever the core wants to
@@ -56,14 +59,22 @@ impl Shared {
                 break;
             }
             let outcome = if transmit.payload_seq().is_some() {
+                // The frame header, after the control frames that go
+                // with it (a few dozen bytes at most).
                 let header = transmit.parts()[0];
-                let mut head = [0u8; proto::HEADER_LEN];
-                head[..header.len()].copy_from_slice(header);
-                let head_len = header.len();
+                let mut on_stack = [0u8; HEAD_ON_STACK];
+                let on_heap;
+                let head: &[u8] = if let Some(room) = on_stack.get_mut(..header.len()) {
+                    room.copy_from_slice(header);
+                    room
+                } else {
+                    on_heap = header.to_vec();
+                    &on_heap
+                };
                 let [first, second] = transmit.payload_bytes();
                 inner.core.lend_transmit(generation);
                 drop(inner);
-                let slices = [io::IoSlice::new(&head[..head_len]), io::IoSlice::new(&first), io::IoSlice::new(&second)];
+                let slices = [io::IoSlice::new(head), io::IoSlice::new(&first), io::IoSlice::new(&second)];
                 let outcome = Pin::new(&mut conn.io).poll_write_vectored(&mut cx, &slices);
                 inner = self.lock();
                 outcome
