@@ -18,6 +18,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+mod unix;
+
 /// A connection a pipe can run over: a byte stream that knows how to split
 /// into a read half and a write half.
 ///
@@ -26,8 +28,8 @@ use tokio::net::{TcpStream, UnixStream};
 /// [`BackedPipe::resume`](crate::BackedPipe::resume), from a
 /// [`Listener`](crate::Listener)'s sources) and splits each at once; the
 /// pipe itself carries no transport type. Implemented for
-/// [`TcpStream`] and [`UnixStream`] (their own `into_split`: the halves
-/// never wait for each other), for transport-stream's `Stream` with the
+/// [`TcpStream`] and [`UnixStream`] (halves that never wait for each
+/// other), for transport-stream's `Stream` with the
 /// `child-stdio` feature (stdout and stdin), for `Box<dyn Transport>`,
 /// and for [`Joined`], which takes any other `AsyncRead + AsyncWrite`.
 ///
@@ -126,9 +128,12 @@ impl Transport for TcpStream {
 }
 
 impl Transport for UnixStream {
+    /// Independent halves that ask the reactor only for what they wait
+    /// for: the read half for reading, the write half for room to write
+    /// only while the socket is full. (A Unix socket registered for room
+    /// to write is woken each time its peer reads.)
     fn into_halves(self: Box<Self>) -> Halves {
-        let (read, write) = (*self).into_split();
-        Halves::independent(read, write)
+        unix::halves(*self)
     }
 }
 
