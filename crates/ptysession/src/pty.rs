@@ -85,10 +85,18 @@ pub(crate) fn open(size: WindowSize) -> io::Result<PtyPair> {
 ///
 /// Outside a tokio runtime with I/O enabled.
 pub(crate) fn register(master: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // Readable only: a standing interest in room to write would wake the
+    // reactor each time the program reads its input (see `write_all`).
+    register_for(master, Interest::READABLE)
+}
+
+/// Registers `fd` with the tokio reactor of the current runtime for
+/// `interest`.
+fn register_for(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: `OwnedFd` owns its descriptor: it stays open, and refers to the
     // same open file description, until the `AsyncFd` that now owns the
     // `OwnedFd` drops it, and `as_raw_fd` always returns that descriptor.
-    let registered = unsafe { AsyncFd::register_with_interest(master, Interest::READABLE | Interest::WRITABLE) };
+    let registered = unsafe { AsyncFd::register_with_interest(fd, interest) };
     registered.map_err(io::Error::from)
 }
 
@@ -164,25 +172,49 @@ pub(crate) fn read_now(master: &OwnedFd, buf: &mut BytesMut) -> io::Result<ReadO
 
 /// Writes all of `data` to the master, waiting for room as needed.
 ///
+/// The master is registered for reading only. Input nearly always fits at
+/// once; only when the terminal's input queue is full is a copy of the
+/// descriptor registered for writing, for as long as this call waits.
+/// (A standing interest in writing would wake the runtime each time the
+/// program takes its input, on the way of every keystroke's echo.)
+///
 /// # Cancel safety
 ///
 /// Not cancel safe: a dropped future may have written a prefix of `data`.
 pub(crate) async fn write_all(master: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
+    let mut room: Option<AsyncFd<OwnedFd>> = None;
     while !data.is_empty() {
-        let mut guard = master.writable().await?;
-        match guard.try_io(|fd| {
-            loop {
-                match rustix::io::write(fd.get_ref(), data) {
-                    Err(rustix::io::Errno::INTR) => continue,
-                    result => return result.map_err(io::Error::from),
+        let Some(waiter) = &room else {
+            match write_now(master.get_ref(), data) {
+                Ok(count) => data = &data[count..],
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    // Registered after the refusal: if room came meanwhile,
+                    // the registration reports it at once.
+                    let copy = rustix::io::fcntl_dupfd_cloexec(master.get_ref(), 0)?;
+                    room = Some(register_for(copy, Interest::WRITABLE)?);
                 }
+                Err(err) => return Err(err),
             }
-        }) {
+            continue;
+        };
+        let mut guard = waiter.writable().await?;
+        match guard.try_io(|fd| write_now(fd.get_ref(), data)) {
             Ok(result) => data = &data[result?..],
             Err(_would_block) => continue,
         }
     }
     Ok(())
+}
+
+/// One non-blocking write of `data` to the master; `WouldBlock` when the
+/// terminal's input queue is full.
+pub(crate) fn write_now(master: &OwnedFd, data: &[u8]) -> io::Result<usize> {
+    loop {
+        match rustix::io::write(master, data) {
+            Err(rustix::io::Errno::INTR) => continue,
+            result => return result.map_err(io::Error::from),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +240,38 @@ mod tests {
         drop(pair.slave);
         let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), read_into(&master, &mut buf));
         assert!(matches!(outcome.await.unwrap().unwrap(), ReadOutcome::End));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_finds_the_terminal_full_waits_for_room_and_loses_nothing() {
+        let pair = open(WindowSize::default()).unwrap();
+        let mut modes = termios::tcgetattr(&pair.slave).unwrap();
+        modes.make_raw();
+        termios::tcsetattr(&pair.slave, OptionalActions::Now, &modes).unwrap();
+        let master = std::sync::Arc::new(register(pair.master).unwrap());
+        // Far more than the terminal's input queue holds: the write must
+        // wait for the reader below, several times.
+        let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let writer = tokio::spawn({
+            let (master, data) = (master.clone(), data.clone());
+            async move { write_all(&master, &data).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!writer.is_finished(), "the terminal took everything without a reader");
+        let slave = pair.slave;
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8192];
+            while got.len() < 256 * 1024 {
+                let read = rustix::io::read(&slave, &mut buf).unwrap();
+                got.extend_from_slice(&buf[..read]);
+            }
+            got
+        });
+        let within = std::time::Duration::from_secs(10);
+        tokio::time::timeout(within, writer).await.expect("the write waited for ever").unwrap().unwrap();
+        let got = tokio::time::timeout(within, reader).await.unwrap().unwrap();
+        assert!(got == data, "bytes lost or reordered");
     }
 
     #[tokio::test]

@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     /// Wakes the supervisor to recompute its deadline.
     wake: Notify,
     input: mpsc::Sender<Bytes>,
+    /// Who may write input to the terminal now; see [`Shared::send_input`].
+    input_gate: Mutex<InputGate>,
     pub(crate) counters: Counters,
     options: Options,
     /// The screen model; see [`crate::screen::worker`] for how it keeps
@@ -90,6 +92,16 @@ pub(crate) struct Shared {
     command: String,
     started_at: SystemTime,
     started: Instant,
+}
+
+/// Input's way to the terminal: written at once by the task that has it
+/// when nothing is queued ahead of it, else queued for the writer task.
+#[derive(Debug)]
+struct InputGate {
+    /// Chunks queued for the writer task and not yet written by it.
+    queued: usize,
+    /// The terminal, until the session stops taking input.
+    master: Option<Arc<AsyncFd<OwnedFd>>>,
 }
 
 #[derive(Debug)]
@@ -212,6 +224,7 @@ impl Session {
             exit: watch::Sender::new(None),
             wake: Notify::new(),
             input,
+            input_gate: Mutex::new(InputGate { queued: 0, master: Some(master.clone()) }),
             counters: Counters::default(),
             options,
             #[cfg(feature = "screen")]
@@ -671,11 +684,20 @@ impl Shared {
     }
 
     /// Writes one chunk of input, whole, before any other.
+    ///
+    /// With nothing queued ahead, the chunk is written here and now (a
+    /// keystroke reaches the terminal without waking another task); what
+    /// the terminal does not take at once is queued for the writer task,
+    /// ahead of anything else.
     pub(crate) async fn send_input(&self, chunk: Bytes) -> Result<(), Error> {
         if chunk.is_empty() {
             return Ok(());
         }
-        self.input.send(chunk).await.map_err(|_| Error::Closed)
+        let Some(chunk) = self.write_input_now(chunk)? else { return Ok(()) };
+        let permit = self.input.reserve().await.map_err(|_| Error::Closed)?;
+        self.input_gate().queued += 1;
+        permit.send(chunk);
+        Ok(())
     }
 
     /// Queues one chunk of input if there is room now.
@@ -683,11 +705,68 @@ impl Shared {
         if chunk.is_empty() {
             return Ok(true);
         }
+        let Some(chunk) = self.write_input_now(chunk)? else { return Ok(true) };
+        let mut gate = self.input_gate();
         match self.input.try_send(chunk) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                gate.queued += 1;
+                Ok(true)
+            }
             Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
         }
+    }
+
+    fn input_gate(&self) -> MutexGuard<'_, InputGate> {
+        self.input_gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `chunk` to the terminal now if nothing is queued ahead of it.
+    /// Returns what is left for the queue: the whole chunk when others are
+    /// ahead or the terminal takes nothing, `None` when it is written.
+    /// What the terminal takes only in part is queued here, under the
+    /// gate, so that nothing can come between its two parts.
+    fn write_input_now(&self, chunk: Bytes) -> Result<Option<Bytes>, Error> {
+        let mut gate = self.input_gate();
+        if gate.queued > 0 {
+            return Ok(Some(chunk));
+        }
+        let Some(master) = gate.master.as_ref() else { return Err(Error::Closed) };
+        let written = match pty::write_now(master.get_ref(), &chunk) {
+            Ok(written) => written,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(Some(chunk)),
+            Err(err) => {
+                Counters::add(&self.counters.write_errors, 1);
+                tracing::debug!(error = %err, "writing input to the terminal failed");
+                return Ok(None);
+            }
+        };
+        Counters::add(&self.counters.bytes_in, written as u64);
+        if written == chunk.len() {
+            return Ok(None);
+        }
+        // The rest goes first: nothing is queued, so there is room.
+        match self.input.try_send(chunk.slice(written..)) {
+            Ok(()) => {
+                gate.queued += 1;
+                Ok(None)
+            }
+            Err(mpsc::error::TrySendError::Full(rest) | mpsc::error::TrySendError::Closed(rest)) => {
+                tracing::debug!(lost = rest.len(), "the terminal stopped taking input");
+                Err(Error::Closed)
+            }
+        }
+    }
+
+    /// The writer task is done with one queued chunk.
+    fn input_written(&self) {
+        let mut gate = self.input_gate();
+        gate.queued = gate.queued.saturating_sub(1);
+    }
+
+    /// The session takes no more input: the terminal is let go.
+    fn stop_input(&self) {
+        self.input_gate().master = None;
     }
 }
 
@@ -834,10 +913,15 @@ async fn read_output(shared: Arc<Shared>, master: Arc<AsyncFd<OwnedFd>>, mut exi
         }
         if !buf.is_empty() {
             shared.publish(buf.split().freeze());
-            // The only place the reader waits for the screen model: when
-            // its backlog is full (sustained output), not for bursts.
             #[cfg(feature = "screen")]
             if let Some(screen) = &shared.screen {
+                // The clients this output woke run first; then the model
+                // is woken for it (see `Feed::announce`).
+                tokio::task::yield_now().await;
+                screen.announce();
+                // The only place the reader waits for the screen model:
+                // when its backlog is full (sustained output), not for
+                // bursts.
                 screen.wait_for_room().await;
             }
         }
@@ -885,6 +969,7 @@ async fn write_input(
                 }
             },
         }
+        shared.input_written();
     }
 }
 
@@ -943,6 +1028,7 @@ async fn supervise(shared: Arc<Shared>, mut child: Child, mut tasks: Tasks) {
             }
         }
     }
+    shared.stop_input();
     let _ = tasks.stop.send(true);
     let _ = tasks.writer.await;
     let master = lock(&shared.inner).master.take();

@@ -44,6 +44,9 @@ struct WorkQueue {
     items: VecDeque<Work>,
     /// Output bytes queued and not yet applied.
     backlog_bytes: usize,
+    /// Output queued since the worker was last woken for it (see
+    /// [`Feed::announce`]).
+    unannounced: bool,
     /// No more work comes; the worker skips the output still queued (no
     /// one will attach again), answers the repaints asked for, and stops.
     closed: bool,
@@ -90,13 +93,25 @@ impl Feed {
         Ok(feed)
     }
 
-    /// Appends output (under the session's lock).
+    /// Appends output (under the session's lock). The worker is not woken
+    /// for it until [`Feed::announce`] (or other work) says so: the clients
+    /// the same output wakes go first.
     pub(crate) fn push_output(&self, chunk: Bytes) {
         let mut work = lock(&self.work);
         work.backlog_bytes += chunk.len();
         work.items.push_back(Work::Output(chunk));
-        drop(work);
-        self.ready.notify_one();
+        work.unannounced = true;
+    }
+
+    /// Wakes the worker for the output queued since it was last woken.
+    ///
+    /// On two cores, waking it as the output comes would give it the idle
+    /// core just when the client that output is for wakes up: a
+    /// keystroke's echo would wait for the model.
+    pub(crate) fn announce(&self) {
+        if std::mem::take(&mut lock(&self.work).unannounced) {
+            self.ready.notify_one();
+        }
     }
 
     /// Appends a resize of the terminal (under the session's lock).
@@ -161,6 +176,7 @@ impl Feed {
             let (item, closed) = {
                 let mut work = lock(&self.work);
                 loop {
+                    work.unannounced = false;
                     if let Some(item) = work.items.pop_front() {
                         break (item, work.closed);
                     }
