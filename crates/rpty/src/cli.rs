@@ -302,15 +302,13 @@ fn execute(cli: Cli) -> Result<ExitCode> {
             logging::init(&runtime.client_log(), false);
         }
     }
-    let mut builder = if serving {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    if serving {
-        builder.worker_threads(2);
-    }
-    let tokio = builder.enable_all().build().context("cannot start the async runtime")?;
+    // One thread for the server too, as for the client: a keystroke then
+    // goes from the client's socket to the terminal, and its echo back,
+    // without waking a second worker thread (measured: `cargo xtask
+    // echo-latency`, docs/benchmarks.md). The sessions' screen models
+    // parse on threads of their own.
+    let tokio =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     let result = tokio.block_on(dispatch(cli.command, runtime));
     tokio.shutdown_timeout(Duration::from_millis(200));
     result
