@@ -40,6 +40,7 @@ tasks:
   peer [--rounds N] [WORKLOAD...]
                                backedpipe beside the Go pipe it descends from (../shared/peer),
                                alternating processes: one-way both-ways cut reconnect
+                               one-way-chunk both-ways-chunk cut-chunk (ours through write_chunk)
 ";
 
 fn main() -> ExitCode {

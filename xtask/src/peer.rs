@@ -17,8 +17,12 @@ use std::process::Command;
 
 use crate::run;
 
-/// The workloads measured by default, in order.
-const WORKLOADS: &[&str] = &["one-way", "both-ways", "cut", "reconnect"];
+/// The workloads measured by default, in order. A `-chunk` workload is
+/// the same as the one it is named after, except that ours writes through
+/// `write_chunk` (the caller's chunks kept, not copied); the Go pipe,
+/// which has no such call, runs its own workload of that name.
+const WORKLOADS: &[&str] =
+    &["one-way", "both-ways", "cut", "reconnect", "one-way-chunk", "both-ways-chunk", "cut-chunk"];
 
 /// One program's result for one workload in one round.
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,7 +58,8 @@ pub(crate) fn peer(args: &[String]) -> Result<(), String> {
                     samples[0].push(measure(program, "reconnect")?);
                     samples[1].push(measure(program, "reconnect-noauth")?);
                 } else {
-                    samples[base + 1].push(measure(program, workload)?);
+                    let name = if rust { workload.as_str() } else { go_name(workload) };
+                    samples[base + 1].push(measure(program, name)?);
                 }
             }
             println!("xtask: {workload}: round {} of {rounds} done", round + 1);
@@ -64,13 +69,13 @@ pub(crate) fn peer(args: &[String]) -> Result<(), String> {
 
     println!("\nmedians of {rounds} rounds (alternating processes; Go with GOMAXPROCS=2)");
     println!(
-        "{:<10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>12} {:>12}",
+        "{:<16} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9} {:>12} {:>12}",
         "workload", "rust raw", "rust pipe", "go raw", "go pipe", "rust/raw", "go/raw", "rust/go", "rust RSS", "go RSS"
     );
     for (workload, [rust_raw, rust_pipe, go_raw, go_pipe]) in rows {
         if workload == "reconnect" {
             println!(
-                "{workload:<10} {:>8.0}us {:>8.0}us {:>10} {:>8.0}us {:>9} {:>9} {:>9.2} {:>8} KiB {:>8} KiB",
+                "{workload:<16} {:>8.0}us {:>8.0}us {:>10} {:>8.0}us {:>9} {:>9} {:>9.2} {:>8} KiB {:>8} KiB",
                 rust_raw.value,
                 rust_pipe.value,
                 "-",
@@ -84,7 +89,7 @@ pub(crate) fn peer(args: &[String]) -> Result<(), String> {
             continue;
         }
         println!(
-            "{workload:<10} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>8} KiB {:>8} KiB",
+            "{workload:<16} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>8} KiB {:>8} KiB",
             rust_raw.value,
             rust_pipe.value,
             go_raw.value,
@@ -128,11 +133,16 @@ fn parse(args: &[String]) -> Result<(Vec<String>, usize), String> {
 
 /// The raw baseline of `workload`, if it has one.
 fn raw_of(workload: &str) -> Option<&'static str> {
-    match workload {
+    match go_name(workload) {
         "one-way" | "cut" => Some("raw-one-way"),
         "both-ways" => Some("raw-both-ways"),
         _ => None,
     }
+}
+
+/// The Go peer's workload that `workload` is compared with.
+fn go_name(workload: &str) -> &str {
+    workload.strip_suffix("-chunk").unwrap_or(workload)
 }
 
 /// Runs `program only workload` and reads its two lines.

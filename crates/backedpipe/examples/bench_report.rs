@@ -8,6 +8,9 @@
 //! cargo run --release -p backedpipe --example bench_report
 //! ```
 //!
+//! The runtime has two worker threads; `BP_BENCH_THREADS=1` runs it all on
+//! one thread, as rpty's client and server do.
+//!
 //! The criterion benches (`cargo bench -p backedpipe`) measure the same
 //! workloads at smaller sizes with statistics.
 
@@ -18,6 +21,7 @@ mod links;
 use std::time::{Duration, Instant};
 
 use backedpipe::{BackedPipe, Options};
+use bytes::Bytes;
 use links::{Cutter, cut, timed_resume, unix_pipes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -25,7 +29,12 @@ use tokio::net::UnixStream;
 const CHUNK: usize = 64 << 10;
 const GIB: u64 = 1 << 30;
 
+/// Two worker threads, as the Go peer runs with `GOMAXPROCS=2`; with
+/// `BP_BENCH_THREADS=1`, one thread, as rpty's client and server run.
 fn runtime() -> tokio::runtime::Runtime {
+    if std::env::var("BP_BENCH_THREADS").is_ok_and(|threads| threads == "1") {
+        return tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    }
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
@@ -41,6 +50,48 @@ async fn write_n<W: AsyncWrite + Unpin>(writer: &mut W, bytes: u64, cut_every: u
             cut();
         }
     }
+}
+
+/// A pipe or write half that takes whole chunks (`write_chunk`).
+trait ChunkWriter {
+    async fn put(&mut self, chunk: Bytes);
+}
+
+impl ChunkWriter for BackedPipe {
+    async fn put(&mut self, chunk: Bytes) {
+        self.write_chunk(chunk).await.expect("write_chunk");
+    }
+}
+
+impl ChunkWriter for backedpipe::OwnedWriteHalf {
+    async fn put(&mut self, chunk: Bytes) {
+        self.write_chunk(chunk).await.expect("write_chunk");
+    }
+}
+
+/// As [`write_n`], through `write_chunk`: the caller's 64 KiB chunk is
+/// handed over (a reference count), not copied, as a producer that reads
+/// into a fresh buffer (rpty's terminal reader) does.
+async fn write_chunks<W: ChunkWriter>(writer: &mut W, bytes: u64, cut_every: u64, cut: &(dyn Fn() + Sync)) {
+    let chunk = Bytes::from(vec![0xA5u8; CHUNK]);
+    let mut written = 0;
+    while written < bytes {
+        writer.put(chunk.clone()).await;
+        written += CHUNK as u64;
+        if cut_every > 0 && written % cut_every == 0 && written < bytes {
+            cut();
+        }
+    }
+}
+
+/// How the pipe workloads write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    /// `AsyncWrite::write_all` from one reused buffer (copied into the
+    /// send buffer), as the Go peer writes.
+    Copied,
+    /// `write_chunk` of a shared chunk: no copy.
+    Chunks,
 }
 
 /// Reads exactly `bytes` with a 64 KiB buffer.
@@ -84,13 +135,16 @@ async fn raw_one_way(bytes: u64) -> Duration {
     started.elapsed()
 }
 
-async fn pipe_one_way(bytes: u64, cut_every: u64) -> Duration {
+async fn pipe_one_way(bytes: u64, cut_every: u64, writes: Writes) -> Duration {
     let pipes = Pipes::new().await;
     let Pipes { mut client, mut server, current } = pipes;
     let cutter = move || cut(&current);
     let started = Instant::now();
     let writer = tokio::spawn(async move {
-        write_n(&mut client, bytes, cut_every, &cutter).await;
+        match writes {
+            Writes::Copied => write_n(&mut client, bytes, cut_every, &cutter).await,
+            Writes::Chunks => write_chunks(&mut client, bytes, cut_every, &cutter).await,
+        }
         client
     });
     let reader = tokio::spawn(async move {
@@ -128,21 +182,21 @@ async fn raw_both_ways(bytes: u64) -> Duration {
     started.elapsed()
 }
 
-async fn pipe_both_ways(bytes: u64) -> Duration {
+async fn pipe_both_ways(bytes: u64, writes: Writes) -> Duration {
     let Pipes { client, server, .. } = Pipes::new().await;
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
+    let (mut cr, cw) = client.into_split();
+    let (mut sr, sw) = server.into_split();
     let started = Instant::now();
-    let writers = [
+    let writer = |mut half: backedpipe::OwnedWriteHalf| {
         tokio::spawn(async move {
-            write_n(&mut cw, bytes, 0, &|| {}).await;
-            cw
-        }),
-        tokio::spawn(async move {
-            write_n(&mut sw, bytes, 0, &|| {}).await;
-            sw
-        }),
-    ];
+            match writes {
+                Writes::Copied => write_n(&mut half, bytes, 0, &|| {}).await,
+                Writes::Chunks => write_chunks(&mut half, bytes, 0, &|| {}).await,
+            }
+            half
+        })
+    };
+    let writers = [writer(cw), writer(sw)];
     let readers = [
         tokio::spawn(async move {
             read_n(&mut cr, bytes).await;
@@ -195,7 +249,7 @@ fn child_stream(pipe: bool) {
     let rt = runtime();
     rt.block_on(async {
         if pipe {
-            pipe_one_way(GIB, 0).await;
+            pipe_one_way(GIB, 0, Writes::Copied).await;
         } else {
             raw_one_way(GIB).await;
         }
@@ -263,7 +317,9 @@ fn gib_per_s(bytes: u64, time: Duration) -> f64 {
 
 /// Runs one workload alone, in the lines the Go peer (`../shared/peer`)
 /// prints for the same workload, then the process's peak RSS:
-/// `only one-way|both-ways|cut`, the raw baselines
+/// `only one-way|both-ways|cut`, the same through `write_chunk`
+/// (`one-way-chunk|both-ways-chunk|cut-chunk`: the caller's chunks are
+/// kept, not copied; the Go pipe has no such call), the raw baselines
 /// `raw-one-way|raw-both-ways`, `raw-copy` (the raw socket pair with the
 /// writer copying every chunk into a 2 MiB ring first, the least a replay
 /// buffer costs), and `reconnect` (with HMAC authentication) or
@@ -288,9 +344,12 @@ fn only(workload: &str) {
     }
     let elapsed = rt.block_on(async {
         match workload {
-            "one-way" => pipe_one_way(GIB, 0).await,
-            "both-ways" => pipe_both_ways(GIB / 2).await,
-            "cut" => pipe_one_way(GIB, 64 << 20).await,
+            "one-way" => pipe_one_way(GIB, 0, Writes::Copied).await,
+            "both-ways" => pipe_both_ways(GIB / 2, Writes::Copied).await,
+            "cut" => pipe_one_way(GIB, 64 << 20, Writes::Copied).await,
+            "one-way-chunk" => pipe_one_way(GIB, 0, Writes::Chunks).await,
+            "both-ways-chunk" => pipe_both_ways(GIB / 2, Writes::Chunks).await,
+            "cut-chunk" => pipe_one_way(GIB, 64 << 20, Writes::Chunks).await,
             "raw-one-way" => raw_one_way(GIB).await,
             "raw-copy" => {
                 let (mut a, mut b) = UnixStream::pair().expect("pair");
@@ -343,26 +402,26 @@ fn main() {
     rt.block_on(async {
         // Warm-up.
         raw_one_way(64 << 20).await;
-        pipe_one_way(64 << 20, 0).await;
+        pipe_one_way(64 << 20, 0, Writes::Copied).await;
 
         let runs = 3;
         let (mut raw, mut pipe) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             raw.push(raw_one_way(GIB).await);
-            pipe.push(pipe_one_way(GIB, 0).await);
+            pipe.push(pipe_one_way(GIB, 0, Writes::Copied).await);
         }
         line("one way, 1 GiB", GIB, &raw, &pipe);
         let half = GIB / 2;
         let (mut raw, mut pipe) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             raw.push(raw_both_ways(half).await);
-            pipe.push(pipe_both_ways(half).await);
+            pipe.push(pipe_both_ways(half, Writes::Copied).await);
         }
         line("both ways, 512 MiB each", GIB, &raw, &pipe);
         let (mut raw, mut pipe) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             raw.push(raw_one_way(GIB).await);
-            pipe.push(pipe_one_way(GIB, 64 << 20).await);
+            pipe.push(pipe_one_way(GIB, 64 << 20, Writes::Copied).await);
         }
         line("cut every 64 MiB, 1 GiB", GIB, &raw, &pipe);
         // In a task of the runtime's own, as in `only reconnect`.
