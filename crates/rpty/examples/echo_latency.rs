@@ -123,8 +123,11 @@ impl Terminal {
             if Instant::now() > deadline {
                 return Err("the client did not detach within 5 s".into());
             }
-            // Keep reading, so that its last output never blocks it.
-            self.read_within(Duration::from_millis(10))?;
+            // Keep reading, so that its last output never blocks it (once
+            // it has exited, the terminal reads as an error: EIO).
+            if self.read_within(Duration::from_millis(10)).is_err() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         Ok(())
     }
