@@ -1,6 +1,12 @@
 //! [`Session`]: a command under a pseudo-terminal, its scrollback, its
 //! attached clients and the three tasks that run it (output reader, input
 //! writer, lifecycle supervisor).
+//!
+//! Locks: `inner` (scrollback, clients, size, lifecycle), then a client
+//! queue's lock or the screen model's work queue (see
+//! `screen::worker`). `input_gate` (who may write input to the terminal
+//! now: the task that has it, or the writer task with what is queued) is
+//! taken alone.
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
