@@ -77,12 +77,23 @@ async fn every_byte_value_reaches_a_raw_mode_child_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn input_chunks_from_many_clients_are_never_interleaved() {
+    many_clients_write_whole_chunks(3000).await;
+}
+
+/// Chunks larger than the terminal's input queue: each is written in
+/// part at once and the rest is queued, still whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_chunks_larger_than_the_terminal_takes_at_once_stay_whole() {
+    many_clients_write_whole_chunks(20_000).await;
+}
+
+async fn many_clients_write_whole_chunks(chunk_len: usize) {
     let dir = TempDir::new();
     let out = dir.path().join("input");
     const CLIENTS: usize = 4;
     const CHUNKS: usize = 20;
-    const CHUNK: usize = 3000;
-    let total = CLIENTS * CHUNKS * CHUNK;
+    let chunk_size = chunk_len;
+    let total = CLIENTS * CHUNKS * chunk_size;
     let script = format!("stty raw -echo; printf R; head -c {total} > '{}'; printf D", out.display());
     let session = Session::spawn(sh(&script), support::options()).unwrap();
     let mut watcher = session.attach(None).unwrap();
@@ -93,7 +104,7 @@ async fn input_chunks_from_many_clients_are_never_interleaved() {
             let input = session.attach(None).unwrap().input();
             tokio::spawn(async move {
                 for _ in 0..CHUNKS {
-                    input.write(vec![b'a' + client as u8; CHUNK]).await.unwrap();
+                    input.write(vec![b'a' + client as u8; chunk_size]).await.unwrap();
                 }
             })
         })
@@ -104,7 +115,7 @@ async fn input_chunks_from_many_clients_are_never_interleaved() {
     read_until(&mut watcher, &mut received, b"D").await;
     let written = std::fs::read(&out).unwrap();
     assert_eq!(written.len(), total);
-    for (index, chunk) in written.chunks(CHUNK).enumerate() {
+    for (index, chunk) in written.chunks(chunk_size).enumerate() {
         assert!(chunk.iter().all(|byte| *byte == chunk[0]), "chunk {index} is interleaved");
     }
     close(&session).await;
