@@ -8,7 +8,9 @@
 //!
 //! Run it with `cargo xtask echo-latency` (which builds rpty in release
 //! mode and installs tmux when it is missing), or
-//! `cargo run --release -p rpty --example echo_latency -- [--keys N] [RPTY]`.
+//! `cargo run --release -p rpty --example echo_latency -- [--keys N]
+//! [--pause-ms MS] [RPTY]` (`MS`: how long nothing arrives before the next
+//! key, default 5).
 
 use std::error::Error;
 use std::io::{Read, Write};
@@ -162,28 +164,30 @@ fn locate_rpty() -> Result<PathBuf> {
     }
 }
 
-fn keys_wanted() -> Result<usize> {
+/// The number after `flag` on the command line, else `default`.
+fn number_arg(flag: &str, default: u64) -> Result<u64> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().position(|arg| arg == "--keys") {
-        Some(at) => Ok(args.get(at + 1).ok_or("--keys needs a number")?.parse()?),
-        None => Ok(200),
+    match args.iter().position(|arg| arg == flag) {
+        Some(at) => Ok(args.get(at + 1).ok_or(format!("{flag} needs a number"))?.parse()?),
+        None => Ok(default),
     }
 }
 
 fn run() -> Result<()> {
     let rpty = locate_rpty()?;
-    let keys = keys_wanted()?;
+    let keys = usize::try_from(number_arg("--keys", 200)?)?;
+    let pause = Duration::from_millis(number_arg("--pause-ms", 5)?);
     let dir = std::env::temp_dir().join(format!("rpty-echo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    let result = measure(&rpty, &dir, keys);
+    let result = measure(&rpty, &dir, keys, pause);
     let _ = Command::new("tmux").arg("-S").arg(dir.join("tmux.sock")).arg("kill-server").output();
     let _ = Command::new(&rpty).args(["kill", "--all"]).env("RPTY_RUNTIME_DIR", &dir).output();
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn measure(rpty: &Path, dir: &Path, keys: usize) -> Result<()> {
+fn measure(rpty: &Path, dir: &Path, keys: usize, pause: Duration) -> Result<()> {
     let tmux_socket = dir.join("tmux.sock");
     let tmux = |args: &[&str]| {
         let mut command = Command::new("tmux");
@@ -235,16 +239,20 @@ fn measure(rpty: &Path, dir: &Path, keys: usize) -> Result<()> {
                 let took = contender.terminal.echo(byte)?;
                 contender.samples.push(took);
                 // Let everything settle (a screen update, an
-                // acknowledgement) before the next key, as between keys
-                // typed by a person.
-                contender.terminal.drain(Duration::from_millis(5))?;
+                // acknowledgement) before the next key: nothing arrives
+                // for `pause` (5 ms, faster than anyone types; a person's
+                // keys come 50 ms or more apart).
+                contender.terminal.drain(pause)?;
             }
             contender.terminal.master.write_all(b"\r")?;
             contender.terminal.drain(Duration::from_millis(20))?;
         }
     }
 
-    println!("keystroke echo, {keys} keys each, {ROUNDS} interleaved rounds (ms):");
+    println!(
+        "keystroke echo, {keys} keys each, {} ms quiet before each, {ROUNDS} interleaved rounds (ms):",
+        pause.as_millis()
+    );
     println!("{:<28} {:>8} {:>8} {:>8}", "", "median", "p90", "max");
     let mut medians = Vec::new();
     for contender in &mut contenders {
