@@ -12,9 +12,12 @@ use std::error::Error;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "support/pty.rs"]
+mod pty;
 
 /// Lines the session prints.
 const LINES: usize = 1500;
@@ -55,21 +58,7 @@ struct Client {
 
 impl Client {
     fn spawn(command: &mut Command) -> Result<Client> {
-        use rustix::fs::{Mode, OFlags};
-        use rustix::pty::OpenptFlags;
-
-        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
-        rustix::pty::grantpt(&master)?;
-        rustix::pty::unlockpt(&master)?;
-        let name = rustix::pty::ptsname(&master, Vec::new())?;
-        let slave = rustix::fs::open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
-        let size = rustix::termios::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
-        rustix::termios::tcsetwinsize(&master, size)?;
-        let child = command
-            .stdin(Stdio::from(slave.try_clone()?))
-            .stdout(Stdio::from(slave.try_clone()?))
-            .stderr(Stdio::from(slave))
-            .spawn()?;
+        let (child, master) = pty::spawn(command, 24, 80)?;
         let output = Arc::new(Mutex::new(Vec::new()));
         let mut reader = std::fs::File::from(master.try_clone()?);
         let sink = output.clone();

@@ -14,13 +14,12 @@
 
 use std::error::Error;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use rustix::fs::{Mode, OFlags};
-use rustix::pty::OpenptFlags;
+#[path = "support/pty.rs"]
+mod pty;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -48,19 +47,7 @@ struct Terminal {
 
 impl Terminal {
     fn spawn(command: &mut Command) -> Result<Terminal> {
-        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
-        rustix::pty::grantpt(&master)?;
-        rustix::pty::unlockpt(&master)?;
-        let name = rustix::pty::ptsname(&master, Vec::new())?;
-        let slave: OwnedFd =
-            rustix::fs::open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
-        let size = rustix::termios::Winsize { ws_row: 40, ws_col: 120, ws_xpixel: 0, ws_ypixel: 0 };
-        rustix::termios::tcsetwinsize(&master, size)?;
-        let child = command
-            .stdin(Stdio::from(slave.try_clone()?))
-            .stdout(Stdio::from(slave.try_clone()?))
-            .stderr(Stdio::from(slave))
-            .spawn()?;
+        let (child, master) = pty::spawn(command, 40, 120)?;
         Ok(Terminal { child, master: std::fs::File::from(master) })
     }
 
