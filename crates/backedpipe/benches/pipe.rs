@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use backedpipe::{Options, Secret};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use links::{Cutter, cut, timed_resume, unix_pipes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use links::{Cutter, cut, read_n, timed_resume, unix_pipes};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::runtime::Runtime;
 
@@ -63,17 +63,6 @@ async fn write_n_copying<W: AsyncWrite + Unpin>(writer: &mut W, bytes: u64, ring
         at = (at + CHUNK) % ring.len();
         written += CHUNK as u64;
     }
-}
-
-async fn read_n<R: AsyncRead + Unpin>(reader: &mut R, bytes: u64) {
-    let mut buf = vec![0u8; CHUNK];
-    let mut read = 0;
-    while read < bytes {
-        let count = reader.read(&mut buf).await.expect("read");
-        assert!(count > 0, "unexpected end of stream");
-        read += count as u64;
-    }
-    black_box(&buf);
 }
 
 fn one_way_group(c: &mut Criterion, name: &str, bytes: u64, cuts: bool) {

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use backedpipe::{BackedPipe, Options};
 use bytes::Bytes;
-use links::{Cutter, cut, timed_resume, unix_pipes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use links::{Cutter, cut, read_n, timed_resume, unix_pipes};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 const CHUNK: usize = 64 << 10;
@@ -92,17 +92,6 @@ enum Writes {
     Copied,
     /// `write_chunk` of a shared chunk: no copy.
     Chunks,
-}
-
-/// Reads exactly `bytes` with a 64 KiB buffer.
-async fn read_n<R: AsyncRead + Unpin>(reader: &mut R, bytes: u64) {
-    let mut buf = vec![0u8; CHUNK];
-    let mut read = 0;
-    while read < bytes {
-        let count = reader.read(&mut buf).await.expect("read");
-        assert!(count > 0, "unexpected end of stream");
-        read += count as u64;
-    }
 }
 
 /// A connected pair of pipes over Unix socket pairs, and a way to cut the

@@ -1,7 +1,8 @@
 //! Connections the benches and the report examples can cut from outside:
 //! pipes over Unix socket pairs, and a TCP dialer. Each keeps a duplicate
 //! of the newest connection's socket in a [`Cutter`]; [`cut`] shuts it down
-//! both ways, which both pipes see as a broken connection.
+//! both ways, which both pipes see as a broken connection. And the reader
+//! every throughput workload uses, [`read_n`].
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backedpipe::{BackedPipe, Options, Reconnector, Transport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 /// The newest connection's socket, shared with whoever cuts it.
@@ -82,4 +83,16 @@ impl Reconnector for CuttableDialer {
         *self.current.lock().unwrap() = Some(stream.as_fd().try_clone_to_owned()?);
         Ok(stream)
     }
+}
+
+/// Reads exactly `bytes` in reads of up to 64 KiB.
+pub(crate) async fn read_n<R: AsyncRead + Unpin>(reader: &mut R, bytes: u64) {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut read = 0;
+    while read < bytes {
+        let count = reader.read(&mut buf).await.expect("read");
+        assert!(count > 0, "unexpected end of stream");
+        read += count as u64;
+    }
+    std::hint::black_box(&buf);
 }
