@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, ReadBuf};
 
 use super::conn_io::{ReceiveUntil, Received, STASH_BYTES, Sent, Wrote};
@@ -259,6 +259,16 @@ impl Shared {
             self.after_input(&mut inner, now);
         }
         (inner, result)
+    }
+
+    /// Writes `chunk` whole, without a copy: the `write_chunk` of the pipe
+    /// and of its write halves.
+    pub(super) async fn write_chunk(&self, mut chunk: Bytes) -> Result<(), Error> {
+        while !chunk.is_empty() {
+            let taken = std::future::poll_fn(|cx| self.poll_write(cx, WriteSource::Chunk(&chunk))).await?;
+            chunk.advance(taken);
+        }
+        Ok(())
     }
 
     /// Writes from `source`: takes what the send buffer has room for and

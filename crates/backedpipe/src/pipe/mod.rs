@@ -57,7 +57,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -249,12 +249,8 @@ impl BackedPipe {
     ///
     /// A dropped future may have taken a prefix of the chunk; to know how
     /// much, use [`poll_write_chunk`](Self::poll_write_chunk).
-    pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), Error> {
-        while !chunk.is_empty() {
-            let taken = std::future::poll_fn(|cx| self.poll_write_chunk(cx, &chunk)).await?;
-            chunk.advance(taken);
-        }
-        Ok(())
+    pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Error> {
+        self.handle.shared.write_chunk(chunk).await
     }
 
     /// Takes as much of the front of `chunk` as the send buffer has room
@@ -446,12 +442,8 @@ impl WriteHalf<'_> {
     /// # Cancel safety
     ///
     /// As [`BackedPipe::write_chunk`].
-    pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), Error> {
-        while !chunk.is_empty() {
-            let taken = std::future::poll_fn(|cx| self.poll_write_chunk(cx, &chunk)).await?;
-            chunk.advance(taken);
-        }
-        Ok(())
+    pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Error> {
+        self.shared.write_chunk(chunk).await
     }
 
     /// Takes as much of the front of `chunk` as there is room for; see
@@ -532,12 +524,8 @@ impl OwnedWriteHalf {
     /// # Cancel safety
     ///
     /// As [`BackedPipe::write_chunk`].
-    pub async fn write_chunk(&mut self, mut chunk: Bytes) -> Result<(), Error> {
-        while !chunk.is_empty() {
-            let taken = std::future::poll_fn(|cx| self.poll_write_chunk(cx, &chunk)).await?;
-            chunk.advance(taken);
-        }
-        Ok(())
+    pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Error> {
+        self.handle.shared.write_chunk(chunk).await
     }
 
     /// Takes as much of the front of `chunk` as there is room for; see
