@@ -72,6 +72,7 @@ const EXIT_SIGNAL: u8 = 0x01;
 const DETACHED_LAGGED: u8 = 0x01;
 const DETACHED_CLOSED: u8 = 0x02;
 const DETACHED_DISPLACED: u8 = 0x03;
+const DETACHED_REQUESTED: u8 = 0x04;
 
 /// A frame from the server to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +200,10 @@ impl ServerFrame {
                 put_header(dst, tag::DETACHED, 1);
                 dst.put_u8(DETACHED_DISPLACED);
             }
+            Self::Detached(DetachReason::Requested) => {
+                put_header(dst, tag::DETACHED, 1);
+                dst.put_u8(DETACHED_REQUESTED);
+            }
         }
     }
 
@@ -242,6 +247,10 @@ impl ServerFrame {
                 Some(&DETACHED_DISPLACED) => {
                     expect_len(tag, &payload, 1)?;
                     Self::Detached(DetachReason::Displaced)
+                }
+                Some(&DETACHED_REQUESTED) => {
+                    expect_len(tag, &payload, 1)?;
+                    Self::Detached(DetachReason::Requested)
                 }
                 _ => return Err(frame_error("unknown detach reason")),
             },
@@ -718,6 +727,7 @@ mod tests {
             ServerFrame::Detached(DetachReason::Lagged { queue_bytes: 1 << 40 }),
             ServerFrame::Detached(DetachReason::Closed),
             ServerFrame::Detached(DetachReason::Displaced),
+            ServerFrame::Detached(DetachReason::Requested),
         ];
         let mut wire = BytesMut::new();
         for frame in &server {

@@ -152,6 +152,11 @@ pub enum DetachReason {
     /// on. Sent by servers that offer that (ptysession itself never
     /// detaches a client for this reason).
     Displaced,
+    /// The client's own request, carried out by the server: sent by
+    /// servers that read the client's terminal themselves and so see its
+    /// detach key first (ptysession's `serve_client` ends without a frame
+    /// when the client asks).
+    Requested,
 }
 
 impl fmt::Display for DetachReason {
@@ -162,6 +167,7 @@ impl fmt::Display for DetachReason {
             }
             Self::Closed => f.write_str("detached: the session closed"),
             Self::Displaced => f.write_str("detached by another client"),
+            Self::Requested => f.write_str("detached as the client asked"),
         }
     }
 }

@@ -427,10 +427,12 @@ async fn new(args: NewArgs, runtime: std::io::Result<RuntimeDir>) -> Result<Exit
     new.size = size;
     new.attach = !args.detached;
     new.attach_existing = args.attach_existing;
-    let hello = ClientHello::new(Request::New(new)).with_resume_window(target.resume_window());
+    let offer = if args.detached { client::Offer::none() } else { client::Offer::make(&target, args.key.detach_key)? };
+    let hello =
+        ClientHello::new(Request::New(new)).with_resume_window(target.resume_window()).with_terminal(offer.terminal());
     let (connection, response) = client::request(&target, hello).await?;
     match client::expect_ok(response)? {
-        Response::Attached { name, .. } => {
+        Response::Attached { name, direct, .. } => {
             let options = AttachOptions {
                 detach_key: args.key.detach_key,
                 // `new -A` may have found a session with a past, which
@@ -440,7 +442,7 @@ async fn new(args: NewArgs, runtime: std::io::Result<RuntimeDir>) -> Result<Exit
                 read_only: false,
                 reattach_hint: command_hint(&args.connect, "attach", &name),
             };
-            client::attach(connection, &name, &options).await
+            client::attach(connection, &name, &options, offer, direct).await
         }
         Response::Created { name } => {
             connection.finish().await;
@@ -486,7 +488,8 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
         detach_others: args.detach_others,
         not: inside,
     };
-    let hello = ClientHello::new(request).with_resume_window(target.resume_window());
+    let offer = client::Offer::make(&target, args.key.detach_key)?;
+    let hello = ClientHello::new(request).with_resume_window(target.resume_window()).with_terminal(offer.terminal());
     let (connection, response) = match client::request(&target, hello).await {
         Err(err) if err.is::<NoServer>() => match &args.name {
             Some(name) => bail!("no server is running, so there is no session named {name:?}"),
@@ -495,7 +498,7 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
         other => other?,
     };
     match client::expect_ok(response)? {
-        Response::Attached { name, .. } => {
+        Response::Attached { name, direct, .. } => {
             let options = AttachOptions {
                 detach_key: args.key.detach_key,
                 redraw: match restore {
@@ -506,7 +509,7 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
                 read_only: args.read_only,
                 reattach_hint: command_hint(&args.connect, "attach", &name),
             };
-            client::attach(connection, &name, &options).await
+            client::attach(connection, &name, &options, offer, direct).await
         }
         _ => bail!("the server gave an unexpected answer"),
     }

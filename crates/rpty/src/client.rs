@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::keys::DetachKey;
 use crate::paths::RuntimeDir;
-use crate::protocol::{self, ClientHello, Request, Response, Restore, SessionEntry, Size};
+use crate::protocol::{self, ClientHello, LocalTerminal, Request, Response, Restore, SessionEntry, Size};
 use crate::terminal::{self, ModeTracker, RawMode};
 use crate::transport::{self, Connection, Target};
 
@@ -158,6 +158,62 @@ pub(crate) fn format_age(secs: u64) -> String {
     }
 }
 
+/// This process's terminal as offered to a local server in the hello
+/// ([`ClientHello::terminal`]), with the raw mode entered for it.
+pub(crate) struct Offer {
+    terminal: Option<LocalTerminal>,
+    raw: Option<RawMode>,
+}
+
+impl Offer {
+    /// Offers the terminal when `target` is this machine's server and
+    /// standard input and output are the same terminal; the terminal is
+    /// then put in raw mode at once, since the server may use it as soon
+    /// as it answers. Nothing is offered otherwise.
+    ///
+    /// # Errors
+    ///
+    /// When the terminal cannot be put in raw mode.
+    pub(crate) fn make(target: &Target, detach_key: DetachKey) -> Result<Offer> {
+        let terminal = match target {
+            Target::Local { .. } => {
+                own_terminal().map(|path| LocalTerminal::new(path, std::process::id(), detach_key.byte()))
+            }
+            Target::Tcp { .. } | Target::Via { .. } => None,
+        };
+        let raw = match terminal {
+            Some(_) => RawMode::enter()?,
+            None => None,
+        };
+        Ok(Offer { terminal, raw })
+    }
+
+    /// No terminal offered (a client that does not attach).
+    pub(crate) fn none() -> Offer {
+        Offer { terminal: None, raw: None }
+    }
+
+    /// What the hello carries.
+    pub(crate) fn terminal(&self) -> Option<LocalTerminal> {
+        self.terminal.clone()
+    }
+}
+
+/// The path of the terminal on standard input, when standard output is
+/// the same terminal.
+fn own_terminal() -> Option<String> {
+    let (stdin, stdout) = (io::stdin(), io::stdout());
+    if !stdin.is_terminal() || !stdout.is_terminal() {
+        return None;
+    }
+    let same = match (rustix::fs::fstat(&stdin), rustix::fs::fstat(&stdout)) {
+        (Ok(input), Ok(output)) => input.st_rdev == output.st_rdev,
+        _ => false,
+    };
+    let path = rustix::termios::ttyname(&stdin, Vec::new()).ok()?;
+    same.then(|| path.to_string_lossy().into_owned())
+}
+
 /// How an attached client behaves.
 #[derive(Debug, Clone)]
 pub(crate) struct AttachOptions {
@@ -244,7 +300,18 @@ struct Local {
 /// A terminal that falls behind the output (the session writes faster than
 /// it displays) is attached again at once: it skips to the scrollback, as
 /// a person would want, instead of being left behind.
-pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachOptions) -> Result<ExitCode> {
+///
+/// When the server took the terminal offered (`direct`, see
+/// [`LocalTerminal`]) this client reads no input and writes no output while
+/// attached: it forwards its window size and signals, and waits for the
+/// end.
+pub(crate) async fn attach(
+    connection: Connection,
+    name: &str,
+    options: &AttachOptions,
+    offer: Offer,
+    direct: bool,
+) -> Result<ExitCode> {
     let target = connection.target().clone();
     // Signals first: from here on they detach instead of killing us.
     let mut local = Local {
@@ -258,23 +325,23 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
         size: terminal::window_size(),
         screen: Arc::new(Mutex::new(Screen::default())),
     };
-    local.raw = RawMode::enter()?;
-    local.input = Some(match TerminalInput::open() {
-        Ok(terminal) => Input::Terminal(terminal),
-        Err(err) => {
-            tracing::info!(error = %err, "reading standard input on a thread");
-            Input::Thread(spawn_stdin_reader(local.gate.clone()))
-        }
-    });
+    local.raw = match offer.raw {
+        Some(raw) => Some(raw),
+        None => RawMode::enter()?,
+    };
 
     let mut connection = connection;
+    let mut direct = direct;
     let mut redraw = options.redraw;
     let redraw_again = match options.restore {
         Restore::Screen => Redraw::Nudge,
         Restore::Raw => Redraw::ClearAndNudge,
     };
     let (stop, end, server_gone) = loop {
-        let (stop, end, server_gone) = run_connection(connection, &mut local, options, redraw).await;
+        if !direct && local.input.is_none() {
+            local.input = Some(open_input(&local.gate));
+        }
+        let (stop, end, server_gone) = run_connection(connection, &mut local, options, redraw, direct).await;
         if let (Stop::Output(_), Some(OutputEnd::Detached(DetachReason::Lagged { .. }))) = (&stop, &end) {
             tracing::info!(name, "the terminal fell behind the output; attaching again");
             let again = Request::Attach {
@@ -285,11 +352,14 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
                 detach_others: false,
                 not: None,
             };
-            let hello = ClientHello::new(again).with_resume_window(target.resume_window());
+            let hello = ClientHello::new(again)
+                .with_resume_window(target.resume_window())
+                .with_terminal(offer.terminal.clone());
             match request(&target, hello).await {
-                Ok((next, Response::Attached { .. })) => {
+                Ok((next, Response::Attached { direct: taken, .. })) => {
                     connection = next;
                     redraw = redraw_again;
+                    direct = taken;
                     continue;
                 }
                 Ok((next, _)) => next.finish().await,
@@ -316,7 +386,9 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
 
     let hint = &options.reattach_hint;
     let (message, code) = match (stop, end) {
-        (Stop::DetachKey, _) => (format!("detached from {name:?}; reattach with: {hint}"), 0),
+        (Stop::DetachKey, _) | (Stop::Output(_), Some(OutputEnd::Detached(DetachReason::Requested))) => {
+            (format!("detached from {name:?}; reattach with: {hint}"), 0)
+        }
         (Stop::Signal(number), _) => {
             (format!("detached from {name:?} (signal {number}); reattach with: {hint}"), 128 + number)
         }
@@ -356,14 +428,29 @@ pub(crate) async fn attach(connection: Connection, name: &str, options: &AttachO
     Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)))
 }
 
-/// Carries the terminal over one connection until it ends; returns why,
-/// how the output ended, and whether the local server turned out to be
-/// gone. The connection is closed on return.
+/// Where the typed input is read: the terminal itself, else standard input
+/// on a thread.
+fn open_input(gate: &Arc<InputGate>) -> Input {
+    match TerminalInput::open() {
+        Ok(terminal) => Input::Terminal(terminal),
+        Err(err) => {
+            tracing::info!(error = %err, "reading standard input on a thread");
+            Input::Thread(spawn_stdin_reader(gate.clone()))
+        }
+    }
+}
+
+/// Carries the terminal over one connection until it ends (with `direct`,
+/// the server serves the terminal itself: only signals, the window size
+/// and the end pass here); returns why, how the output ended, and whether
+/// the local server turned out to be gone. The connection is closed on
+/// return.
 async fn run_connection(
     connection: Connection,
     local: &mut Local,
     options: &AttachOptions,
     redraw: Redraw,
+    direct: bool,
 ) -> (Stop, Option<OutputEnd>, bool) {
     let (read, write, link, control, transports) = connection.split();
     let frames = ClientReader::new(read);
@@ -384,7 +471,7 @@ async fn run_connection(
         link,
         nudge_tx,
         local.screen.clone(),
-        OutputSettings { redraw, restores_screen, status },
+        OutputSettings { redraw, restores_screen, status, direct },
     ));
 
     let stop = loop {
@@ -491,12 +578,7 @@ impl TerminalInput {
         let path = rustix::termios::ttyname(io::stdin(), Vec::new())?;
         let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         let fd = rustix::fs::open(path.as_c_str(), flags, Mode::empty())?;
-        // SAFETY: `OwnedFd` owns its descriptor: it stays open, and refers
-        // to the same open file description, until the `AsyncFd` that now
-        // owns the `OwnedFd` drops it, and `as_raw_fd` always returns that
-        // descriptor.
-        let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-            .map_err(io::Error::from)?;
+        let fd = crate::fd::register(fd, tokio::io::Interest::READABLE)?;
         Ok(TerminalInput { fd, buf: vec![0u8; 16 * 1024] })
     }
 
@@ -749,6 +831,9 @@ struct OutputSettings {
     restores_screen: bool,
     /// What the status line says.
     status: LinkStatus,
+    /// The server writes to the terminal itself: no status line (the
+    /// output does not pass through the link).
+    direct: bool,
 }
 
 /// Copies the session's output to standard output, follows the terminal
@@ -761,9 +846,9 @@ async fn pump_output<R: AsyncRead + Unpin>(
     screen: Arc<Mutex<Screen>>,
     settings: OutputSettings,
 ) -> OutputEnd {
-    let OutputSettings { redraw, restores_screen, status } = settings;
+    let OutputSettings { redraw, restores_screen, status, direct } = settings;
     let mut stdout = tokio::io::stdout();
-    let is_terminal = io::stdout().is_terminal();
+    let is_terminal = io::stdout().is_terminal() && !direct;
     let mut first_frame = true;
     let mut link_open = true;
     let mut outage: Option<Outage> = None;

@@ -40,6 +40,12 @@ impl DetachKey {
         self.0
     }
 
+    /// The key that sends `byte` (as [`byte`](Self::byte) gives it; `None`:
+    /// no key), taken as it is, without the checks of parsing.
+    pub(crate) fn from_byte(byte: Option<u8>) -> DetachKey {
+        DetachKey(byte)
+    }
+
     /// Where the key is in `input`, if it is there.
     ///
     /// ```

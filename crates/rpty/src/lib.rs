@@ -104,6 +104,8 @@ mod attached;
 mod autostart;
 mod cli;
 mod client;
+mod direct;
+mod fd;
 mod foreground;
 mod keys;
 mod logging;

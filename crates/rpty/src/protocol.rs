@@ -92,6 +92,11 @@ pub struct ClientHello {
     pub resume_window_ms: u64,
     /// What the client asks for.
     pub request: Request,
+    /// The client's own terminal, offered to a server on the same machine:
+    /// when the request attaches, the server may read and write it itself
+    /// (see [`LocalTerminal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<LocalTerminal>,
 }
 
 impl ClientHello {
@@ -102,13 +107,50 @@ impl ClientHello {
     /// assert_eq!(hello.version, rpty::protocol::VERSION);
     /// ```
     pub fn new(request: Request) -> ClientHello {
-        ClientHello { version: VERSION, resume_window_ms: 30_000, request }
+        ClientHello { version: VERSION, resume_window_ms: 30_000, request, terminal: None }
+    }
+
+    /// The same hello offering the client's terminal.
+    pub fn with_terminal(mut self, terminal: Option<LocalTerminal>) -> ClientHello {
+        self.terminal = terminal;
+        self
     }
 
     /// The same hello with another resume window.
     pub fn with_resume_window(mut self, window: Duration) -> ClientHello {
         self.resume_window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         self
+    }
+}
+
+/// A local client's terminal, offered to the server in its hello.
+///
+/// A server that takes it ([`Response::Attached`] with `direct`) opens the
+/// terminal itself and reads the keys and writes the session's output
+/// there, as tmux's server does: a keystroke's echo then wakes the server
+/// and the program only, not the client as well. The connection still
+/// carries the client's window size and detach requests one way, the
+/// replay's end and the final frame (exit status or detach reason) the
+/// other. The server gives the terminal back (stops reading and writing
+/// it) when the client detaches, when the session ends, and at once when
+/// the process `pid` exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LocalTerminal {
+    /// The terminal's device (`/dev/pts/3`); the server opens it only if
+    /// it is a terminal owned by the server's user.
+    pub path: String,
+    /// The client's process id.
+    pub pid: u32,
+    /// The byte of the detach key; `None` when detaching by key is off.
+    pub detach_key: Option<u8>,
+}
+
+impl LocalTerminal {
+    /// The terminal at `path`, of the client process `pid`, with the
+    /// detach key `detach_key`.
+    pub fn new(path: String, pid: u32, detach_key: Option<u8>) -> LocalTerminal {
+        LocalTerminal { path, pid, detach_key }
     }
 }
 
@@ -236,6 +278,11 @@ pub enum Response {
         name: String,
         /// The session's command line.
         command: String,
+        /// The server took the terminal the client offered
+        /// ([`ClientHello::terminal`]): the output goes there, not into
+        /// this connection.
+        #[serde(default)]
+        direct: bool,
     },
     /// A detached session was started.
     Created {
@@ -493,10 +540,20 @@ mod tests {
             ClientHello::new(Request::Send { name: "x".into(), input: b"\x00\xffhi".to_vec() }),
             ClientHello::new(Request::Capture { name: "x".into(), history_lines: 10, escapes: true }),
             ClientHello::new(Request::List).with_resume_window(Duration::from_secs(3600)),
+            ClientHello::new(Request::Attach {
+                name: None,
+                size: None,
+                restore: Restore::Screen,
+                read_only: false,
+                detach_others: false,
+                not: None,
+            })
+            .with_terminal(Some(LocalTerminal::new("/dev/pts/3".into(), 4242, Some(0x1c)))),
             ClientHello::new(Request::Kill { name: "x".into() }),
         ];
         let responses = [
-            Response::Attached { name: "x".into(), command: "sh".into() },
+            Response::Attached { name: "x".into(), command: "sh".into(), direct: false },
+            Response::Attached { name: "x".into(), command: "sh".into(), direct: true },
             Response::Created { name: "0".into() },
             Response::Sessions {
                 sessions: vec![SessionEntry {

@@ -24,10 +24,11 @@ use tokio::sync::Notify;
 
 use crate::attached::{self, InputPolicy, Registry};
 use crate::cli::with_causes;
+use crate::direct;
 use crate::paths::RuntimeDir;
 use crate::protocol::{
-    self, ClientHello, ErrorKind, Exit, NewSession, Request, Response, Restore, SessionEntry, SessionState, Size,
-    VERSION,
+    self, ClientHello, ErrorKind, Exit, LocalTerminal, NewSession, Request, Response, Restore, SessionEntry,
+    SessionState, Size, VERSION,
 };
 use crate::secret;
 use crate::transport;
@@ -245,22 +246,35 @@ impl Server {
             let _ = protocol::write_message(&mut conn, &error(ErrorKind::Version, message)).await;
             return finish(conn, Some(FINISH_TIMEOUT)).await;
         }
+        let terminal = hello.terminal;
         let response = match hello.request {
             Request::New(new) => {
                 let attach = new.attach.then_some(new.size);
                 let existing =
                     new.name.as_deref().filter(|_| new.attach_existing).and_then(|name| shared.manager.get(name));
                 if let (Some(session), Some(size), Some(name)) = (existing, attach, new.name.clone()) {
-                    let how =
-                        Attach { size, restore: Restore::Screen, input: InputPolicy::Deliver, detach_others: false };
+                    let how = Attach {
+                        size,
+                        restore: Restore::Screen,
+                        input: InputPolicy::Deliver,
+                        detach_others: false,
+                        clear_first: false,
+                        terminal,
+                    };
                     return self.attach_and_serve::<C, M>(name, session, how, conn, link, finish_timeout).await;
                 }
                 match (self.new_session(new), attach) {
                     // A new session has no past to restore: its raw output
                     // from the first byte is exact.
                     (Ok((name, session)), Some(size)) => {
-                        let how =
-                            Attach { size, restore: Restore::Raw, input: InputPolicy::Deliver, detach_others: false };
+                        let how = Attach {
+                            size,
+                            restore: Restore::Raw,
+                            input: InputPolicy::Deliver,
+                            detach_others: false,
+                            clear_first: false,
+                            terminal,
+                        };
                         return self.attach_and_serve::<C, M>(name, session, how, conn, link, finish_timeout).await;
                     }
                     (Ok((name, _)), None) => Response::Created { name },
@@ -269,7 +283,10 @@ impl Server {
             }
             Request::Attach { name, size, restore, read_only, detach_others, not } => {
                 let input = if read_only { InputPolicy::Drop } else { InputPolicy::Deliver };
-                let how = Attach { size, restore, input, detach_others };
+                // A raw replay of a session with a past starts on a clear
+                // screen (a repaint draws the whole screen itself).
+                let clear_first = restore == Restore::Raw;
+                let how = Attach { size, restore, input, detach_others, clear_first, terminal };
                 match self.find(name.as_deref(), not.as_deref()) {
                     Ok((name, session)) => {
                         return self.attach_and_serve::<C, M>(name, session, how, conn, link, finish_timeout).await;
@@ -476,18 +493,32 @@ impl Server {
         };
         let client = attachment.id();
         let registration = self.shared.registry.register(session.pid(), link);
-        let response = Response::Attached { name: name.clone(), command: session.info().command };
+        let terminal = how.terminal.as_ref().and_then(|offer| match direct::Terminal::open(offer) {
+            Ok(terminal) => Some(terminal),
+            Err(err) => {
+                tracing::info!(name, path = offer.path, error = %err, "serving through the connection instead");
+                None
+            }
+        });
+        let response =
+            Response::Attached { name: name.clone(), command: session.info().command, direct: terminal.is_some() };
         if let Err(err) = protocol::write_message(&mut conn, &response).await {
             tracing::info!(name, error = %err, "answering a client failed");
             return;
         }
         let read_only = how.input == InputPolicy::Drop;
-        tracing::info!(name, %client, read_only, "client attached");
+        tracing::info!(name, %client, read_only, direct = terminal.is_some(), "client attached");
         if how.detach_others {
             let others = self.shared.registry.displace_others(&registration);
             tracing::info!(name, %client, others, "detaching the other clients");
         }
-        let served = M::serve(attachment, &mut conn, how.input, &registration.displaced).await;
+        let served = match terminal {
+            Some(terminal) => {
+                let options = direct::Options { read_only, clear_first: how.clear_first };
+                M::serve_direct(attachment, &mut conn, terminal, options, &registration.displaced).await
+            }
+            None => M::serve(attachment, &mut conn, how.input, &registration.displaced).await,
+        };
         drop(registration);
         let last_words = match served {
             Ok(ServeOutcome::Exited(status)) => {
@@ -498,6 +529,10 @@ impl Server {
             }
             Ok(outcome @ ServeOutcome::Detached(DetachReason::Displaced)) => {
                 tracing::info!(name, %client, ?outcome, "client detached by another client");
+                true
+            }
+            Ok(outcome @ ServeOutcome::Detached(DetachReason::Requested)) => {
+                tracing::info!(name, %client, ?outcome, "client detached with its detach key");
                 true
             }
             Ok(outcome @ ServeOutcome::Detached(_)) => {
@@ -579,12 +614,17 @@ impl Server {
 }
 
 /// How a client attaches.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Attach {
     size: Option<Size>,
     restore: Restore,
     input: InputPolicy,
     detach_others: bool,
+    /// Clear the screen before the replay (served on the client's terminal;
+    /// a client served through its connection does it itself).
+    clear_first: bool,
+    /// The client's terminal, if it offers it.
+    terminal: Option<LocalTerminal>,
 }
 
 /// `text` without as many of its first lines as it takes for its answer to
@@ -883,6 +923,16 @@ pub(crate) trait Framing<C> {
         input: InputPolicy,
         displaced: &Notify,
     ) -> Result<ServeOutcome, ptysession::Error>;
+
+    /// Serves the attached client on its own terminal, with `conn` for its
+    /// frames (see [`direct::serve`]).
+    async fn serve_direct(
+        attachment: Attachment,
+        conn: &mut C,
+        terminal: direct::Terminal,
+        options: direct::Options,
+        displaced: &Notify,
+    ) -> Result<ServeOutcome, ptysession::Error>;
 }
 
 /// Any byte stream: the frames are written (copied) into it.
@@ -897,6 +947,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Framing<C> for AnyStream {
     ) -> Result<ServeOutcome, ptysession::Error> {
         let (reader, writer) = tokio::io::split(conn);
         attached::serve(attachment, reader, WriteSink(writer), input, displaced).await
+    }
+
+    async fn serve_direct(
+        attachment: Attachment,
+        conn: &mut C,
+        terminal: direct::Terminal,
+        options: direct::Options,
+        displaced: &Notify,
+    ) -> Result<ServeOutcome, ptysession::Error> {
+        let (reader, writer) = tokio::io::split(conn);
+        direct::serve(attachment, terminal, reader, WriteSink(writer), options, displaced).await
     }
 }
 
@@ -914,6 +975,17 @@ impl Framing<BackedPipe> for PipeChunks {
     ) -> Result<ServeOutcome, ptysession::Error> {
         let (reader, writer) = pipe.split();
         attached::serve(attachment, reader, ChunkSink(writer), input, displaced).await
+    }
+
+    async fn serve_direct(
+        attachment: Attachment,
+        pipe: &mut BackedPipe,
+        terminal: direct::Terminal,
+        options: direct::Options,
+        displaced: &Notify,
+    ) -> Result<ServeOutcome, ptysession::Error> {
+        let (reader, writer) = pipe.split();
+        direct::serve(attachment, terminal, reader, ChunkSink(writer), options, displaced).await
     }
 }
 
