@@ -27,7 +27,11 @@
 //!   break;
 //! - the **client** puts the terminal in raw mode (always restored, also on
 //!   errors and signals), passes bytes through unchanged, forwards window
-//!   size changes, and watches for the [`DetachKey`].
+//!   size changes, and watches for the [`DetachKey`]. A client of this
+//!   machine's server hands its terminal over instead
+//!   ([`protocol::LocalTerminal`]): the server writes the output and reads
+//!   the keys there itself, as tmux's does, and a keystroke's echo costs
+//!   no trip through the client.
 //!
 //! # Example
 //!
@@ -83,7 +87,8 @@
 //!   screen as it is then (with `--restore raw`: it attaches again and
 //!   shows the scrollback). Output is byte-exact across broken connections,
 //!   not across such a skip.
-//! - **Terminal modes.** When the client leaves, it switches off the modes
+//! - **Terminal modes.** When the client leaves, it (or the server, on a
+//!   terminal handed over) switches off the modes
 //!   the session turned on in the local terminal (alternate screen, mouse
 //!   reporting, bracketed paste, hidden cursor, application keys); other
 //!   state a program set (colours, scroll regions, character sets) is not

@@ -7,7 +7,10 @@
 //! one request and one response; after [`Response::Attached`] the same
 //! connection carries the terminal with [`ptysession::framing`] (the server
 //! sends the replay at once, so the client reads the response with
-//! [`read_message`], which never reads past it).
+//! [`read_message`], which never reads past it). A client that offered its
+//! terminal ([`LocalTerminal`]) and was answered with `direct` gets on the
+//! connection only `ReplayEnd` and the final frame: the output goes to
+//! its terminal.
 //!
 //! Nothing here depends on what carries the bytes: a Unix socket, a TCP
 //! connection, a child process's stdio, or a [`backedpipe::BackedPipe`] over
