@@ -427,7 +427,7 @@ async fn new(args: NewArgs, runtime: std::io::Result<RuntimeDir>) -> Result<Exit
     new.size = size;
     new.attach = !args.detached;
     new.attach_existing = args.attach_existing;
-    let offer = if args.detached { client::Offer::none() } else { client::Offer::make(&target, args.key.detach_key)? };
+    let offer = if args.detached { client::Offer::none() } else { client::Offer::make(&target, args.key.detach_key) };
     let hello =
         ClientHello::new(Request::New(new)).with_resume_window(target.resume_window()).with_terminal(offer.terminal());
     let (connection, response) = client::request(&target, hello).await?;
@@ -488,7 +488,7 @@ async fn attach(args: AttachArgs, runtime: std::io::Result<RuntimeDir>) -> Resul
         detach_others: args.detach_others,
         not: inside,
     };
-    let offer = client::Offer::make(&target, args.key.detach_key)?;
+    let offer = client::Offer::make(&target, args.key.detach_key);
     let hello = ClientHello::new(request).with_resume_window(target.resume_window()).with_terminal(offer.terminal());
     let (connection, response) = match client::request(&target, hello).await {
         Err(err) if err.is::<NoServer>() => match &args.name {

@@ -159,38 +159,29 @@ pub(crate) fn format_age(secs: u64) -> String {
 }
 
 /// This process's terminal as offered to a local server in the hello
-/// ([`ClientHello::terminal`]), with the raw mode entered for it.
+/// ([`ClientHello::terminal`]).
 pub(crate) struct Offer {
     terminal: Option<LocalTerminal>,
-    raw: Option<RawMode>,
 }
 
 impl Offer {
     /// Offers the terminal when `target` is this machine's server and
-    /// standard input and output are the same terminal; the terminal is
-    /// then put in raw mode at once, since the server may use it as soon
-    /// as it answers. Nothing is offered otherwise.
-    ///
-    /// # Errors
-    ///
-    /// When the terminal cannot be put in raw mode.
-    pub(crate) fn make(target: &Target, detach_key: DetachKey) -> Result<Offer> {
+    /// standard input and output are the same terminal; nothing otherwise.
+    /// (A server that takes it waits for the client's first frame, sent
+    /// once the terminal is raw, before it touches the terminal.)
+    pub(crate) fn make(target: &Target, detach_key: DetachKey) -> Offer {
         let terminal = match target {
             Target::Local { .. } => {
                 own_terminal().map(|path| LocalTerminal::new(path, std::process::id(), detach_key.byte()))
             }
             Target::Tcp { .. } | Target::Via { .. } => None,
         };
-        let raw = match terminal {
-            Some(_) => RawMode::enter()?,
-            None => None,
-        };
-        Ok(Offer { terminal, raw })
+        Offer { terminal }
     }
 
     /// No terminal offered (a client that does not attach).
     pub(crate) fn none() -> Offer {
-        Offer { terminal: None, raw: None }
+        Offer { terminal: None }
     }
 
     /// What the hello carries.
@@ -325,10 +316,7 @@ pub(crate) async fn attach(
         size: terminal::window_size(),
         screen: Arc::new(Mutex::new(Screen::default())),
     };
-    local.raw = match offer.raw {
-        Some(raw) => Some(raw),
-        None => RawMode::enter()?,
-    };
+    local.raw = RawMode::enter()?;
 
     let mut connection = connection;
     let mut direct = direct;
@@ -457,6 +445,15 @@ async fn run_connection(
     // Sends wait while the connection is down: they run on a task of their
     // own so that the detach key and signals are always seen at once.
     let (to_server, outbox) = mpsc::unbounded_channel();
+    if direct {
+        // The terminal is raw and the signals are handled: the server may
+        // take the terminal now (this first frame says so).
+        let ready = match local.size {
+            Some(size) => ClientFrame::Resize(WindowSize::from(size)),
+            None => ClientFrame::Repaint,
+        };
+        let _ = to_server.send(ready);
+    }
     let mut sender = tokio::spawn(send_frames(ClientWriter::new(write), outbox));
     let (nudge_tx, mut nudge_rx) = mpsc::channel(4);
     let connected = link.clone();

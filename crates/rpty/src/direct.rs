@@ -10,7 +10,11 @@
 //! its terminal over sends none), and to the client `ReplayEnd` (after the
 //! replay is on the terminal, so that the client can have the program
 //! redraw) and the final frame: `Exited`, or `Detached` with its reason,
-//! [`DetachReason::Requested`] when the server saw the detach key.
+//! [`DetachReason::Requested`] when the server saw the detach key. The
+//! server touches the terminal only after the client's first frame (its
+//! window size, sent once the terminal is raw and the client handles its
+//! signals), so no output is written to a terminal still in its ordinary
+//! mode and no key is taken before the client is ready to be detached.
 //!
 //! The terminal is given back (no longer read or written) when serving
 //! ends: the session exits, the client is detached, asks to detach, or
@@ -133,6 +137,16 @@ where
 {
     let restores_screen = attachment.restores_screen();
     let (replay, mut events, input) = attachment.into_parts();
+    let mut frames = BytesMut::new();
+    let ready = tokio::select! {
+        frame = next_frame(&mut reader, &mut frames) => frame?,
+        _ = terminal.client.readable() => None,
+    };
+    match ready {
+        None => return Ok(ServeOutcome::ClientDisconnected),
+        Some(ClientFrame::Detach) => return Ok(ServeOutcome::ClientDetached),
+        Some(frame) => carry_out(frame, &input, options.read_only).await,
+    }
     let mut writer = Writer::default();
     let mut modes = ModeTracker::default();
     let tty = terminal.tty.get_ref();
@@ -213,7 +227,7 @@ where
             }
         };
         let keys = read_keys(&terminal, &input, options.read_only);
-        let frames = read_frames(&mut reader, &input, options.read_only);
+        let frames = read_frames(&mut reader, frames, &input, options.read_only);
         tokio::select! {
             end = outgoing => end,
             end = keys => end,
@@ -306,38 +320,56 @@ async fn read_keys(terminal: &Terminal, input: &Input, read_only: bool) -> End {
     }
 }
 
-/// Reads the client's frames and carries them out until it detaches or
-/// its connection ends.
+/// Reads the client's frames (after what `buf` holds) and carries them
+/// out until it detaches or its connection ends.
 async fn read_frames<R: AsyncRead + Unpin>(
     reader: &mut R,
+    mut buf: BytesMut,
     input: &Input,
     read_only: bool,
 ) -> Result<End, ptysession::Error> {
-    let mut buf = BytesMut::new();
     loop {
-        let frame = match ClientFrame::decode(&mut buf)? {
-            Some(frame) => frame,
-            None => {
-                if reader.read_buf(&mut buf).await.map_err(ptysession::Error::Connection)? == 0 {
-                    return Ok(End::ClientGone);
-                }
-                continue;
-            }
-        };
-        match frame {
-            ClientFrame::Detach => return Ok(End::ClientAsked),
-            ClientFrame::Input(data) if !read_only => {
-                let _ = input.write(data).await;
-            }
-            // Refusals are counted in the session's stats.
-            ClientFrame::Resize(size) => {
-                let _ = input.resize(size);
-            }
-            ClientFrame::Repaint => {
-                let _ = input.request_repaint();
-            }
-            _ => {}
+        match next_frame(reader, &mut buf).await? {
+            None => return Ok(End::ClientGone),
+            Some(ClientFrame::Detach) => return Ok(End::ClientAsked),
+            Some(frame) => carry_out(frame, input, read_only).await,
         }
+    }
+}
+
+/// The client's next frame, `None` at the end of its stream.
+///
+/// # Cancel safety
+///
+/// Cancel safe: what was read stays in `buf`.
+async fn next_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+) -> Result<Option<ClientFrame>, ptysession::Error> {
+    loop {
+        if let Some(frame) = ClientFrame::decode(buf)? {
+            return Ok(Some(frame));
+        }
+        if reader.read_buf(buf).await.map_err(ptysession::Error::Connection)? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// Carries out a client's frame other than `Detach`.
+async fn carry_out(frame: ClientFrame, input: &Input, read_only: bool) {
+    match frame {
+        ClientFrame::Input(data) if !read_only => {
+            let _ = input.write(data).await;
+        }
+        // Refusals are counted in the session's stats.
+        ClientFrame::Resize(size) => {
+            let _ = input.resize(size);
+        }
+        ClientFrame::Repaint => {
+            let _ = input.request_repaint();
+        }
+        _ => {}
     }
 }
 
