@@ -151,6 +151,28 @@ impl Attachment {
         (self.replay, self.events, self.input)
     }
 
+    /// As [`into_parts`](Self::into_parts), with what the client is to be
+    /// shown first in place of the replay: for a client restoring the
+    /// screen, the repaint (its first event, waited for), otherwise the
+    /// replay. When a screen client's first event is not a repaint (the
+    /// session ended before its screen was drawn), that event is returned
+    /// too, to be handled before any other.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future detaches the client.
+    pub async fn into_view(self) -> (Bytes, Option<Event>, Events, Input) {
+        let restores_screen = self.restores_screen;
+        let (replay, mut events, input) = self.into_parts();
+        if !restores_screen {
+            return (replay, None, events, input);
+        }
+        match events.next().await {
+            Some(Event::Repaint(repaint)) => (repaint, None, events, input),
+            other => (Bytes::new(), other, events, input),
+        }
+    }
+
     /// Detaches the client (the same as dropping the attachment).
     pub fn detach(self) {}
 }

@@ -491,21 +491,9 @@ where
     S: FrameSink,
     D: Future<Output = DetachReason>,
 {
-    let restores_screen = attachment.restores_screen();
-    let (replay, mut events, input) = attachment.into_parts();
-    let mut out = BytesMut::new();
     // A client restoring the screen gets the repaint as its replay.
-    let mut first = None;
-    let replay = match restores_screen {
-        true => match events.next().await {
-            Some(Event::Repaint(repaint)) => repaint,
-            other => {
-                first = other;
-                Bytes::new()
-            }
-        },
-        false => replay,
-    };
+    let (replay, first, mut events, input) = attachment.into_view().await;
+    let mut out = BytesMut::new();
     ServerFrame::Replay(replay).encode(&mut out);
     ServerFrame::ReplayEnd.encode(&mut out);
     let early_end = first.and_then(|event| encode_event(event, &mut out));

@@ -135,8 +135,7 @@ where
     R: AsyncRead + Unpin,
     S: FrameSink,
 {
-    let restores_screen = attachment.restores_screen();
-    let (replay, mut events, input) = attachment.into_parts();
+    let input = attachment.input();
     let mut frames = BytesMut::new();
     let ready = tokio::select! {
         frame = next_frame(&mut reader, &mut frames) => frame?,
@@ -152,17 +151,7 @@ where
     let tty = terminal.tty.get_ref();
 
     // A client restoring the screen gets the repaint as its replay.
-    let mut first = None;
-    let replay = match restores_screen {
-        true => match events.next().await {
-            Some(Event::Repaint(repaint)) => repaint,
-            other => {
-                first = other;
-                Bytes::new()
-            }
-        },
-        false => replay,
-    };
+    let (replay, first, mut events, _) = attachment.into_view().await;
     let mut out = Vec::with_capacity(replay.len() + terminal::CLEAR_SCREEN.len());
     if options.clear_first {
         out.extend_from_slice(terminal::CLEAR_SCREEN);
