@@ -26,6 +26,17 @@ use links::{Cutter, cut, read_n, timed_resume, unix_pipes};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+/// Prints a line of the report; when the reader has gone away (`| head
+/// -1`), the report ends quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 const CHUNK: usize = 64 << 10;
 const GIB: u64 = 1 << 30;
 
@@ -143,7 +154,7 @@ async fn pipe_one_way(bytes: u64, cut_every: u64, writes: Writes) -> Duration {
     let server = reader.await.expect("reader");
     let client = writer.await.expect("writer");
     if std::env::var_os("BP_DEBUG").is_some() {
-        println!("client {:?} server {:?}", client.stats().buffer_bytes, server.stats().buffer_bytes);
+        say!("client {:?} server {:?}", client.stats().buffer_bytes, server.stats().buffer_bytes);
     }
     drop(server);
     let elapsed = started.elapsed();
@@ -243,7 +254,7 @@ fn child_stream(pipe: bool) {
             raw_one_way(GIB).await;
         }
     });
-    println!("{}", vm_kib("VmHWM:"));
+    say!("{}", vm_kib("VmHWM:"));
 }
 
 /// Child process: `count` connected, idle pipe pairs; print the RSS growth
@@ -270,7 +281,7 @@ fn child_idle(count: usize) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let after = vm_kib("VmRSS:");
-        println!("{}", (after.saturating_sub(before)) * 1024 / (2 * count as u64));
+        say!("{}", (after.saturating_sub(before)) * 1024 / (2 * count as u64));
         drop(warm);
     });
 }
@@ -291,7 +302,7 @@ fn median(times: &[Duration]) -> Duration {
 /// Prints the median throughputs of alternating runs and their ratio.
 fn line(what: &str, bytes: u64, raw_runs: &[Duration], pipe_runs: &[Duration]) {
     let (raw, pipe) = (median(raw_runs), median(pipe_runs));
-    println!(
+    say!(
         "{what:<26} raw {:.2} GiB/s, pipe {:.2} GiB/s: {:.2}x (median of {} alternating runs)",
         gib_per_s(bytes, raw),
         gib_per_s(bytes, pipe),
@@ -328,7 +339,7 @@ fn only(workload: &str) {
         // and the pipes' tasks would cross threads and unpark one.
         let samples = rt.block_on(async move { tokio::spawn(reconnect_latency(rounds, auth)).await.expect("task") });
         print_reconnect(&samples, if auth { "HMAC auth" } else { "no auth" });
-        println!("peak RSS (VmHWM): {} KiB", vm_kib("VmHWM:"));
+        say!("peak RSS (VmHWM): {} KiB", vm_kib("VmHWM:"));
         return;
     }
     let elapsed = rt.block_on(async {
@@ -364,13 +375,13 @@ fn only(workload: &str) {
             other => panic!("unknown workload {other:?}"),
         }
     });
-    println!("{workload}: {:.2} GiB/s", gib_per_s(GIB, elapsed));
-    println!("peak RSS (VmHWM): {} KiB", vm_kib("VmHWM:"));
+    say!("{workload}: {:.2} GiB/s", gib_per_s(GIB, elapsed));
+    say!("peak RSS (VmHWM): {} KiB", vm_kib("VmHWM:"));
 }
 
 /// Prints sorted reconnect samples as the Go peer does.
 fn print_reconnect(samples: &[Duration], auth: &str) {
-    println!(
+    say!(
         "reconnect (cut, write 1 byte, peer reads it; {auth}): median {:?}, p90 {:?}, max {:?}",
         samples[samples.len() / 2],
         samples[samples.len() * 9 / 10],
@@ -420,7 +431,7 @@ fn main() {
     drop(rt);
     let raw_hwm = run_child(&["stream-raw"]);
     let pipe_hwm = run_child(&["stream-pipe"]);
-    println!("peak RSS streaming 1 GiB: raw {} KiB, pipe {} KiB", raw_hwm, pipe_hwm);
+    say!("peak RSS streaming 1 GiB: raw {} KiB, pipe {} KiB", raw_hwm, pipe_hwm);
     let idle = run_child(&["idle", "1000"]);
-    println!("idle pipe resident memory: {idle} bytes per pipe (2000 pipes)");
+    say!("idle pipe resident memory: {idle} bytes per pipe (2000 pipes)");
 }
