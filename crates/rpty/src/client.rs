@@ -171,9 +171,9 @@ impl Offer {
     /// once the terminal is raw, before it touches the terminal.)
     pub(crate) fn make(target: &Target, detach_key: DetachKey) -> Offer {
         let terminal = match target {
-            Target::Local { .. } => {
-                own_terminal().map(|path| LocalTerminal::new(path, std::process::id(), detach_key.byte()))
-            }
+            Target::Local { .. } => own_terminal().map(|(path, device, inode)| {
+                LocalTerminal::new(path, device, inode, std::process::id(), detach_key.byte())
+            }),
             Target::Tcp { .. } | Target::Via { .. } => None,
         };
         Offer { terminal }
@@ -190,19 +190,19 @@ impl Offer {
     }
 }
 
-/// The path of the terminal on standard input, when standard output is
-/// the same terminal.
-fn own_terminal() -> Option<String> {
+/// The terminal on standard input (its path, file system device and
+/// inode), when standard output is the same terminal.
+fn own_terminal() -> Option<(String, u64, u64)> {
     let (stdin, stdout) = (io::stdin(), io::stdout());
     if !stdin.is_terminal() || !stdout.is_terminal() {
         return None;
     }
-    let same = match (rustix::fs::fstat(&stdin), rustix::fs::fstat(&stdout)) {
-        (Ok(input), Ok(output)) => input.st_rdev == output.st_rdev,
-        _ => false,
-    };
+    let (input, output) = (rustix::fs::fstat(&stdin).ok()?, rustix::fs::fstat(&stdout).ok()?);
+    if (input.st_dev, input.st_ino) != (output.st_dev, output.st_ino) {
+        return None;
+    }
     let path = rustix::termios::ttyname(&stdin, Vec::new()).ok()?;
-    same.then(|| path.to_string_lossy().into_owned())
+    Some((path.to_string_lossy().into_owned(), input.st_dev, input.st_ino))
 }
 
 /// How an attached client behaves.

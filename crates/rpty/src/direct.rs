@@ -56,20 +56,28 @@ pub(crate) struct Terminal {
 
 impl Terminal {
     /// Opens the terminal `offer` names, if it is a terminal that belongs
-    /// to this process's user, and watches the client's process.
+    /// to this process's user and the very file the client has (the same
+    /// device and inode: another mount namespace may show another terminal
+    /// under the same path), and watches the client's process.
     ///
     /// # Errors
     ///
-    /// When the device cannot be opened, is not a terminal, belongs to
-    /// another user, or the client's process cannot be watched (it is gone,
-    /// or the kernel has no pidfds); the caller then serves the client
-    /// through its connection instead.
+    /// When the device cannot be opened, is not a terminal, is another
+    /// file than the client's, belongs to another user, or the client's
+    /// process cannot be watched (it is gone, or the kernel has no pidfds);
+    /// the caller then serves the client through its connection instead.
     pub(crate) fn open(offer: &LocalTerminal) -> io::Result<Terminal> {
         let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let tty = rustix::fs::open(offer.path.as_str(), flags, Mode::empty())?;
         let stat = rustix::fs::fstat(&tty)?;
         if FileType::from_raw_mode(stat.st_mode) != FileType::CharacterDevice || !rustix::termios::isatty(&tty) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a terminal", offer.path)));
+        }
+        if (stat.st_dev, stat.st_ino) != (offer.device, offer.inode) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} here is not the client's terminal", offer.path),
+            ));
         }
         if stat.st_uid != rustix::process::getuid().as_raw() {
             return Err(io::Error::new(
@@ -369,4 +377,52 @@ async fn send<S: FrameSink>(sink: &mut S, frames: &[ServerFrame]) -> Result<(), 
         frame.encode(&mut out);
     }
     sink.send(out.freeze()).await.map_err(ptysession::Error::Connection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new pseudo-terminal: its master, and its other end's path and
+    /// descriptor.
+    fn pty() -> (OwnedFd, String, OwnedFd) {
+        use rustix::pty::OpenptFlags;
+        let master = rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+        rustix::pty::grantpt(&master).unwrap();
+        rustix::pty::unlockpt(&master).unwrap();
+        let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+        let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let slave = rustix::fs::open(name.as_c_str(), flags, Mode::empty()).unwrap();
+        (master, name.to_string_lossy().into_owned(), slave)
+    }
+
+    fn offer_for(path: &str, file: &impl std::os::fd::AsFd, pid: u32) -> LocalTerminal {
+        let stat = rustix::fs::fstat(file).unwrap();
+        LocalTerminal::new(path.into(), stat.st_dev, stat.st_ino, pid, Some(0x1c))
+    }
+
+    #[tokio::test]
+    async fn only_the_clients_own_terminal_is_taken() {
+        let (_master, path, slave) = pty();
+        let me = std::process::id();
+        let terminal = Terminal::open(&offer_for(&path, &slave, me)).expect("the client's terminal is taken");
+        assert_eq!(terminal.detach_key, DetachKey::default());
+
+        // The same path showing another file (another mount namespace's
+        // /dev/pts).
+        let mut elsewhere = offer_for(&path, &slave, me);
+        elsewhere.inode += 1;
+        assert_eq!(Terminal::open(&elsewhere).unwrap_err().kind(), io::ErrorKind::NotFound);
+
+        // A device that is not a terminal.
+        let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let not_a_terminal = offer_for("/dev/null", &null, me);
+        assert_eq!(Terminal::open(&not_a_terminal).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+
+        // A client process that is gone.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        assert!(Terminal::open(&offer_for(&path, &slave, pid)).is_err(), "a gone client's terminal is not taken");
+    }
 }

@@ -141,8 +141,14 @@ impl ClientHello {
 #[non_exhaustive]
 pub struct LocalTerminal {
     /// The terminal's device (`/dev/pts/3`); the server opens it only if
-    /// it is a terminal owned by the server's user.
+    /// it is a terminal owned by the server's user, and the same file as
+    /// the client's (`device` and `inode`: a server that sees another
+    /// `/dev/pts`, in another mount namespace, refuses it).
     pub path: String,
+    /// The device of the file system holding the terminal (`st_dev`).
+    pub device: u64,
+    /// The terminal's inode on it (`st_ino`).
+    pub inode: u64,
     /// The client's process id.
     pub pid: u32,
     /// The byte of the detach key; `None` when detaching by key is off.
@@ -150,10 +156,10 @@ pub struct LocalTerminal {
 }
 
 impl LocalTerminal {
-    /// The terminal at `path`, of the client process `pid`, with the
-    /// detach key `detach_key`.
-    pub fn new(path: String, pid: u32, detach_key: Option<u8>) -> LocalTerminal {
-        LocalTerminal { path, pid, detach_key }
+    /// The terminal at `path` (the file `inode` on `device`), of the
+    /// client process `pid`, with the detach key `detach_key`.
+    pub fn new(path: String, device: u64, inode: u64, pid: u32, detach_key: Option<u8>) -> LocalTerminal {
+        LocalTerminal { path, device, inode, pid, detach_key }
     }
 }
 
@@ -551,7 +557,7 @@ mod tests {
                 detach_others: false,
                 not: None,
             })
-            .with_terminal(Some(LocalTerminal::new("/dev/pts/3".into(), 4242, Some(0x1c)))),
+            .with_terminal(Some(LocalTerminal::new("/dev/pts/3".into(), 25, 6, 4242, Some(0x1c)))),
             ClientHello::new(Request::Kill { name: "x".into() }),
         ];
         let responses = [
