@@ -42,8 +42,9 @@ use crate::terminal::{self, ModeTracker};
 /// Output gathered into one write to the terminal, at most.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
-/// How long the server tries to put the terminal's modes back at the end
-/// (a terminal that stopped reading is left as it is).
+/// How long the server tries to write the rest of the output and put the
+/// terminal's modes back at the end (a terminal that stopped reading is
+/// left as it is).
 const RESET_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A client's terminal, opened by the server, and the client's process.
@@ -169,6 +170,10 @@ where
     let shown = writer.write_all(tty, &out).await;
     send(&mut sink, &[ServerFrame::ReplayEnd]).await?;
 
+    // Output taken from the session and not yet on the terminal: kept here
+    // when serving ends in the middle of a write, so that the last words
+    // do not land inside an escape sequence.
+    let mut batch = BytesMut::new();
     let end = if let Err(err) = shown {
         End::TerminalGone(err)
     } else {
@@ -183,7 +188,6 @@ where
                         () = &mut detach => Some(Event::Detached(DetachReason::Displaced)),
                     },
                 };
-                let mut batch = Vec::new();
                 let mut end = None;
                 let mut event = event;
                 loop {
@@ -215,7 +219,7 @@ where
                         None => break,
                     }
                 }
-                if let Err(err) = writer.write_all(tty, &batch).await {
+                if let Err(err) = writer.drain(tty, &mut batch).await {
                     return End::TerminalGone(err);
                 }
                 if let Some(end) = end {
@@ -233,12 +237,12 @@ where
         }
     };
 
-    // Last words: the session's modes put back on the terminal before the
-    // client hears the end (it then restores its settings and speaks).
-    let reset = |modes: &ModeTracker| modes.reset_sequence();
+    // Last words: the rest of the output and the session's modes put back
+    // on the terminal before the client hears the end (it then restores
+    // its settings and speaks).
     let outcome = match end {
         End::Exited(status) => {
-            put_back(&mut writer, tty, &reset(&modes)).await;
+            put_back(&mut writer, tty, &mut batch, &modes).await;
             send(&mut sink, &[ServerFrame::Exited(status)]).await?;
             ServeOutcome::Exited(status)
         }
@@ -248,17 +252,17 @@ where
             ServeOutcome::Detached(reason)
         }
         End::Detached(reason) => {
-            put_back(&mut writer, tty, &reset(&modes)).await;
+            put_back(&mut writer, tty, &mut batch, &modes).await;
             send(&mut sink, &[ServerFrame::Detached(reason)]).await?;
             ServeOutcome::Detached(reason)
         }
         End::Key => {
-            put_back(&mut writer, tty, &reset(&modes)).await;
+            put_back(&mut writer, tty, &mut batch, &modes).await;
             send(&mut sink, &[ServerFrame::Detached(DetachReason::Requested)]).await?;
             ServeOutcome::Detached(DetachReason::Requested)
         }
         End::ClientAsked => {
-            put_back(&mut writer, tty, &reset(&modes)).await;
+            put_back(&mut writer, tty, &mut batch, &modes).await;
             ServeOutcome::ClientDetached
         }
         End::ClientGone => ServeOutcome::ClientDisconnected,
@@ -270,12 +274,12 @@ where
     Ok(outcome)
 }
 
-/// Writes `reset` to the terminal, unless it is empty or the terminal
-/// does not take it within [`RESET_TIMEOUT`].
-async fn put_back(writer: &mut Writer, tty: &OwnedFd, reset: &[u8]) {
-    if !reset.is_empty() {
-        let _ = tokio::time::timeout(RESET_TIMEOUT, writer.write_all(tty, reset)).await;
-    }
+/// Writes the rest of the output (`rest`) and the reset of the modes the
+/// session switched on, unless the terminal does not take them within
+/// [`RESET_TIMEOUT`].
+async fn put_back(writer: &mut Writer, tty: &OwnedFd, rest: &mut BytesMut, modes: &ModeTracker) {
+    rest.extend_from_slice(&modes.reset_sequence());
+    let _ = tokio::time::timeout(RESET_TIMEOUT, writer.drain(tty, rest)).await;
 }
 
 /// Reads the keys typed on the terminal and delivers them (unless

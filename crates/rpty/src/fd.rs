@@ -5,6 +5,8 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
+use bytes::{Buf, BytesMut};
+
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -22,9 +24,9 @@ pub(crate) fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<Ow
     registered.map_err(io::Error::from)
 }
 
-/// Writes that stop finding room this many times in a row end the
-/// registration for room (a stream that keeps filling the descriptor keeps
-/// it, instead of registering anew each time).
+/// Writes that find room this many times in a row end the registration
+/// for room (a stream that keeps filling the descriptor keeps it, instead
+/// of registering anew each time).
 const ROOMY_WRITES_BEFORE_FORGETTING: u32 = 32;
 
 /// Writes to a non-blocking descriptor registered for reading only (a
@@ -44,14 +46,47 @@ impl Writer {
     /// # Cancel safety
     ///
     /// Not cancel safe: a dropped future may have written a prefix of
-    /// `data`.
+    /// `data` (see [`drain`](Self::drain)).
     pub(crate) async fn write_all(&mut self, fd: &OwnedFd, mut data: &[u8]) -> io::Result<()> {
-        let mut waited = false;
         while !data.is_empty() {
+            let count = self.write_some(fd, data).await?;
+            data = &data[count..];
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` to `fd` until it is empty, waiting for room as needed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: what was written is gone from `buf`, what was not is
+    /// still there.
+    pub(crate) async fn drain(&mut self, fd: &OwnedFd, buf: &mut BytesMut) -> io::Result<()> {
+        while !buf.is_empty() {
+            let count = self.write_some(fd, buf).await?;
+            buf.advance(count);
+        }
+        Ok(())
+    }
+
+    /// One write of a non-empty prefix of `data`, after waiting for room
+    /// if there is none; returns how much was written.
+    ///
+    /// Cancel safe: the future completes as soon as the write is made.
+    async fn write_some(&mut self, fd: &OwnedFd, data: &[u8]) -> io::Result<usize> {
+        loop {
             match write_now(fd, data) {
-                Ok(count) => data = &data[count..],
+                Ok(count) => {
+                    if self.room.is_some() {
+                        self.roomy += 1;
+                        if self.roomy >= ROOMY_WRITES_BEFORE_FORGETTING {
+                            self.room = None;
+                        }
+                    }
+                    return Ok(count);
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    waited = true;
+                    self.roomy = 0;
                     let room = match &mut self.room {
                         Some(room) => room,
                         // Registered after the refusal: if room came
@@ -68,16 +103,6 @@ impl Writer {
                 Err(err) => return Err(err),
             }
         }
-        if waited {
-            self.roomy = 0;
-        } else if self.room.is_some() {
-            self.roomy += 1;
-            if self.roomy >= ROOMY_WRITES_BEFORE_FORGETTING {
-                self.room = None;
-                self.roomy = 0;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -125,6 +150,37 @@ mod tests {
         drop(write);
         drop(writer);
         assert_eq!(reader.join().unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_drain_cut_short_keeps_exactly_what_was_not_written() {
+        let (read, write) = pipe();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let mut buf = BytesMut::from(&data[..]);
+        let mut writer = Writer::default();
+        // Nobody reads: the pipe fills and the drain waits; cut it short.
+        let cut = tokio::time::timeout(std::time::Duration::from_millis(50), writer.drain(&write, &mut buf)).await;
+        assert!(cut.is_err(), "a full pipe makes the drain wait");
+        let written = data.len() - buf.len();
+        assert!(written > 0 && !buf.is_empty(), "{written} bytes written before the wait");
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut chunk = vec![0u8; 8192];
+            loop {
+                match rustix::io::read(&read, &mut chunk[..]).unwrap() {
+                    0 => return got,
+                    count => got.extend_from_slice(&chunk[..count]),
+                }
+            }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(20), writer.drain(&write, &mut buf))
+            .await
+            .expect("the drain finished")
+            .unwrap();
+        assert!(buf.is_empty());
+        drop(write);
+        drop(writer);
+        assert_eq!(reader.join().unwrap(), data, "every byte once, in order");
     }
 
     #[tokio::test]
