@@ -2,8 +2,9 @@
 //! They do the current connection's I/O inline, with the state unlocked
 //! during each system call and the connection's half held instead (the
 //! locks and their order are in `state`): a read takes DATA payload
-//! straight into the caller's buffer, a write lends the caller's bytes to
-//! the connection.
+//! straight into the caller's buffer (and the next header into the core
+//! with the same call, where the transport allows), a write lends the
+//! caller's bytes to the connection.
 
 use std::io;
 use std::mem::MaybeUninit;
