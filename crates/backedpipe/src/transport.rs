@@ -69,58 +69,7 @@ pub(crate) fn halves(conn: impl Transport) -> Halves {
 }
 
 /// A connection's read half, as a pipe holds it.
-type ReadHalf = Box<dyn ReadIo>;
-
-/// A read half that can read into two buffers with one call where the
-/// connection allows it: the rest of a DATA payload into the
-/// application's buffer and what follows (the next header) into the
-/// pipe's, one system call where two would be made.
-pub(crate) trait ReadIo: AsyncRead + Send + Unpin {
-    /// Reads into `first`, and into `second` once `first` is full;
-    /// returns how many bytes were read in all (0 at the end of the
-    /// stream). As `poll_read`, it registers for readiness when nothing is
-    /// there. The default reads into `first` only.
-    fn poll_read_two(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        first: &mut [u8],
-        _second: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let mut buf = ReadBuf::new(first);
-        std::task::ready!(self.as_mut().poll_read(cx, &mut buf))?;
-        Poll::Ready(Ok(buf.filled().len()))
-    }
-}
-
-/// Any `AsyncRead` as a [`ReadIo`] that reads one buffer at a time.
-struct OneAtATime<R>(R);
-
-impl<R: AsyncRead + Unpin> AsyncRead for OneAtATime<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl<R: AsyncRead + Send + Unpin> ReadIo for OneAtATime<R> {}
-
-impl ReadIo for tokio::net::tcp::OwnedReadHalf {
-    fn poll_read_two(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        first: &mut [u8],
-        second: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let stream: &TcpStream = self.as_ref().get_ref().as_ref();
-            std::task::ready!(stream.poll_read_ready(cx))?;
-            let mut bufs = [io::IoSliceMut::new(first), io::IoSliceMut::new(second)];
-            match self.try_read_vectored(&mut bufs) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return Poll::Ready(result),
-            }
-        }
-    }
-}
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 
 /// A connection's write half, as a pipe holds it.
 type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
@@ -151,7 +100,7 @@ impl Halves {
         read: impl AsyncRead + Send + Unpin + 'static,
         write: impl AsyncWrite + Send + Unpin + 'static,
     ) -> Halves {
-        Halves::with_reader(OneAtATime(read), write, Split::Independent)
+        Halves { read: Box::new(read), write: Box::new(write), split: Split::Independent }
     }
 
     /// Halves that take one lock shared by both directions for each call,
@@ -161,16 +110,7 @@ impl Halves {
         read: impl AsyncRead + Send + Unpin + 'static,
         write: impl AsyncWrite + Send + Unpin + 'static,
     ) -> Halves {
-        Halves::with_reader(OneAtATime(read), write, Split::Shared)
-    }
-
-    /// Halves whose read half is the pipe's own kind of reader.
-    pub(crate) fn with_reader(
-        read: impl ReadIo + 'static,
-        write: impl AsyncWrite + Send + Unpin + 'static,
-        split: Split,
-    ) -> Halves {
-        Halves { read: Box::new(read), write: Box::new(write), split }
+        Halves { read: Box::new(read), write: Box::new(write), split: Split::Shared }
     }
 }
 
@@ -183,7 +123,7 @@ impl std::fmt::Debug for Halves {
 impl Transport for TcpStream {
     fn into_halves(self: Box<Self>) -> Halves {
         let (read, write) = (*self).into_split();
-        Halves::with_reader(read, write, Split::Independent)
+        Halves::independent(read, write)
     }
 }
 

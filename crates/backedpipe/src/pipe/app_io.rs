@@ -2,14 +2,13 @@
 //! They do the current connection's I/O inline, with the state unlocked
 //! during each system call and the connection's half held instead (the
 //! locks and their order are in `state`): a read takes DATA payload
-//! straight into the caller's buffer (and the next header into the core
-//! with the same call, where the transport allows), a write lends the
-//! caller's bytes to the connection.
+//! straight into the caller's buffer, a write lends the caller's bytes to
+//! the connection.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use tokio::io::{AsyncWrite, ReadBuf};
 use super::conn_io::{ReceiveUntil, Received, STASH_BYTES, Sent, Wrote};
 use super::hub::{Wakes, WriterCall};
 use super::now;
-use super::state::{Inner, Party, ReadIo, Shared, StateGuard, lock_half, try_half};
+use super::state::{Inner, Party, Shared, StateGuard, lock_half, try_half};
 use crate::core::{ConnectionState, Generation, ReadOutcome};
 use crate::error::Error;
 use crate::send_queue::MIN_SHARED_CHUNK;
@@ -223,16 +222,7 @@ impl Shared {
             }
             return (inner, result);
         }
-        // The rest of a payload that fits in the caller's buffer:
-        // what follows it (the next header, the start of the next payload)
-        // is read in the same call, into the core.
-        let ahead = direct > 0
-            && buf.remaining() >= direct
-            && inner.core.recv_buffered() < inner.options.recv_buffer_bytes.saturating_sub(STASH_BYTES);
         drop(inner);
-        if ahead {
-            return self.read_payload_and_ahead(io, now, generation, buf, direct);
-        }
         let mut stash_buf = [MaybeUninit::<u8>::uninit(); STASH_BYTES];
         let mut read_buf = if stash {
             ReadBuf::uninit(&mut stash_buf)
@@ -252,52 +242,6 @@ impl Shared {
                 } else if inner.core.direct_read_len(generation) >= count {
                     inner.core.direct_read_done(now, generation, count);
                     buf.advance(count);
-                    AppRead::Data
-                } else {
-                    AppRead::Again
-                }
-            }
-            Poll::Ready(_) => {
-                inner.core.connection_lost(now, generation);
-                AppRead::Again
-            }
-            Poll::Pending => AppRead::Blocked,
-        };
-        // The core knows what was read: others may read now.
-        drop(io);
-        if !matches!(result, AppRead::Blocked) {
-            self.after_input(&mut inner, now);
-        }
-        (inner, result)
-    }
-
-    /// One read of the rest of the current payload (`direct` bytes) into
-    /// `buf`, and of what follows into the core, in one call where the
-    /// transport can ([`ReadIo::poll_read_two`]). As `read_io`, with the
-    /// state unlocked during the call and the read half `io` held.
-    fn read_payload_and_ahead<'a>(
-        &'a self,
-        mut io: MutexGuard<'_, ReadIo>,
-        now: Instant,
-        generation: Generation,
-        buf: &mut ReadBuf<'_>,
-        direct: usize,
-    ) -> (StateGuard<'a>, AppRead) {
-        let mut next = [0u8; STASH_BYTES];
-        let unfilled = buf.initialize_unfilled();
-        let outcome = Pin::new(&mut **io).poll_read_two(&mut self.read_cx(), &mut unfilled[..direct], &mut next);
-        let mut inner = self.lock();
-        let result = match outcome {
-            Poll::Ready(Ok(count)) if count > 0 => {
-                let payload = count.min(direct);
-                // A connection given up meanwhile keeps what was read
-                // from it: the next one replays it.
-                if inner.core.direct_read_len(generation) >= payload {
-                    inner.core.direct_read_done(now, generation, payload);
-                    buf.advance(payload);
-                    if count > direct {
-                        inner.core.handle_read(now, generation, &next[..count - direct]);
-                    }
                     AppRead::Data
                 } else {
                     AppRead::Again

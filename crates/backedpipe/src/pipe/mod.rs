@@ -21,9 +21,7 @@
 //! (`write_chunk` takes the caller's chunk as it is), queues it in the send
 //! buffer and hands the frame to the connection with one vectored write
 //! from the send buffer's chunks; a read takes DATA
-//! payload straight from the connection into the caller's buffer, and
-//! what follows it (the next header) into the core in the same system
-//! call where the transport can read into two buffers at once. Each
+//! payload straight from the connection into the caller's buffer. Each
 //! connection is split into a read half and a write half (how they relate
 //! underneath is the transport's: see [`Transport`]), and these system
 //! calls run with their half held and the state unlocked, so a pipe's

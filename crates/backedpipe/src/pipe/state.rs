@@ -85,7 +85,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Waker};
 use std::time::Instant;
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::copies::Copies;
@@ -439,7 +439,7 @@ pub(super) struct Redial {
 type ForceResult = Option<Result<Generation, Error>>;
 
 /// A connection's reading half.
-pub(super) type ReadIo = Box<dyn crate::transport::ReadIo>;
+type ReadIo = Box<dyn AsyncRead + Send + Unpin>;
 
 /// A connection's writing half, and whether it owes a flush.
 pub(super) struct WriteSide {

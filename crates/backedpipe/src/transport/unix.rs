@@ -21,7 +21,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
-use super::{Halves, ReadIo, Split};
+use super::Halves;
 
 /// Writes in a row that found room at once, after which the write half
 /// gives up its registration for room to write.
@@ -38,7 +38,7 @@ pub(super) fn halves(stream: tokio::net::UnixStream) -> Halves {
         Ok(socket) => {
             let socket = Arc::new(socket);
             let write = WriteHalf { socket: Arc::clone(&socket), room: None, roomy: 0, shut: false };
-            Halves::with_reader(ReadHalf { socket }, write, Split::Independent)
+            Halves::independent(ReadHalf { socket }, write)
         }
         Err(err) => Halves::independent(Broken(err.kind()), Broken(err.kind())),
     }
@@ -70,24 +70,6 @@ impl AsyncRead for ReadHalf {
                     return Poll::Ready(Ok(()));
                 }
                 Ok(Err(err)) => return Poll::Ready(Err(err)),
-                Err(_would_block) => {}
-            }
-        }
-    }
-}
-
-impl ReadIo for ReadHalf {
-    fn poll_read_two(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        first: &mut [u8],
-        second: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut guard = ready!(self.socket.poll_read_ready(cx))?;
-            let mut bufs = [io::IoSliceMut::new(first), io::IoSliceMut::new(second)];
-            match guard.try_io(|socket| retry_interrupted(|| (&mut socket.get_ref()).read_vectored(&mut bufs))) {
-                Ok(result) => return Poll::Ready(result),
                 Err(_would_block) => {}
             }
         }
