@@ -326,7 +326,10 @@ pub(crate) async fn attach(
         Restore::Raw => Redraw::ClearAndNudge,
     };
     let (stop, end, server_gone) = loop {
-        if !direct && local.input.is_none() {
+        // One reader of the keys at a time: the server, or this client.
+        if direct {
+            local.input = None;
+        } else if local.input.is_none() {
             local.input = Some(open_input(&local.gate));
         }
         let (stop, end, server_gone) = run_connection(connection, &mut local, options, redraw, direct).await;
