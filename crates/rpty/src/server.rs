@@ -16,7 +16,7 @@ use backedpipe::server::Listener;
 use backedpipe::{BackedPipe, PipeControl, PipeState};
 use bytes::Bytes;
 use ptysession::framing::{FrameSink, ServeOutcome, WriteSink};
-use ptysession::{Attachment, DetachReason, Session, SessionManager, State};
+use ptysession::{DetachReason, Session, SessionManager, State};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
@@ -512,12 +512,14 @@ impl Server {
             let others = self.shared.registry.displace_others(&registration);
             tracing::info!(name, %client, others, "detaching the other clients");
         }
+        let (reader, sink) = M::split(&mut conn);
+        let displaced = &registration.displaced;
         let served = match terminal {
             Some(terminal) => {
                 let options = direct::Options { read_only, clear_first: how.clear_first };
-                M::serve_direct(attachment, &mut conn, terminal, options, &registration.displaced).await
+                direct::serve(attachment, terminal, reader, sink, options, displaced).await
             }
-            None => M::serve(attachment, &mut conn, how.input, &registration.displaced).await,
+            None => attached::serve(attachment, reader, sink, how.input, displaced).await,
         };
         drop(registration);
         let last_words = match served {
@@ -914,50 +916,39 @@ fn write_pid_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How an attached client's frames reach its connection.
+/// How an attached client's frames reach its connection: the connection
+/// split into a reader of the client's frames and a sink for the
+/// server's.
 pub(crate) trait Framing<C> {
-    /// Serves the attached client over `conn` (see [`attached::serve`]).
-    async fn serve(
-        attachment: Attachment,
-        conn: &mut C,
-        input: InputPolicy,
-        displaced: &Notify,
-    ) -> Result<ServeOutcome, ptysession::Error>;
+    /// The reading side of a split connection.
+    type Reader<'a>: AsyncRead + Unpin
+    where
+        C: 'a;
+    /// The writing side of a split connection.
+    type Sink<'a>: FrameSink
+    where
+        C: 'a;
 
-    /// Serves the attached client on its own terminal, with `conn` for its
-    /// frames (see [`direct::serve`]).
-    async fn serve_direct(
-        attachment: Attachment,
-        conn: &mut C,
-        terminal: direct::Terminal,
-        options: direct::Options,
-        displaced: &Notify,
-    ) -> Result<ServeOutcome, ptysession::Error>;
+    /// Splits `conn` for one attached client.
+    fn split(conn: &mut C) -> (Self::Reader<'_>, Self::Sink<'_>);
 }
 
 /// Any byte stream: the frames are written (copied) into it.
 pub(crate) struct AnyStream;
 
 impl<C: AsyncRead + AsyncWrite + Unpin + Send> Framing<C> for AnyStream {
-    async fn serve(
-        attachment: Attachment,
-        conn: &mut C,
-        input: InputPolicy,
-        displaced: &Notify,
-    ) -> Result<ServeOutcome, ptysession::Error> {
-        let (reader, writer) = tokio::io::split(conn);
-        attached::serve(attachment, reader, WriteSink(writer), input, displaced).await
-    }
+    type Reader<'a>
+        = tokio::io::ReadHalf<&'a mut C>
+    where
+        C: 'a;
+    type Sink<'a>
+        = WriteSink<tokio::io::WriteHalf<&'a mut C>>
+    where
+        C: 'a;
 
-    async fn serve_direct(
-        attachment: Attachment,
-        conn: &mut C,
-        terminal: direct::Terminal,
-        options: direct::Options,
-        displaced: &Notify,
-    ) -> Result<ServeOutcome, ptysession::Error> {
+    fn split(conn: &mut C) -> (Self::Reader<'_>, Self::Sink<'_>) {
         let (reader, writer) = tokio::io::split(conn);
-        direct::serve(attachment, terminal, reader, WriteSink(writer), options, displaced).await
+        (reader, WriteSink(writer))
     }
 }
 
@@ -967,30 +958,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin + Send> Framing<C> for AnyStream {
 pub(crate) struct PipeChunks;
 
 impl Framing<BackedPipe> for PipeChunks {
-    async fn serve(
-        attachment: Attachment,
-        pipe: &mut BackedPipe,
-        input: InputPolicy,
-        displaced: &Notify,
-    ) -> Result<ServeOutcome, ptysession::Error> {
-        let (reader, writer) = pipe.split();
-        attached::serve(attachment, reader, ChunkSink(writer), input, displaced).await
-    }
+    type Reader<'a> = backedpipe::ReadHalf<'a>;
+    type Sink<'a> = ChunkSink<'a>;
 
-    async fn serve_direct(
-        attachment: Attachment,
-        pipe: &mut BackedPipe,
-        terminal: direct::Terminal,
-        options: direct::Options,
-        displaced: &Notify,
-    ) -> Result<ServeOutcome, ptysession::Error> {
+    fn split(pipe: &mut BackedPipe) -> (Self::Reader<'_>, Self::Sink<'_>) {
         let (reader, writer) = pipe.split();
-        direct::serve(attachment, terminal, reader, ChunkSink(writer), options, displaced).await
+        (reader, ChunkSink(writer))
     }
 }
 
 /// The writing half of a pipe as a frame sink.
-struct ChunkSink<'a>(backedpipe::WriteHalf<'a>);
+pub(crate) struct ChunkSink<'a>(backedpipe::WriteHalf<'a>);
 
 impl FrameSink for ChunkSink<'_> {
     async fn send(&mut self, frames: Bytes) -> std::io::Result<()> {
