@@ -18,7 +18,7 @@
 //! | `0x02` | `Replay`    | scrollback bytes (zero or more frames, all before `ReplayEnd`) |
 //! | `0x03` | `ReplayEnd` | empty: the replay is complete, live output follows |
 //! | `0x04` | `Exited`    | `0x00` + exit code (i32 BE), or `0x01` + signal number (i32 BE); last frame |
-//! | `0x05` | `Detached`  | `0x01` + queue size (u64 BE): lagged; `0x02`: session closed; or `0x03`: displaced by another client; last frame |
+//! | `0x05` | `Detached`  | `0x01` + queue size (u64 BE): lagged; `0x02`: session closed; `0x03`: displaced by another client; or `0x04`: as the client asked (a server that reads its terminal saw the detach key); last frame |
 //!
 //! Client to server ([`ClientFrame`]):
 //!
