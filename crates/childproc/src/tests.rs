@@ -23,6 +23,7 @@ async fn bounded<T>(future: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn without_pidfd_a_thread_reaps_and_latches_the_status() {
+    logged();
     let options = Options { without_pidfd: true, ..Options::new() };
     let child = Child::spawn(sh("exit 5"), options).expect("spawn");
     let status = bounded(child.wait()).await.expect("status");
@@ -33,6 +34,7 @@ async fn without_pidfd_a_thread_reaps_and_latches_the_status() {
 
 #[tokio::test]
 async fn without_pidfd_the_kill_ladder_and_the_timeout_still_work() {
+    logged();
     let options = Options { without_pidfd: true, ..Options::new() }.kill_timeout(Duration::from_millis(300));
     let mut command = sh("trap '' TERM; echo ready; exec sleep 30");
     command.stdout(std::process::Stdio::piped());
@@ -58,6 +60,7 @@ async fn without_pidfd_the_kill_ladder_and_the_timeout_still_work() {
 
 #[tokio::test]
 async fn a_signal_forwarded_during_the_spawn_is_delivered_once_the_pid_is_known() {
+    logged();
     let child = Child::new(sh("exec sleep 30"), Options::new());
     // What the forwarding thread does when a signal arrives between the
     // handler installation and the end of the spawn.
@@ -69,6 +72,7 @@ async fn a_signal_forwarded_during_the_spawn_is_delivered_once_the_pid_is_known(
 
 #[test]
 fn a_run_dropped_with_its_runtime_is_reaped_by_a_thread() {
+    logged();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let (child, exit) = runtime.block_on(async {
         let child = Child::spawn(sh("sleep 0.2"), Options::new()).expect("spawn");
@@ -84,6 +88,27 @@ fn a_run_dropped_with_its_runtime_is_reaped_by_a_thread() {
     }
     assert!(exit.try_status().expect("status").is_some_and(|status| status.success()));
     drop(child);
+}
+
+/// The log every test of this binary writes to, installed as the global
+/// subscriber (not per thread: the lines of reaper threads and of the
+/// signal forwarding thread must be caught too) by whichever test comes
+/// first. Every test that spawns calls this first: a span created before
+/// the subscriber is installed would stay disabled while the lines in it
+/// are logged, and those lines would name no run.
+fn logged() -> &'static Log {
+    static LOG: std::sync::OnceLock<Log> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
+        log
+    })
 }
 
 /// A log the test reads back.
@@ -110,17 +135,9 @@ impl Log {
 
 #[test]
 fn every_line_about_a_run_names_its_pid_and_program() {
-    // Global, not per thread: the lines of reaper threads and of the
-    // signal forwarding thread must be caught too. Other tests of this
-    // binary log here meanwhile; their lines must name their runs as well.
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
+    // Other tests of this binary log here meanwhile; their lines must name
+    // their runs as well.
+    let log = logged();
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let (watched, threaded, forwarded) = runtime.block_on(async {
