@@ -2,8 +2,9 @@
 //! ([`LocalTerminal`]): the server opens the client's terminal, writes the
 //! session's output there and reads the keys from it itself, as tmux's
 //! server does. A keystroke's echo then wakes two processes (the server
-//! and the program) instead of four; the client only forwards its window
-//! size and signals, and waits for the end.
+//! and the program) instead of three (the client too, on the way in and
+//! out); the client only forwards its window size and signals, and waits
+//! for the end.
 //!
 //! The connection carries, from the client, its frames as usual (`Resize`,
 //! `Repaint`, `Detach`; `Input` is taken too, though a client that handed
