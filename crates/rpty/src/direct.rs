@@ -162,23 +162,24 @@ where
 
     // A client restoring the screen gets the repaint as its replay.
     let (replay, first, mut events, _) = attachment.into_view().await;
-    let mut out = Vec::with_capacity(replay.len() + terminal::CLEAR_SCREEN.len());
+    // Output taken from the session and not yet on the terminal, the replay
+    // first: kept here when serving ends in the middle of a write, so that
+    // the last words do not land inside an escape sequence.
+    let mut batch = BytesMut::with_capacity(replay.len() + terminal::CLEAR_SCREEN.len());
     if options.clear_first {
-        out.extend_from_slice(terminal::CLEAR_SCREEN);
+        batch.extend_from_slice(terminal::CLEAR_SCREEN);
     }
-    out.extend_from_slice(&replay);
+    batch.extend_from_slice(&replay);
     modes.observe(&replay);
-    let shown = writer.write_all(tty, &out).await;
-    send(&mut sink, &[ServerFrame::ReplayEnd]).await?;
 
-    // Output taken from the session and not yet on the terminal: kept here
-    // when serving ends in the middle of a write, so that the last words
-    // do not land inside an escape sequence.
-    let mut batch = BytesMut::new();
-    let end = if let Err(err) = shown {
-        End::TerminalGone(err)
-    } else {
+    let end = {
+        // The keys, the client's frames and its exit are watched from the
+        // start, the replay's writing included.
         let outgoing = async {
+            if let Err(err) = writer.drain(tty, &mut batch).await {
+                return Ok(End::TerminalGone(err));
+            }
+            send(&mut sink, &[ServerFrame::ReplayEnd]).await?;
             let mut detach = std::pin::pin!(displaced.notified());
             let mut pending = first;
             loop {
@@ -221,17 +222,17 @@ where
                     }
                 }
                 if let Err(err) = writer.drain(tty, &mut batch).await {
-                    return End::TerminalGone(err);
+                    return Ok(End::TerminalGone(err));
                 }
                 if let Some(end) = end {
-                    return end;
+                    return Ok(end);
                 }
             }
         };
         let keys = read_keys(&terminal, &input, options.read_only);
         let frames = read_frames(&mut reader, frames, &input, options.read_only);
         tokio::select! {
-            end = outgoing => end,
+            end = outgoing => end?,
             end = keys => end,
             end = frames => end?,
             _ = terminal.client.readable() => End::ClientGone,

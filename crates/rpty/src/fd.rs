@@ -41,20 +41,6 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Writes all of `data` to `fd`, waiting for room as needed.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel safe: a dropped future may have written a prefix of
-    /// `data` (see [`drain`](Self::drain)).
-    pub(crate) async fn write_all(&mut self, fd: &OwnedFd, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let count = self.write_some(fd, data).await?;
-            data = &data[count..];
-        }
-        Ok(())
-    }
-
     /// Writes `buf` to `fd` until it is empty, waiting for room as needed.
     ///
     /// # Cancel safety
@@ -144,7 +130,8 @@ mod tests {
             }
         });
         let mut writer = Writer::default();
-        let sent = tokio::time::timeout(std::time::Duration::from_secs(20), writer.write_all(&write, &data)).await;
+        let mut buf = BytesMut::from(&data[..]);
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(20), writer.drain(&write, &mut buf)).await;
         sent.expect("the writer finished").unwrap();
         assert!(writer.room.is_some(), "a write that found the pipe full registered for room");
         drop(write);
@@ -189,10 +176,10 @@ mod tests {
         let room = register(rustix::io::fcntl_dupfd_cloexec(&write, 0).unwrap(), Interest::WRITABLE).unwrap();
         let mut writer = Writer { room: Some(room), roomy: 0 };
         for _ in 0..ROOMY_WRITES_BEFORE_FORGETTING {
-            writer.write_all(&write, b"x").await.unwrap();
+            writer.drain(&write, &mut BytesMut::from(&b"x"[..])).await.unwrap();
         }
         assert!(writer.room.is_none(), "the registration for room was dropped");
-        writer.write_all(&write, b"y").await.unwrap();
+        writer.drain(&write, &mut BytesMut::from(&b"y"[..])).await.unwrap();
         assert!(writer.room.is_none(), "a write with room registered nothing");
         let mut buf = [0u8; 64];
         let count = rustix::io::read(&read, &mut buf[..]).unwrap();
