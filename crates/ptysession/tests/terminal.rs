@@ -87,12 +87,11 @@ async fn input_chunks_larger_than_the_terminal_takes_at_once_stay_whole() {
     many_clients_write_whole_chunks(20_000).await;
 }
 
-async fn many_clients_write_whole_chunks(chunk_len: usize) {
+async fn many_clients_write_whole_chunks(chunk_size: usize) {
     let dir = TempDir::new();
     let out = dir.path().join("input");
     const CLIENTS: usize = 4;
     const CHUNKS: usize = 20;
-    let chunk_size = chunk_len;
     let total = CLIENTS * CHUNKS * chunk_size;
     let script = format!("stty raw -echo; printf R; head -c {total} > '{}'; printf D", out.display());
     let session = Session::spawn(sh(&script), support::options()).unwrap();

@@ -146,9 +146,9 @@ where
     S: FrameSink,
 {
     let input = attachment.input();
-    let mut frames = BytesMut::new();
+    let mut received = BytesMut::new();
     let ready = tokio::select! {
-        frame = next_frame(&mut reader, &mut frames) => frame?,
+        frame = next_frame(&mut reader, &mut received) => frame?,
         _ = terminal.client.readable() => None,
     };
     match ready {
@@ -179,11 +179,11 @@ where
             if let Err(err) = writer.drain(tty, &mut batch).await {
                 return Ok(End::TerminalGone(err));
             }
-            send(&mut sink, &[ServerFrame::ReplayEnd]).await?;
+            send(&mut sink, ServerFrame::ReplayEnd).await?;
             let mut detach = std::pin::pin!(displaced.notified());
             let mut pending = first;
             loop {
-                let event = match pending.take() {
+                let mut event = match pending.take() {
                     Some(event) => Some(event),
                     None => tokio::select! {
                         event = events.next() => event,
@@ -191,7 +191,6 @@ where
                     },
                 };
                 let mut end = None;
-                let mut event = event;
                 loop {
                     match event {
                         None => {
@@ -230,7 +229,7 @@ where
             }
         };
         let keys = read_keys(&terminal, &input, options.read_only);
-        let frames = read_frames(&mut reader, frames, &input, options.read_only);
+        let frames = read_frames(&mut reader, received, &input, options.read_only);
         tokio::select! {
             end = outgoing => end?,
             end = keys => end,
@@ -245,22 +244,22 @@ where
     let outcome = match end {
         End::Exited(status) => {
             put_back(&mut writer, tty, &mut batch, &modes).await;
-            send(&mut sink, &[ServerFrame::Exited(status)]).await?;
+            send(&mut sink, ServerFrame::Exited(status)).await?;
             ServeOutcome::Exited(status)
         }
         // The client attaches again at once: its screen goes on.
         End::Detached(reason @ DetachReason::Lagged { .. }) => {
-            send(&mut sink, &[ServerFrame::Detached(reason)]).await?;
+            send(&mut sink, ServerFrame::Detached(reason)).await?;
             ServeOutcome::Detached(reason)
         }
         End::Detached(reason) => {
             put_back(&mut writer, tty, &mut batch, &modes).await;
-            send(&mut sink, &[ServerFrame::Detached(reason)]).await?;
+            send(&mut sink, ServerFrame::Detached(reason)).await?;
             ServeOutcome::Detached(reason)
         }
         End::Key => {
             put_back(&mut writer, tty, &mut batch, &modes).await;
-            send(&mut sink, &[ServerFrame::Detached(DetachReason::Requested)]).await?;
+            send(&mut sink, ServerFrame::Detached(DetachReason::Requested)).await?;
             ServeOutcome::Detached(DetachReason::Requested)
         }
         End::ClientAsked => {
@@ -376,12 +375,10 @@ async fn carry_out(frame: ClientFrame, input: &Input, read_only: bool) {
     }
 }
 
-/// Encodes `frames` and sends them as one batch.
-async fn send<S: FrameSink>(sink: &mut S, frames: &[ServerFrame]) -> Result<(), ptysession::Error> {
+/// Encodes `frame` and sends it.
+async fn send<S: FrameSink>(sink: &mut S, frame: ServerFrame) -> Result<(), ptysession::Error> {
     let mut out = BytesMut::new();
-    for frame in frames {
-        frame.encode(&mut out);
-    }
+    frame.encode(&mut out);
     sink.send(out.freeze()).await.map_err(ptysession::Error::Connection)
 }
 
